@@ -1,0 +1,3 @@
+from steelflow.cli import main
+
+main()

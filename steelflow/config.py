@@ -1,0 +1,237 @@
+"""params.yaml as a typed, validated config tree.
+
+One section of params.yaml = one config class. A step receives its own section (and the shared ``data``
+section), never the whole tree. Loading fails early, before any work, with the dotted name of the key at
+fault and what was allowed there.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steelflow.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors (a typo must not silently fall back to a default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+
+class SyntheticConfig(Section):
+    """Procedural steel images (the embedded default source)."""
+
+    per_class: int = Field(gt=0, description="images generated per class")
+    image_size: int = Field(ge=32, le=1024, description="side of the square images, pixels")
+    seed: int = 0
+
+
+class DataConfig(Section):
+    """Shared by every step: where images come from and how they are cached for training."""
+
+    source: str = Field(min_length=1, description="'synthetic' or a path to a folder of images")
+    classes: list[str] | None = Field(
+        default=None, description="expected class names; null = the classes found in the source"
+    )
+    synthetic: SyntheticConfig
+    cache_size: int = Field(ge=8, le=1024, description="side the decoded-image cache stores images at")
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("needs at least two classes")
+            if len(set(v)) != len(v):
+                raise ValueError(f"class names repeat: {v}")
+        return v
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+# --- validate ---------------------------------------------------------------------------------------
+
+
+class ValidateConfig(Section):
+    min_per_class: int = Field(ge=1)
+    duplicates: Literal["drop", "fail"] = "drop"
+    min_width: int = Field(ge=1)
+    max_width: int = Field(ge=1)
+    min_height: int = Field(ge=1)
+    max_height: int = Field(ge=1)
+    modes: list[Literal["1", "L", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK", "LA"]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidateConfig:
+        if self.min_width > self.max_width:
+            raise ValueError(f"min_width ({self.min_width}) > max_width ({self.max_width})")
+        if self.min_height > self.max_height:
+            raise ValueError(f"min_height ({self.min_height}) > max_height ({self.max_height})")
+        return self
+
+
+# --- split ------------------------------------------------------------------------------------------
+
+
+class SplitConfig(Section):
+    """Paper §4.3: 70 % train / 30 % test; ``val`` is a fraction of train held out for early stopping."""
+
+    test: float = Field(gt=0, lt=1)
+    val: float = Field(ge=0, lt=1)
+    seed: int = 0
+
+
+# --- corrupt ----------------------------------------------------------------------------------------
+
+
+class _Condition(Section):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME.match(v) or v in ("clean", "original"):
+            raise ValueError(f"{v!r} is not usable as a folder name (letters, digits, '_', '.', '-')")
+        return v
+
+
+class LuminanceCondition(_Condition):
+    kind: Literal["luminance"]
+    alpha: float = Field(ge=0, le=1, description="strength of the non-uniform illumination")
+
+
+class NoiseCondition(_Condition):
+    kind: Literal["noise"]
+    snr_db: float = Field(gt=-20, le=100, description="signal-to-noise ratio of the added noise, dB")
+
+
+class BlurCondition(_Condition):
+    kind: Literal["blur"]
+    length: float = Field(gt=0, le=100, description="motion length, pixels")
+
+
+Condition = Annotated[LuminanceCondition | NoiseCondition | BlurCondition, Field(discriminator="kind")]
+
+
+class CorruptConfig(Section):
+    seed: int = 0
+    conditions: list[Condition] = Field(min_length=1)
+    grid_per_class: int = Field(default=1, ge=1, le=4, description="example rows per class in the grid")
+
+    @field_validator("conditions")
+    @classmethod
+    def _unique_names(cls, v: list[Any]) -> list[Any]:
+        names = [c.name for c in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"condition names repeat: {dup}")
+        return v
+
+
+# --- the whole tree ---------------------------------------------------------------------------------
+
+
+class Params(Section):
+    data: DataConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    split: SplitConfig
+    corrupt: CorruptConfig
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read ``path``, apply ``dotted.key=value`` overrides, and validate into :class:`Params`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides:
+        apply_override(raw, item)
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+def apply_override(tree: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in ``tree``; the value is parsed as YAML (``3``, ``0.5``, ``[a, b]``, ``null``)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
+    parts = key.strip().split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[: i + 1])!r}")
+        node = node[part]
+    last = parts[-1]
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = yaml.safe_load(value)
+    elif isinstance(node, dict):
+        node[last] = yaml.safe_load(value)  # unknown leaf keys are reported by validation with allowed keys
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])!r} is not a section")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+    kind = err["type"]
+    if kind == "missing":
+        return f"missing key '{loc}'"
+    if kind == "extra_forbidden":
+        parent = err["loc"][:-1]
+        allowed = _allowed_keys(parent)
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"unknown key '{loc}'{hint}"
+    return f"'{loc}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in ("luminance", "noise", "blur")
+
+
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: Any = Params
+    for part in parent:
+        if isinstance(part, int) or _is_union_tag(part):
+            continue
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        model = next(
+            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if model is None:
+            return []
+    return sorted(f.alias or n for n, f in model.model_fields.items())

@@ -1,0 +1,28 @@
+"""The few exception types steelflow raises on purpose.
+
+The CLI turns each into one clear line on stderr and a non-zero exit code; tracebacks only with ``--debug``.
+"""
+
+
+class SteelflowError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(SteelflowError):
+    """params.yaml (or a ``--set`` override) is missing a key, has an unknown key, or a bad value."""
+
+    exit_code = 2
+
+
+class DataError(SteelflowError):
+    """The input data is unusable: a missing folder, an unreadable image, a leak between splits."""
+
+    exit_code = 3
+
+
+class ValidationFailed(SteelflowError):
+    """Great Expectations found data that breaks an expectation; the reports say which rows."""
+
+    exit_code = 4

@@ -1,0 +1,22 @@
+"""Where each step reads and writes, relative to the project root.
+
+These paths are part of steelflow's public contract (README, dvc.yaml, the Kubeflow components): change
+them only together with those.
+"""
+
+from pathlib import Path
+
+DATA = Path("data")
+IMAGES = DATA / "images"  # the ingested dataset, one folder per class
+MANIFEST = DATA / "manifest.csv"
+SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
+CORRUPTED = DATA / "corrupted"  # <condition>/<class>/<file>.png + index.csv
+CACHE = DATA / "cache"  # decoded uint8 arrays: splits/<split>.npz, corrupted/<condition>.npz
+
+REPORTS = Path("reports")
+VALIDATION_JSON = REPORTS / "validation.json"
+VALIDATION_DOCS = REPORTS / "validation"  # Great Expectations Data Docs (HTML)
+SPLIT_JSON = REPORTS / "split.json"
+CORRUPTIONS_PNG = REPORTS / "corruptions.png"
+
+SPLIT_NAMES = ("train", "val", "test")

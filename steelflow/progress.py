@@ -1,0 +1,14 @@
+"""Progress bars for long loops (Rich), quiet when output is not a terminal unless asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
+
+from rich.progress import track as _rich_track
+
+T = TypeVar("T")
+
+
+def track(items: Sequence[T] | Iterable[T], description: str) -> Iterator[T]:
+    yield from _rich_track(items, description=description, transient=True)

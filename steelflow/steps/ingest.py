@@ -1,0 +1,65 @@
+"""Step 1, ingest: bring the dataset into the workspace and describe every image in the manifest.
+
+Reads params section ``data``. Writes ``data/images/<class>/<file>`` (the source files byte for byte; for
+the ``synthetic`` source, freshly generated PNGs) and ``data/manifest.csv`` (see
+:mod:`steelflow.data.manifest`). Manifest paths are relative to the manifest's folder. Undecodable files are
+recorded with their error, not skipped: ``validate`` reports them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from steelflow import io, paths
+from steelflow.config import DataConfig
+from steelflow.data import images, manifest, sources, synthetic
+from steelflow.progress import track
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    layout: str
+    n_images: int
+    per_class: dict[str, int]
+
+
+def ingest(
+    data: DataConfig, manifest_path: Path = paths.MANIFEST, images_dir: Path = paths.IMAGES
+) -> IngestResult:
+    """Materialise ``data.source`` under ``images_dir`` and write the manifest for it."""
+    manifest_path, images_dir = Path(manifest_path), Path(images_dir)
+    with io.atomic_path(images_dir) as staged:
+        if data.is_synthetic:
+            layout = "synthetic"
+            generated = synthetic.generate(staged, data.synthetic)
+            found = [sources.SourceImage(p.relative_to(staged), label) for p, label in generated]
+        else:
+            layout, originals = sources.discover(data.source)
+            found = _copy(originals, staged)
+        table = _describe(found, staged, images_dir, manifest_path.parent)
+    manifest.write(table, manifest_path)
+    return IngestResult(layout, len(table), table.groupby("label").size().to_dict())
+
+
+def _copy(originals: list[sources.SourceImage], staged: Path) -> list[sources.SourceImage]:
+    copied = []
+    for src in track(originals, "copy images"):
+        rel = Path(src.label) / src.path.name
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.path, staged / rel)
+        copied.append(sources.SourceImage(rel, src.label))
+    return copied
+
+
+def _describe(found: list[sources.SourceImage], staged: Path, images_dir: Path, root: Path) -> pd.DataFrame:
+    prefix = Path(os.path.relpath(images_dir.resolve(), root.resolve()))
+    rows = []
+    for img in track(found, "inspect images"):
+        meta = images.inspect(staged / img.path)
+        rows.append({"path": (prefix / img.path).as_posix(), "label": img.label, **meta})
+    return pd.DataFrame(rows, columns=manifest.COLUMNS)
