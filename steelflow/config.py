@@ -220,18 +220,29 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
-    model: Any = Params
+    """The keys a section accepts, found by walking the config classes along an error's location."""
+    candidates: list[type[BaseModel]] = [Params]
     for part in parent:
-        if isinstance(part, int) or _is_union_tag(part):
+        if isinstance(part, int):
             continue
-        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        if _is_union_tag(part):  # a condition: pick the class whose ``kind`` is this tag
+            candidates = [
+                m
+                for m in candidates
+                if "kind" in m.model_fields and part in m.model_fields["kind"].annotation.__args__
+            ]
+            continue
+        fields = {f.alias or n: f for m in candidates for n, f in m.model_fields.items()}
         if part not in fields:
             return []
-        ann = fields[part].annotation
-        model = next(
-            (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
-            None,
-        )
-        if model is None:
-            return []
-    return sorted(f.alias or n for n, f in model.model_fields.items())
+        candidates = _models_in(fields[part].annotation)
+    if len(candidates) != 1:
+        return []
+    return sorted(f.alias or n for n, f in candidates[0].model_fields.items())
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Config classes inside a type: ``X``, ``list[X]``, ``A | B``, ``Annotated[...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]

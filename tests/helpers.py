@@ -1,0 +1,46 @@
+"""Helpers the tests share: small params, image writers, where the shared datasets are."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+NEU_CLS = SHARED / "datasets" / "NEU-CLS"
+
+# Small enough for seconds, large enough to stratify 70/30 and hold out a validation split.
+SMALL = {
+    "data": {"synthetic": {"per_class": 12, "image_size": 64, "seed": 0}, "cache_size": 16},
+    "validate": {"min_per_class": 5, "min_width": 16},
+}
+
+
+def deep_update(tree: dict, changes: dict) -> dict:
+    out = copy.deepcopy(tree)
+    for key, value in changes.items():
+        out[key] = deep_update(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def repo_params(**changes: dict) -> dict:
+    return deep_update(deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), SMALL), changes)
+
+
+def write_params(folder: Path, tree: dict) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def write_image(path: Path, seed: int, size: int = 40, mode: str = "L") -> Path:
+    """A unique random image (different seed → different bytes)."""
+    rng = np.random.default_rng(seed)
+    shape = (size, size) if mode == "L" else (size, size, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+    return path

@@ -1,0 +1,84 @@
+"""params.yaml → typed config: bad keys and values fail early, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from steelflow.config import BlurCondition, load_params, parse_params
+from steelflow.errors import ConfigError
+from tests.helpers import REPO, repo_params, write_params
+
+
+def test_repo_params_load_into_typed_sections():
+    p = load_params(REPO / "params.yaml")
+    assert p.data.is_synthetic
+    assert p.split.test == pytest.approx(0.3)
+    assert p.validate_.duplicates == "drop"
+    assert [c.kind for c in p.corrupt.conditions] == ["luminance"] * 2 + ["noise"] * 2 + ["blur"] * 2
+    assert isinstance(p.corrupt.conditions[-1], BlurCondition) and p.corrupt.conditions[-1].length == 5
+
+
+def test_missing_key_is_named(tmp_path):
+    tree = repo_params()
+    del tree["split"]["test"]
+    with pytest.raises(ConfigError, match=r"missing key 'split\.test'"):
+        load_params(write_params(tmp_path, tree))
+
+
+def test_misspelled_key_is_named_with_the_allowed_ones(tmp_path):
+    tree = repo_params()
+    tree["split"]["tset"] = tree["split"].pop("test")
+    with pytest.raises(ConfigError) as e:
+        load_params(write_params(tmp_path, tree))
+    assert "unknown key 'split.tset'" in str(e.value)
+    assert "allowed: seed, test, val" in str(e.value)
+
+
+def test_negative_ratio_from_set_override_is_rejected():
+    with pytest.raises(ConfigError, match=r"'split\.test'.*greater than 0.*-0\.1"):
+        load_params(REPO / "params.yaml", ["split.test=-0.1"])
+
+
+def test_bad_choice_lists_the_allowed_values():
+    with pytest.raises(ConfigError, match=r"'validate\.duplicates'.*'drop' or 'fail'"):
+        load_params(REPO / "params.yaml", ["validate.duplicates=keep"])
+
+
+def test_set_overrides_are_parsed_as_yaml_values():
+    p = load_params(REPO / "params.yaml", ["data.classes=[a, b]", "corrupt.conditions.0.alpha=0.25"])
+    assert p.data.classes == ["a", "b"]
+    assert p.corrupt.conditions[0].alpha == 0.25
+
+
+@pytest.mark.parametrize("item", ["nosuch.key=1", "split", "=3"])
+def test_malformed_or_unknown_override_fails(item):
+    with pytest.raises(ConfigError, match="--set"):
+        load_params(REPO / "params.yaml", [item])
+
+
+def test_unknown_condition_kind_and_repeated_names_fail():
+    tree = repo_params()
+    tree["corrupt"]["conditions"].append({"name": "fog", "kind": "fog"})
+    with pytest.raises(ConfigError, match=r"corrupt\.conditions\.6"):
+        parse_params(tree)
+    tree = repo_params()
+    tree["corrupt"]["conditions"].append(dict(tree["corrupt"]["conditions"][0]))
+    with pytest.raises(ConfigError, match="condition names repeat"):
+        parse_params(tree)
+
+
+def test_unknown_key_inside_a_condition_names_its_position():
+    tree = repo_params()
+    tree["corrupt"]["conditions"][2]["snr"] = 3
+    with pytest.raises(ConfigError, match=r"unknown key 'corrupt\.conditions\.2\.snr'.*snr_db"):
+        parse_params(tree)
+
+
+def test_missing_params_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+    assert yaml  # the module stays imported for write_params
