@@ -1,0 +1,84 @@
+"""`dvc repro` for real, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO, SMALL, deep_update
+
+pytestmark = pytest.mark.integration
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "steelflow-test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "steelflow-test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def _sh(*args: str, cwd: Path) -> str:
+    env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(cwd)}  # the copy's package, not the installed one
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """The repository's files (tracked and untracked-not-ignored) in a fresh git repo, with small params."""
+    dest = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    params = deep_update(yaml.safe_load((dest / "params.yaml").read_text()), SMALL)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _sh("git", "init", "-q", cwd=dest)
+    _sh("git", "add", "-A", cwd=dest)
+    _sh("git", "commit", "-qm", "clone", cwd=dest)
+    return dest
+
+
+def test_repro_runs_every_stage_then_nothing_then_only_corrupt(clone):
+    out = _sh("dvc", "repro", cwd=clone)
+    for stage in ("ingest", "validate", "split", "corrupt"):
+        assert f"Running stage '{stage}'" in out
+    for output in (
+        "data/manifest.csv",
+        "reports/validation/index.html",
+        "data/splits/test.csv",
+        "data/cache/splits/train.npz",
+        "data/corrupted/index.csv",
+        "reports/corruptions.png",
+    ):
+        assert (clone / output).is_file(), output
+
+    again = _sh("dvc", "repro", cwd=clone)
+    assert "Running stage" not in again
+    assert "up to date" in again
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["corrupt"]["conditions"][2]["snr_db"] = 30
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = _sh("dvc", "repro", cwd=clone)
+    assert "Running stage 'corrupt'" in changed
+    for stage in ("ingest", "validate", "split"):
+        assert f"Running stage '{stage}'" not in changed
+
+
+def test_metrics_are_declared_for_dvc(clone):
+    _sh("dvc", "repro", cwd=clone)
+    metrics = json.loads(_sh("dvc", "metrics", "show", "--json", cwd=clone))
+    files = json.dumps(metrics)
+    assert "reports/split.json" in files and "reports/validation.json" in files
+    assert "Data and pipelines are up to date" in _sh("dvc", "status", cwd=clone)
