@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from steelflow import config, paths
 from steelflow.errors import SteelflowError
@@ -47,7 +48,7 @@ def _step(fn: F) -> F:
         except SteelflowError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,319 @@
+"""Step 2, validate: check the manifest with Great Expectations before anything trains on it.
+
+Reads params sections ``validate`` and ``data`` (``classes``) and ``data/manifest.csv``. Writes
+``reports/validation.json`` (deterministic: DVC hashes it as a metric) and the Great Expectations Data
+Docs under ``reports/validation/`` (open ``index.html``). Both are written whether or not the data passes;
+a failure then raises :class:`~steelflow.errors.ValidationFailed` naming each broken expectation and its
+files.
+
+The checks: every file decodes as an image; labels are among ``data.classes`` (when given); each class has
+at least ``validate.min_per_class`` images; decodable images have their width, height and mode within
+bounds; no content (sha256) appears twice. A copy inside one class is dropped (the first in manifest order
+is kept; ``validate.duplicates: drop``) or fails (``fail``); the same content under two labels always fails.
+GX has no per-value count expectation, so class sizes are checked on a second, per-class table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from steelflow import io, paths
+from steelflow.config import DataConfig, ValidateConfig
+from steelflow.data import manifest
+from steelflow.errors import ValidationFailed
+
+if TYPE_CHECKING:  # GX takes seconds to import: load it only when validating
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.expectations import Expectation
+
+UNEXPECTED_CAP = 50  # offending items listed per expectation in validation.json; the count is always total
+MESSAGE_ITEMS = 5  # offending items named per failed expectation in the error message
+MANIFEST_TABLE = "manifest"
+CLASS_TABLE = "per_class"
+IN_CLASS_COPY = "in_class_copy"  # helper column: a later copy of content already seen in the same class
+_MESSAGE_ONLY = ("details", "raised", "observed")  # check fields the error message uses, not the JSON
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    success: bool
+    n_images: int
+    dropped: list[str]  # manifest paths dropped as in-class duplicates (the first copy is kept)
+    failures: list[str]  # one human line per failed expectation, with offending files
+    report: dict  # what was written to validation.json
+
+
+def validate(
+    manifest_path: Path,
+    data: DataConfig,
+    cfg: ValidateConfig,
+    report_path: Path = paths.VALIDATION_JSON,
+    docs_dir: Path = paths.VALIDATION_DOCS,
+) -> ValidationResult:
+    """Run the expectations on the manifest, write both reports, and raise if any expectation fails."""
+    table = manifest.read(manifest_path)
+    copies = in_class_copies(table)
+    dropping = cfg.duplicates == "drop"
+    dropped = table.loc[copies, "path"].tolist() if dropping else []
+    counts = class_counts(table.loc[~copies] if dropping else table, data.classes)
+
+    tables = {
+        MANIFEST_TABLE: (gx_frame(table, copies), ["path", "label"]),
+        CLASS_TABLE: (pd.DataFrame({"label": list(counts), "images": list(counts.values())}), ["label"]),
+    }
+    suites = {MANIFEST_TABLE: manifest_expectations(data, cfg), CLASS_TABLE: class_expectations(cfg)}
+    with io.atomic_path(docs_dir) as site:
+        outcomes = _run_great_expectations(tables, suites, site)
+
+    checks = [summarise(table_name, r) for table_name, results in outcomes.items() for r in results]
+    failures = [failure_line(c) for c in checks if not c["success"]]
+    report = {
+        "success": not failures,
+        "n_images": len(table),
+        "n_kept": len(table) - len(dropped),
+        "per_class": counts,
+        "expectations": [{k: v for k, v in c.items() if k not in _MESSAGE_ONLY} for c in checks],
+        "duplicates": duplicate_groups(table) if dropping else [],
+        "dropped": dropped,
+    }
+    io.write_json(report_path, report)
+    if failures:
+        raise ValidationFailed(
+            f"{len(failures)} expectation(s) failed on {manifest_path} "
+            f"(see {report_path} and {Path(docs_dir) / 'index.html'}):\n  - " + "\n  - ".join(failures)
+        )
+    return ValidationResult(True, len(table), dropped, [], report)
+
+
+# --- what is expected ---------------------------------------------------------------------------------
+
+
+def manifest_expectations(data: DataConfig, cfg: ValidateConfig) -> list[Expectation]:
+    """Row-level expectations on the manifest; image properties are checked on decodable rows only."""
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    ex = gx.expectations
+    decodable = Column("error").is_null()
+    expected: list[Expectation] = [
+        ex.ExpectColumnValuesToBeNull(column="error", meta={"check": "every file decodes as an image"}),
+    ]
+    if data.classes is not None:
+        expected.append(
+            ex.ExpectColumnValuesToBeInSet(
+                column="label", value_set=list(data.classes), meta={"check": "labels are in data.classes"}
+            )
+        )
+    for side in ("width", "height"):
+        lo, hi = getattr(cfg, f"min_{side}"), getattr(cfg, f"max_{side}")
+        expected.append(
+            ex.ExpectColumnValuesToBeBetween(
+                column=side,
+                min_value=lo,
+                max_value=hi,
+                row_condition=decodable,
+                meta={"check": f"{side} within {lo}..{hi} px"},
+            )
+        )
+    expected.append(
+        ex.ExpectColumnValuesToBeInSet(
+            column="mode",
+            value_set=list(cfg.modes),
+            row_condition=decodable,
+            meta={"check": f"image mode in {', '.join(cfg.modes)}"},
+        )
+    )
+    if cfg.duplicates == "drop":
+        # Copies inside a class are dropped, so only what is kept must be unique: what is left is the
+        # same content under different labels, which no policy can resolve.
+        unique = ex.ExpectColumnValuesToBeUnique(
+            column="sha256",
+            row_condition=Column(IN_CLASS_COPY) == False,  # noqa: E712 - builds a GX condition, not a test
+            meta={"check": "no content under two labels"},
+        )
+    else:
+        unique = ex.ExpectColumnValuesToBeUnique(column="sha256", meta={"check": "no duplicate content"})
+    expected.append(unique)
+    return expected
+
+
+def class_expectations(cfg: ValidateConfig) -> list[Expectation]:
+    import great_expectations as gx
+
+    return [
+        # An empty manifest (or a single class) would otherwise pass every row-level check vacuously.
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=2, meta={"check": "at least 2 classes"}),
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column="images",
+            min_value=cfg.min_per_class,
+            meta={"check": f"at least {cfg.min_per_class} images per class"},
+        ),
+    ]
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------
+
+
+def in_class_copies(table: pd.DataFrame) -> pd.Series:
+    """True for each row whose content already appeared earlier (manifest order) in the same class."""
+    return table.duplicated(["sha256", "label"], keep="first")
+
+
+def duplicate_groups(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """In-class copies as ``{sha256, label, kept, dropped}``, in the manifest order of the kept file."""
+    copies = table[table.duplicated(["sha256", "label"], keep=False)]
+    return [
+        {
+            "sha256": sha,
+            "label": label,
+            "kept": rows["path"].iloc[0],
+            "dropped": rows["path"].iloc[1:].tolist(),
+        }
+        for (sha, label), rows in copies.groupby(["sha256", "label"], sort=False)
+    ]
+
+
+def class_counts(table: pd.DataFrame, classes: list[str] | None) -> dict[str, int]:
+    """Images per class: ``data.classes`` in order (absent ones as 0), then any other label, sorted."""
+    found = table["label"].value_counts()
+    expected = list(classes or [])
+    names = expected + sorted(set(found.index) - set(expected))
+    return {name: int(found.get(name, 0)) for name in names}
+
+
+def gx_frame(table: pd.DataFrame, copies: pd.Series) -> pd.DataFrame:
+    """The manifest as GX sees it: a missing decode error is null, and in-class copies are flagged."""
+    frame = table.copy()
+    frame["error"] = frame["error"].where(frame["error"] != "", None)
+    frame[IN_CLASS_COPY] = copies.to_numpy()
+    return frame
+
+
+def summarise(table_name: str, result: ExpectationValidationResult) -> dict[str, Any]:
+    """One expectation's outcome for validation.json, plus what the error message needs: ``details``
+    (offending item, why) and ``raised`` (GX's own error, when it could not evaluate the expectation)."""
+    config = result.expectation_config
+    column = config.kwargs.get("column")
+    key = "path" if table_name == MANIFEST_TABLE else "label"
+    rows = result.result.get("unexpected_index_list") or []
+    details = [(str(row[key]), _why(column, row)) for row in rows]
+    raised = result.exception_info or {}
+    return {
+        "check": config.meta.get("check", config.type),
+        "expectation": config.type,
+        "table": table_name,
+        "column": column,
+        "success": bool(result.success),
+        "unexpected_count": int(result.result.get("unexpected_count", len(rows))),
+        "unexpected": [item for item, _ in details[:UNEXPECTED_CAP]],
+        "details": details,
+        "raised": str(raised.get("exception_message")) if raised.get("raised_exception") else None,
+        "observed": result.result.get("observed_value"),
+    }
+
+
+def _why(column: str | None, row: dict[str, Any]) -> str:
+    value = row.get(column)
+    if column == "error":
+        return str(value)
+    if column == "sha256":
+        return f"label {row['label']}, sha256 {str(value)[:12]}"
+    if column == "images":
+        return f"{value} images"
+    return f"{column} {value}"
+
+
+def failure_line(check: dict[str, Any]) -> str:
+    """``check: N file(s): item (why), … (+M more)``."""
+    if check["raised"]:  # GX could not evaluate it: say why rather than "0 files"
+        return f"{check['check']}: could not be evaluated: {check['raised']}"
+    if check["column"] is None:  # a table-level expectation has no offending rows, only what it saw
+        return f"{check['check']}: found {check['observed']}"
+    shown = ", ".join(f"{item} ({why})" for item, why in check["details"][:MESSAGE_ITEMS])
+    more = check["unexpected_count"] - min(len(check["details"]), MESSAGE_ITEMS)
+    noun = "file(s)" if check["table"] == MANIFEST_TABLE else "class(es)"
+    tail = f" (+{more} more)" if more else ""
+    return f"{check['check']}: {check['unexpected_count']} {noun}: {shown}{tail}"
+
+
+# --- Great Expectations, at the edge ------------------------------------------------------------------
+
+
+def _run_great_expectations(
+    tables: dict[str, tuple[pd.DataFrame, list[str]]], suites: dict[str, list[Expectation]], site: Path
+) -> dict[str, list[ExpectationValidationResult]]:
+    """Validate each table with its suite in a throwaway in-memory context; render Data Docs into ``site``.
+
+    The context keeps nothing on disk but the Data Docs (no ``gx/`` folder appears anywhere), so every run
+    starts from the same empty state.
+    """
+    with _quiet_great_expectations():
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        context = gx.get_context(
+            mode="ephemeral",
+            project_config=DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(),
+                data_docs_sites={
+                    "steelflow": {
+                        "class_name": "SiteBuilder",
+                        "show_how_to_buttons": False,
+                        "store_backend": {
+                            "class_name": "TupleFilesystemStoreBackend",
+                            "base_directory": str(site.resolve()),
+                        },
+                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    }
+                },
+                progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+                analytics_enabled=False,
+            ),
+        )
+        source = context.data_sources.add_pandas("steelflow")
+        run_id = gx.RunIdentifier(run_name="steelflow-validate")
+        outcomes = {}
+        for name, (frame, index_columns) in tables.items():
+            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+            suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=suites[name]))
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            )
+            outcome = definition.run(
+                batch_parameters={"dataframe": frame},
+                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
+                run_id=run_id,
+            )
+            # GX lists the expectations it could not evaluate first: keep the suite's order instead.
+            position = {e.meta["check"]: i for i, e in enumerate(suites[name])}
+            outcomes[name] = sorted(
+                outcome.results, key=lambda r: position[r.expectation_config.meta["check"]]
+            )
+        context.build_data_docs()
+    return outcomes
+
+
+@contextlib.contextmanager
+def _quiet_great_expectations() -> Iterator[None]:
+    """GX logs and warns liberally (deprecations, store notices); the step's own report says what matters."""
+    logger = logging.getLogger("great_expectations")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
