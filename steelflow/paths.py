@@ -20,3 +20,13 @@ SPLIT_JSON = REPORTS / "split.json"
 CORRUPTIONS_PNG = REPORTS / "corruptions.png"
 
 SPLIT_NAMES = ("train", "val", "test")
+
+MODELS = Path("models")
+MODEL = MODELS / "model.pt"  # best weights + what is needed to rebuild the network
+CHECKPOINT = MODELS / "checkpoint.pt"  # last finished epoch, for --resume (not a DVC output)
+METRICS = Path("metrics")
+TRAIN_METRICS = METRICS / "train.json"
+TRAIN_HISTORY = METRICS / "train_history.csv"
+EVALUATE_METRICS = METRICS / "evaluate.json"
+ROBUSTNESS_MD = REPORTS / "robustness.md"
+PLOTS = REPORTS / "plots"
