@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import yaml
 from tests.helpers import REPO, SMALL, deep_update
 
 pytestmark = pytest.mark.integration
+VENV_BIN = Path(sys.executable).parent
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "steelflow-test",
@@ -24,7 +26,12 @@ GIT_ENV = {
 
 
 def _sh(*args: str, cwd: Path) -> str:
-    env = {**os.environ, **GIT_ENV, "PYTHONPATH": str(cwd)}  # the copy's package, not the installed one
+    env = {
+        **os.environ,
+        **GIT_ENV,
+        "PYTHONPATH": str(cwd),  # the copy's package, not the installed one
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dvc and steelflow of this venv
+    }
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
