@@ -5,8 +5,9 @@ Reads ``models/model.pt``, the caches ``data/cache/splits/test.npz`` and
 in which order). Writes ``metrics/evaluate.json`` (per condition: accuracy, macro precision / recall / F1,
 one-vs-rest AUROC, per-class metrics, confusion matrix; plus a summary), ``reports/robustness.md`` (our
 accuracies in the layout of the paper's Table 1, with the paper's numbers beside them),
-``reports/predictions.csv`` (for ``dvc plots``' confusion template) and under ``reports/plots/``:
-accuracy per condition, the clean confusion matrix, and the coordinate-attention picture (paper, Fig. 7).
+``reports/predictions.csv`` (clean test set, for ``dvc plots``' confusion template) and, under
+``reports/plots/``, accuracy per condition, the clean confusion matrix, and the coordinate-attention
+picture (paper, Fig. 7).
 """
 
 from __future__ import annotations
@@ -59,24 +60,19 @@ def evaluate(
     sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.conditions})
 
     per_condition: dict[str, dict[str, Any]] = {}
-    predictions = []
     for name, path in sets.items():
         data = _load(path, meta["classes"])
         probs = torch.softmax(predict_logits(model, to_tensor(data.images), cfg.batch_size, dev), 1).numpy()
         per_condition[name] = score(data.labels, probs, meta["classes"])
-        predicted = probs.argmax(1)
-        predictions.append(
-            pd.DataFrame(
-                {
-                    "condition": name,
-                    "sha256": data.sha256,
-                    "actual": [meta["classes"][i] for i in data.labels],
-                    "predicted": [meta["classes"][i] for i in predicted],
-                }
-            )
-        )
         if name == CLEAN:
             clean = data
+            predictions = pd.DataFrame(
+                {
+                    "sha256": data.sha256,
+                    "actual": [meta["classes"][i] for i in data.labels],
+                    "predicted": [meta["classes"][i] for i in probs.argmax(1)],
+                }
+            )
 
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
     corrupted = {k: v for k, v in accuracy.items() if k != CLEAN}
@@ -91,7 +87,7 @@ def evaluate(
     io.write_json(metrics_path, {"summary": summary, "conditions": per_condition})
     io.write_text(robustness_path, robustness_table(meta["variant"], accuracy))
     with io.atomic_path(predictions_path) as tmp:
-        pd.concat(predictions).to_csv(tmp, index=False)
+        predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
     accuracy_bars(accuracy, paper.TABLE1.get(meta["variant"]), plots_dir / "accuracy_by_condition.png")
