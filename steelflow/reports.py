@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -79,3 +80,39 @@ def _save(fig: plt.Figure, out: Path) -> None:
     with io.atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def attention_figure(model: Any, clean: Any, per_class: int, out: Path, device: Any) -> None:
+    """Like the paper's Fig. 7: test images (top) and the coordinate-attention weights over them (bottom).
+
+    The weight map is ``g_h · g_w`` averaged over channels (Hou et al.'s two 1-D gates, outer product),
+    upsampled to the image.
+    """
+    import torch
+
+    from steelflow.inference import as_float, to_tensor
+
+    labels = [clean.classes[i] for i in clean.labels]
+    picks = grid_picks(labels, clean.classes, per_class)
+    x = as_float(to_tensor(clean.images[picks]).to(device))
+    with torch.no_grad():
+        g_h, g_w = model.attention_maps(x)
+        weights = (g_h * g_w).mean(1, keepdim=True).float()
+        weights = (
+            torch.nn.functional.interpolate(weights, size=x.shape[-2:], mode="bilinear")[:, 0].cpu().numpy()
+        )
+    fig, axes = plt.subplots(
+        2, len(picks), figsize=(CELL_INCHES * len(picks), 2 * CELL_INCHES), squeeze=False
+    )
+    for c, i in enumerate(picks):
+        image = clean.images[i][..., 0] if clean.images.shape[-1] == 1 else clean.images[i]
+        axes[0][c].imshow(image, cmap="gray", vmin=0, vmax=255)
+        axes[0][c].set_title(labels[i], fontsize=8)
+        axes[1][c].imshow(image, cmap="gray", vmin=0, vmax=255)
+        axes[1][c].imshow(weights[c], cmap="jet", alpha=0.5)
+        for ax in (axes[0][c], axes[1][c]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_ylabel("image", fontsize=8)
+    axes[1][0].set_ylabel("attention", fontsize=8)
+    _save(fig, out)

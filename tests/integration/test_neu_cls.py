@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from steelflow.steps.validate import validate
 
 from steelflow.config import load_params
 from steelflow.data import manifest
 from steelflow.steps.corrupt import corrupt
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import find_leaks, split
+from steelflow.steps.validate import validate
 from tests.helpers import NEU_CLS
 
 pytestmark = [
