@@ -114,6 +114,119 @@ def corrupt(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> N
     )
 
 
+@app.command()
+@_step
+def train(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from models/checkpoint.pt")] = False,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")] = True,
+) -> None:
+    """Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow)."""
+    from steelflow.steps.train import train as run
+
+    p = _params(params, set_)
+    with _tracker(p, "train", track, p.train.device) as tracker:
+        result = run(p.model, p.train, resume=resume, tracker=tracker)
+        if track:
+            from steelflow.inference import load_trained
+
+            model, _ = load_trained(paths.MODEL)
+            tracker.log_artifact(paths.TRAIN_METRICS, "training")
+            tracker.log_artifact(paths.TRAIN_HISTORY, "training")
+            tracker.log_artifact(paths.CHECKPOINT, "training")
+            tracker.log_model(model, _example_input(p))
+            _remember_run(tracker.run_id)
+    out.print(
+        f"train: best val accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch}/"
+        f"{result.epochs_run} on {result.device}, {result.images_per_s:.1f} images/s → {paths.MODEL}"
+    )
+
+
+@app.command()
+@_step
+def evaluate(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="log to the training run in MLflow")
+    ] = True,
+) -> None:
+    """Evaluate on the clean and corrupted test sets → metrics/evaluate.json, reports/robustness.md, plots."""
+    from steelflow.steps.evaluate import evaluate as run
+
+    p = _params(params, set_)
+    with _tracker(p, "evaluate", track, p.train.device, run_id=_last_run()) as tracker:
+        result = run(p.evaluate, p.corrupt, device=p.train.device, tracker=tracker)
+    worst = result.summary["worst_condition"]
+    out.print(
+        f"evaluate: clean accuracy {result.summary['clean_accuracy']:.3f}, worst {worst} "
+        f"{result.summary['worst_accuracy']:.3f} → {paths.EVALUATE_METRICS}, {paths.ROBUSTNESS_MD}"
+    )
+
+
+@app.command()
+@_step
+def models(
+    image_size: Annotated[int, typer.Option(help="input side, pixels")] = 300,
+    classes: Annotated[int, typer.Option(help="number of classes")] = 6,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """List every model variant with its parameter count and FLOPs."""
+    import json
+
+    from steelflow.models.summary import describe_all
+
+    try:
+        rows = describe_all(image_size, classes)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"CASI-Net variants at {image_size}×{image_size}, {classes} classes")
+    table.add_column("variant")
+    table.add_column("params", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    for row in rows:
+        table.add_row(row["name"], f"{row['params']:,}", f"{row['flops'] / 1e9:.3f}")
+    out.print(table)
+
+
+def _tracker(p: config.Params, step: str, enabled: bool, device: str, run_id: str | None = None):
+    """An MLflow run for this step (or a no-op tracker with --no-track)."""
+    import contextlib
+
+    from steelflow.tracking import MlflowTracker, NullTracker, run_tags
+
+    if not enabled:
+        return contextlib.nullcontext(NullTracker())
+    from steelflow.inference import pick_device
+
+    tree = p.model_dump(by_alias=True, mode="json")
+    return MlflowTracker(p.mlflow, step, tree, run_tags(tree, pick_device(device), step), run_id=run_id)
+
+
+def _example_input(p: config.Params):
+    import numpy as np
+
+    return np.zeros((1, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)
+
+
+def _remember_run(run_id: str | None) -> None:
+    """Evaluate logs into the same MLflow run as the training it scores."""
+    if run_id:
+        from steelflow import io
+
+        io.write_text(paths.MLFLOW_RUN, run_id + "\n")
+
+
+def _last_run() -> str | None:
+    return paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
+
+
 def main() -> None:
     app(prog_name="steelflow")
 

@@ -30,3 +30,4 @@ TRAIN_HISTORY = METRICS / "train_history.csv"
 EVALUATE_METRICS = METRICS / "evaluate.json"
 ROBUSTNESS_MD = REPORTS / "robustness.md"
 PLOTS = REPORTS / "plots"
+MLFLOW_RUN = METRICS / "mlflow_run_id.txt"  # the MLflow run of the last training, which evaluate logs into

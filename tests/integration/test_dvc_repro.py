@@ -56,9 +56,9 @@ def clone(tmp_path_factory) -> Path:
     return dest
 
 
-def test_repro_runs_every_stage_then_nothing_then_only_corrupt(clone):
+def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clone):
     out = _sh("dvc", "repro", cwd=clone)
-    for stage in ("ingest", "validate", "split", "corrupt"):
+    for stage in ("ingest", "validate", "split", "corrupt", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     for output in (
         "data/manifest.csv",
@@ -67,6 +67,11 @@ def test_repro_runs_every_stage_then_nothing_then_only_corrupt(clone):
         "data/cache/splits/train.npz",
         "data/corrupted/index.csv",
         "reports/corruptions.png",
+        "models/model.pt",
+        "metrics/evaluate.json",
+        "reports/robustness.md",
+        "reports/plots/confusion_matrix.png",
+        "mlflow.db",  # the default tracking store, at the project root
     ):
         assert (clone / output).is_file(), output
 
@@ -79,7 +84,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_corrupt(clone):
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = _sh("dvc", "repro", cwd=clone)
     assert "Running stage 'corrupt'" in changed
-    for stage in ("ingest", "validate", "split"):
+    assert "Running stage 'evaluate'" in changed
+    for stage in ("ingest", "validate", "split", "train"):
         assert f"Running stage '{stage}'" not in changed
 
 
@@ -87,5 +93,11 @@ def test_metrics_are_declared_for_dvc(clone):
     _sh("dvc", "repro", cwd=clone)
     metrics = json.loads(_sh("dvc", "metrics", "show", "--json", cwd=clone))
     files = json.dumps(metrics)
-    assert "reports/split.json" in files and "reports/validation.json" in files
+    for name in (
+        "reports/split.json",
+        "reports/validation.json",
+        "metrics/train.json",
+        "metrics/evaluate.json",
+    ):
+        assert name in files, name
     assert "Data and pipelines are up to date" in _sh("dvc", "status", cwd=clone)

@@ -1,0 +1,89 @@
+"""Train and evaluate log to MLflow: params, epoch and per-condition metrics, artifacts, model, tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from steelflow.cli import app
+from tests.helpers import repo_params, write_params
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 2
+
+
+@pytest.fixture
+def tracked_run(project, monkeypatch):
+    uri = f"sqlite:///{project / 'tracking.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    write_params(
+        project,
+        repo_params(
+            data={"synthetic": {"per_class": 12, "image_size": 64, "seed": 0}, "cache_size": 32},
+            model={"image_size": 32},
+            train={"epochs": EPOCHS},
+            mlflow={"experiment": "tracking-test"},
+        ),
+    )
+    runner = CliRunner()
+    for step in ("ingest", "validate", "split", "corrupt", "train", "evaluate"):
+        result = runner.invoke(app, [step])
+        assert result.exit_code == 0, f"{step}: {result.output}"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tracking-test")
+    runs = client.search_runs([experiment.experiment_id])
+    return client, runs
+
+
+def test_one_run_holds_training_and_evaluation(tracked_run):
+    client, runs = tracked_run
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.run_id == Path("metrics/mlflow_run_id.txt").read_text().strip()
+
+    # flattened params
+    assert run.data.params["train.lr"] == "0.02"
+    assert run.data.params["model.variant"] == "casinet"
+    assert run.data.params["train.augment.hflip"] == "True"
+    # per-epoch metrics
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == list(range(1, EPOCHS + 1))
+    # final metrics per condition
+    for condition in ("original", "luminance_1.0", "noise_20db", "blur_5px"):
+        assert 0.0 <= run.data.metrics[f"eval.{condition}.accuracy"] <= 1.0
+    # tags
+    tags = run.data.tags
+    for key in ("git_commit", "git_dirty", "data_version", "params_hash", "device"):
+        assert tags.get(key), key
+    import hashlib
+
+    assert tags["data_version"] == hashlib.md5(Path("data/manifest.csv").read_bytes()).hexdigest()
+    # artifacts: plots, robustness table, checkpoint
+    names = {
+        a.path
+        for folder in ("evaluation", "training")
+        for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "evaluation/robustness.md",
+        "evaluation/accuracy_by_condition.png",
+        "training/checkpoint.pt",
+    } <= names
+
+
+def test_the_model_is_logged_and_loads_back(tracked_run):
+    import mlflow
+    import numpy as np
+
+    client, runs = tracked_run
+    models = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
+    assert len(models) == 1 and models[0].source_run_id == runs[0].info.run_id
+    loaded = mlflow.pyfunc.load_model(models[0].model_uri)
+    logits = loaded.predict(np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32))
+    assert np.asarray(logits).shape == (2, 6)
