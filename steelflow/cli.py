@@ -212,7 +212,8 @@ def _tracker(p: config.Params, step: str, enabled: bool, device: str, run_id: st
 def _example_input(p: config.Params):
     import numpy as np
 
-    return np.zeros((1, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)
+    # Batch 2, not 1: MLflow's torch.export format keeps a size-1 batch dimension static.
+    return np.zeros((2, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)
 
 
 def _remember_run(run_id: str | None) -> None:

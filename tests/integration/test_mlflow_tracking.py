@@ -45,10 +45,10 @@ def test_one_run_holds_training_and_evaluation(tracked_run):
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.run_id == Path("metrics/mlflow_run_id.txt").read_text().strip()
+    assert run.info.run_id == Path("metrics/mlflow_run_id.txt").read_text().strip()
 
     # flattened params
-    assert run.data.params["train.lr"] == "0.02"
+    assert float(run.data.params["train.lr"]) == repo_params()["train"]["lr"]
     assert run.data.params["model.variant"] == "casinet"
     assert run.data.params["train.augment.hflip"] == "True"
     # per-epoch metrics
