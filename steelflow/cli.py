@@ -195,6 +195,28 @@ def models(
     out.print(table)
 
 
+@app.command()
+@_step
+def reproduce(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for the tables and per-variant outputs")
+    ] = (Path("reports/reproduce")),
+    track: Annotated[bool, typer.Option("--track/--no-track", help="one MLflow run per variant")] = True,
+) -> None:
+    """Train and evaluate the four variants of the paper's Table 1 → <out>/table1.md (ours vs the paper)."""
+    from steelflow.reproduce import reproduce as run
+
+    p = _params(params, set_)
+
+    def tracker_for(variant: str):
+        return _tracker(p, f"reproduce-{variant}", track, p.train.device)
+
+    result = run(p, out_dir, tracker_for=tracker_for)
+    out.print(result.table)
+
+
 def _tracker(p: config.Params, step: str, enabled: bool, device: str, run_id: str | None = None):
     """An MLflow run for this step (or a no-op tracker with --no-track)."""
     import contextlib
