@@ -82,3 +82,10 @@ def test_missing_params_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
     assert yaml  # the module stays imported for write_params
+
+
+def test_paper_profile_is_valid_and_paper_faithful():
+    p = load_params(REPO / "profiles" / "paper.yaml")
+    assert (p.model.variant, p.model.image_size, p.data.cache_size) == ("casinet", 300, 300)
+    assert (p.train.batch_size, p.train.momentum, p.train.weight_decay) == (16, 0.9, 0.001)
+    assert p.split.test == 0.3 and len(p.data.classes) == 6
