@@ -27,6 +27,7 @@ PATHS = {
     "bf16 autocast": {"channels_last": False, "bf16": True, "compile": False},
     "channels_last + bf16": {"channels_last": True, "bf16": True, "compile": False},
     "torch.compile": {"channels_last": False, "bf16": False, "compile": True},
+    "channels_last + compile": {"channels_last": True, "bf16": False, "compile": True},
 }
 
 
@@ -74,6 +75,18 @@ def latency_ms(size: int, batch: int, repeats: int, device: torch.device) -> flo
     return 1000 * (time.perf_counter() - start) / (repeats * batch)
 
 
+def matmul_peak_flops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical fp32 peak: FLOP/s of a large square matmul."""
+    a, b = torch.rand(n, n, device=device), torch.rand(n, n, device=device)
+    a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -85,7 +98,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="training batch (paper: 16)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument(
+        "--skip-at-large",
+        nargs="*",
+        default=["bf16 autocast", "channels_last + bf16"],
+        help="paths not run at sizes >= 200 (bf16 autocast is ~10x slower than fp32 on CPUs without bf16)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     result: dict[str, object] = {
@@ -99,6 +117,9 @@ def main() -> None:
         "inference_ms_per_image": {},
     }
 
+    peak = matmul_peak_flops(device)
+    result["matmul_peak_gflops"] = peak / 1e9
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {result['threads']} threads")
     print(f"{'variant':<14}{'size':>6}{'params':>12}{'GFLOPs':>10}")
     for size in args.sizes:
         for name in list_models():
@@ -109,16 +130,23 @@ def main() -> None:
 
     for size in args.sizes:
         steps = max(1, args.steps if size >= 200 else args.steps * 10)
-        rows = {}
+        print(f"\ntraining at {size}×{size}, batch {args.batch}, {steps} steps, {device}:", flush=True)
+        rows: dict[str, float] = {}
         for label, opts in PATHS.items():
-            if opts["compile"] and args.skip_compile:
+            if size >= 200 and label in args.skip_at_large:
                 continue
             rows[label] = train_throughput(size, args.batch, steps, device, **opts)
-        base = rows["eager fp32"]
+            print(
+                f"  {label:<22}{rows[label]:8.2f} images/s  {rows[label] / rows['eager fp32']:5.2f}×",
+                flush=True,
+            )
         result["train_images_per_s"][str(size)] = rows
-        print(f"\ntraining at {size}×{size}, batch {args.batch}, {device}:")
-        for label, ips in rows.items():
-            print(f"  {label:<22}{ips:8.2f} images/s  {ips / base:5.2f}×")
+        # A training step costs about 3 forward passes (forward, and backward's two products).
+        flops = result["variants"][f"casinet@{size}"]["flops"]
+        best = max(rows, key=rows.get)
+        frac = 3 * flops * rows[best] / peak
+        result.setdefault("fraction_of_matmul_peak", {})[str(size)] = {"path": best, "fraction": frac}
+        print(f"  best path ({best}) uses {100 * frac:.1f} % of the fp32 matmul peak", flush=True)
 
     for size in args.sizes:
         lat = {str(b): latency_ms(size, b, 3 if size >= 200 else 20, device) for b in (1, 32)}

@@ -183,7 +183,7 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: fp32 on CPU, bf16 (or fp16) autocast on CUDA"
     )
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = Field(default="auto", description="auto = on")
     compile: bool = Field(default=False, description="torch.compile the model")
 
 
