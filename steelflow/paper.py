@@ -44,3 +44,23 @@ TABLE2: dict[str, tuple[float, float]] = {
     "MobileNet": (2.23, 95.57),
     "CASI-Net": (2.22, 95.83),
 }
+
+
+def table1_head(conditions: list[str]) -> list[str]:
+    """Markdown header and rule of a Table-1-style table over ``conditions`` (paper names where known)."""
+    return [
+        "| method | " + " | ".join(CONDITIONS.get(c, c) for c in conditions) + " |",
+        "|---|" + "---:|" * len(conditions),
+    ]
+
+
+def ours_row(label: str, accuracy: dict[str, float], conditions: list[str]) -> str:
+    """Our accuracies (fractions) as a bold row of percentages."""
+    return f"| **{label}** | " + " | ".join(f"**{100 * accuracy[c]:.2f}**" for c in conditions) + " |"
+
+
+def paper_row(variant: str, conditions: list[str]) -> str:
+    """The paper's Table 1 row for ``variant``; '–' where the paper has no such condition."""
+    row = TABLE1[variant]
+    cells = " | ".join(f"{row[c]:.2f}" if c in row else "–" for c in conditions)
+    return f"| paper: {VARIANT_LABELS[variant]} | {cells} |"

@@ -88,26 +88,16 @@ def reproduce(
 def tables(accuracy: dict[str, dict[str, float]], n_params: dict[str, int], p: Params) -> str:
     """Table 1 (ours, then the paper's row, per variant) and Table 2's parameter column, as Markdown."""
     conditions = list(next(iter(accuracy.values())))
-    head = "| method | " + " | ".join(paper.CONDITIONS.get(c, c) for c in conditions) + " |"
     lines = [
         f"# Reproducing CASI-Net's Table 1 ({p.model.image_size} × {p.model.image_size}, "
         f"{p.train.epochs} epochs max)",
         "",
-        head,
-        "|---|" + "---:|" * len(conditions),
+        *paper.table1_head(conditions),
     ]
     for variant, acc in accuracy.items():
-        label = paper.VARIANT_LABELS.get(variant, variant)
-        lines.append(
-            f"| **ours: {label}** | " + " | ".join(f"**{100 * acc[c]:.2f}**" for c in conditions) + " |"
-        )
+        lines.append(paper.ours_row(f"ours: {paper.VARIANT_LABELS.get(variant, variant)}", acc, conditions))
         if variant in paper.TABLE1:
-            row = paper.TABLE1[variant]
-            lines.append(
-                f"| paper: {label} | "
-                + " | ".join(f"{row[c]:.2f}" if c in row else "–" for c in conditions)
-                + " |"
-            )
+            lines.append(paper.paper_row(variant, conditions))
     lines += [
         "",
         "## Parameters (Table 2's column)",

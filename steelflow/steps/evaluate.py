@@ -137,30 +137,20 @@ def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str
 def robustness_table(variant: str, accuracy: dict[str, float]) -> str:
     """Markdown in the layout of the paper's Table 1: our row, then the paper's rows."""
     columns = list(accuracy)
-    header = "| method | " + " | ".join(paper.CONDITIONS.get(c, c) for c in columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
-    ours = (
-        f"| **steelflow {variant}** | " + " | ".join(f"**{100 * accuracy[c]:.2f}**" for c in columns) + " |"
-    )
-    rows = [
-        f"| paper: {paper.VARIANT_LABELS[v]} | "
-        + " | ".join(_paper_cell(paper.TABLE1[v], c) for c in columns)
-        + " |"
-        for v in paper.TABLE1
+    lines = [
+        *paper.table1_head(columns),
+        paper.ours_row(f"steelflow {variant}", accuracy, columns),
+        *(paper.paper_row(v, columns) for v in paper.TABLE1),
     ]
     out = pyio.StringIO()
     out.write(f"# Robustness: accuracy (%) of `{variant}` on the clean and corrupted test sets\n\n")
-    out.write("\n".join([header, rule, ours, *rows]) + "\n\n")
+    out.write("\n".join(lines) + "\n\n")
     out.write(
         f"Paper rows: {paper.CITATION}, on NEU-CLS at 300 × 300. Our corruptions are Fu-style "
         "re-implementations (see README), and our data and image size come from params.yaml, so compare "
         "the pattern across conditions rather than single numbers.\n"
     )
     return out.getvalue()
-
-
-def _paper_cell(row: dict[str, float], condition: str) -> str:
-    return f"{row[condition]:.2f}" if condition in row else "–"
 
 
 def _auroc(labels: np.ndarray, probs: np.ndarray, k: int) -> float:

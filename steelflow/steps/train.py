@@ -175,7 +175,8 @@ def train(
         state.history.append(row)
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
 
-        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0:
+        # With no validation split (split.val: 0) the last epoch is the one kept.
+        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or len(x_val) == 0:
             state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch
             state.best_state = copy.deepcopy(model.state_dict())
             state.bad_epochs = 0
