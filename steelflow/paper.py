@@ -46,6 +46,12 @@ TABLE2: dict[str, tuple[float, float]] = {
 }
 
 
+def in_table_order(conditions: list[str]) -> list[str]:
+    """The paper's Table 1 column order for the conditions it has, then any others as given."""
+    known = [c for c in CONDITIONS if c in conditions]
+    return known + [c for c in conditions if c not in CONDITIONS]
+
+
 def table1_head(conditions: list[str]) -> list[str]:
     """Markdown header and rule of a Table-1-style table over ``conditions`` (paper names where known)."""
     return [

@@ -87,7 +87,7 @@ def reproduce(
 
 def tables(accuracy: dict[str, dict[str, float]], n_params: dict[str, int], p: Params) -> str:
     """Table 1 (ours, then the paper's row, per variant) and Table 2's parameter column, as Markdown."""
-    conditions = list(next(iter(accuracy.values())))
+    conditions = paper.in_table_order(list(next(iter(accuracy.values()))))
     lines = [
         f"# Reproducing CASI-Net's Table 1 ({p.model.image_size} × {p.model.image_size}, "
         f"{p.train.epochs} epochs max)",

@@ -136,7 +136,7 @@ def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str
 
 def robustness_table(variant: str, accuracy: dict[str, float]) -> str:
     """Markdown in the layout of the paper's Table 1: our row, then the paper's rows."""
-    columns = list(accuracy)
+    columns = paper.in_table_order(list(accuracy))
     lines = [
         *paper.table1_head(columns),
         paper.ours_row(f"steelflow {variant}", accuracy, columns),
