@@ -29,5 +29,6 @@ TRAIN_METRICS = METRICS / "train.json"
 TRAIN_HISTORY = METRICS / "train_history.csv"
 EVALUATE_METRICS = METRICS / "evaluate.json"
 ROBUSTNESS_MD = REPORTS / "robustness.md"
+EVALUATION_DETAILS = REPORTS / "evaluation.json"  # per-class metrics and confusion matrices
 PLOTS = REPORTS / "plots"
 MLFLOW_RUN = METRICS / "mlflow_run_id.txt"  # the MLflow run of the last training, which evaluate logs into

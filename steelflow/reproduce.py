@@ -66,6 +66,7 @@ def reproduce(
                 p.corrupt,
                 model_path=folder / "model.pt",
                 metrics_path=folder / "evaluate.json",
+                details_path=folder / "evaluation.json",
                 robustness_path=folder / "robustness.md",
                 predictions_path=folder / "predictions.csv",
                 plots_dir=folder / "plots",
