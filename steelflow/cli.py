@@ -116,6 +116,35 @@ def corrupt(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> N
 
 @app.command()
 @_step
+def tune(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="processes (default: tune.workers)")
+    ] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log the study to MLflow")] = True,
+) -> None:
+    """Search tune.space with Optuna → reports/tuning/best_params.yaml (train.use_tuned applies it)."""
+    from steelflow.steps.tune import tune as run
+
+    p = _params(params, set_)
+    result = run(p, workers=workers, track=track)
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n)
+    out.print(
+        f"tune: study {result.study_name} ({counts}) in {result.seconds:.0f} s; best trial "
+        f"{result.best_trial}: val accuracy {result.best_value:.3f} → {paths.BEST_PARAMS}"
+    )
+    if result.dead_workers:
+        err.print(f"tune: worker(s) {result.dead_workers} died; their trials were failed and retried")
+    if not result.complete:
+        err.print(
+            f"tune: the study is not complete ({result.n_trials} trials asked for); "
+            "run `steelflow tune` again to continue it"
+        )
+
+
+@app.command()
+@_step
 def train(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
@@ -125,7 +154,7 @@ def train(
     """Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow)."""
     from steelflow.steps.train import train as run
 
-    p = _params(params, set_)
+    p = config.with_tuned(_params(params, set_), paths.BEST_PARAMS)
     with _tracker(p, "train", track, p.train.device) as tracker:
         result = run(p.model, p.train, resume=resume, tracker=tracker)
         if track:

@@ -7,6 +7,8 @@ fault and what was allowed there.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -185,6 +187,9 @@ class TrainConfig(Section):
     )
     channels_last: Literal["auto", "on", "off"] = Field(default="auto", description="auto = on")
     compile: bool = Field(default=False, description="torch.compile the model")
+    use_tuned: bool = Field(
+        default=False, description="apply reports/tuning/best_params.yaml (from `steelflow tune`) on top"
+    )
 
 
 class EvaluateConfig(Section):
@@ -200,6 +205,92 @@ class MlflowConfig(Section):
     experiment: str = Field(default="steelflow", min_length=1)
 
 
+# --- tune -------------------------------------------------------------------------------------------
+
+
+class SearchParam(Section):
+    """One entry of ``tune.space``: a dotted params key and the range Optuna searches for it."""
+
+    kind: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(default=None, gt=0, description="float/int: grid step; null = continuous")
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> SearchParam:
+        if self.kind == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty 'choices' list")
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("categorical takes 'choices', not low/high/log")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.kind} takes low/high, not 'choices'")
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.kind} needs both 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got low={self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("log scale and step cannot be combined")
+        if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"int needs whole-number bounds (got {self.low}, {self.high})")
+        return self
+
+    def values(self) -> list[Any]:
+        """The values at the edges of the range, for checking that the key accepts them."""
+        if self.kind == "categorical":
+            return list(self.choices or [])
+        cast = int if self.kind == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+class SamplerConfig(Section):
+    seed: int = 0
+    startup_trials: int = Field(default=4, ge=0, description="random trials before TPE models the space")
+
+
+class PrunerConfig(Section):
+    kind: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = Field(default=2, ge=0, description="median: finished trials before any pruning")
+    warmup_epochs: int = Field(default=1, ge=0, description="median: epochs before a trial can be pruned")
+
+
+class TuneConfig(Section):
+    """Optuna search over params keys (``tune.space``); its best values feed ``train`` via train.use_tuned."""
+
+    n_trials: int = Field(ge=1, description="finished trials (COMPLETE + PRUNED + FAIL) the study ends with")
+    timeout: float | None = Field(default=None, gt=0, description="seconds per `steelflow tune`; null = none")
+    epochs: int = Field(ge=1, description="epoch budget of one trial")
+    workers: int = Field(default=1, ge=1, description="processes on the same study (`--workers` overrides)")
+    storage: str = Field(
+        default="sqlite:///optuna.db",
+        min_length=1,
+        description="SQLAlchemy URL of the study; STEELFLOW_OPTUNA_STORAGE wins when set",
+    )
+    heartbeat_seconds: int = Field(default=10, ge=1, description="a running trial's heartbeat interval")
+    grace_seconds: int = Field(default=60, ge=1, description="a trial silent this long is failed and retried")
+    retries: int = Field(default=1, ge=0, description="how often a trial whose worker died is run again")
+    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = PrunerConfig()
+    space: dict[str, SearchParam] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> TuneConfig:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError(
+                f"grace_seconds ({self.grace_seconds}) must exceed "
+                f"heartbeat_seconds ({self.heartbeat_seconds})"
+            )
+        return self
+
+
+TUNABLE_SECTIONS = ("model.", "train.")
+
+
 # --- the whole tree ---------------------------------------------------------------------------------
 
 
@@ -212,8 +303,13 @@ class Params(Section):
     train: TrainConfig
     evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    tune: TuneConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def raw(self) -> dict[str, Any]:
+        """The tree as params.yaml spells it (for applying overrides and validating again)."""
+        return self.model_dump(by_alias=True, mode="json")
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -242,27 +338,83 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in e.errors())) from None
 
 
+def check_search_space(params: Params) -> None:
+    """Every ``tune.space`` entry must name a model/train key that accepts both ends of its range."""
+    if params.tune is None:
+        return
+    base = params.raw()
+    base["tune"] = None
+    for key, spec in params.tune.space.items():
+        where = f"tune.space.{key}"
+        if not key.startswith(TUNABLE_SECTIONS) or key in ("train.use_tuned", "train.epochs"):
+            raise ConfigError(
+                f"'{where}': only model.* and train.* keys (but train.epochs and "
+                f"train.use_tuned) can be tuned"
+            )
+        for value in spec.values():
+            tree = copy.deepcopy(base)
+            try:
+                apply_override(tree, f"{key}={json.dumps(value)}")
+                parse_params(tree)
+            except ConfigError as e:
+                raise ConfigError(f"'{where}': {value!r} is not a valid value for {key}: {e}") from None
+
+
+def with_overrides(params: Params, values: dict[str, Any]) -> Params:
+    """``params`` with dotted keys set to ``values``, validated again."""
+    tree = params.raw()
+    for key, value in values.items():
+        apply_override(tree, f"{key}={json.dumps(value)}")
+    return parse_params(tree, source="tuned params")
+
+
+def with_tuned(params: Params, path: Path) -> Params:
+    """Apply ``best_params.yaml`` (written by ``steelflow tune``) when ``train.use_tuned`` is on."""
+    if not params.train.use_tuned:
+        return params
+    if not path.is_file():
+        raise ConfigError(f"train.use_tuned is true but {path} does not exist: run `steelflow tune` first")
+    try:
+        best = (yaml.safe_load(path.read_text()) or {}).get("params")
+    except (yaml.YAMLError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a best-params file: {e}") from None
+    if not isinstance(best, dict):
+        raise ConfigError(f"{path}: expected a 'params' mapping of dotted keys to values")
+    return with_overrides(params, best)
+
+
 def apply_override(tree: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in ``tree``; the value is parsed as YAML (``3``, ``0.5``, ``[a, b]``, ``null``)."""
+    """Set ``a.b.c=value`` in ``tree``; the value is parsed as YAML (``3``, ``0.5``, ``[a, b]``, ``null``).
+
+    Keys that themselves hold dots (the entries of ``tune.space``) are matched whole:
+    ``tune.space.train.lr.high=0.5``.
+    """
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
     parts = key.strip().split(".")
     node: Any = tree
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-            continue
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[: i + 1])!r}")
-        node = node[part]
-    last = parts[-1]
-    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = yaml.safe_load(value)
-    elif isinstance(node, dict):
-        node[last] = yaml.safe_load(value)  # unknown leaf keys are reported by validation with allowed keys
-    else:
-        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])!r} is not a section")
+    i = 0
+    while True:
+        if isinstance(node, list) and parts[i].isdigit() and int(parts[i]) < len(node):
+            j = i + 1
+            if j == len(parts):
+                node[int(parts[i])] = yaml.safe_load(value)
+                return
+            node = node[int(parts[i])]
+        elif isinstance(node, dict):
+            # the longest run of parts that is a key here (a plain key is a run of one)
+            j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in node), i + 1)
+            name = ".".join(parts[i:j])
+            if j == len(parts):
+                node[name] = yaml.safe_load(value)  # unknown leaf keys are reported by validation
+                return
+            if name not in node:
+                raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:j])!r}")
+            node = node[name]
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])!r} is not a section")
+        i = j
 
 
 def _describe(err: dict[str, Any]) -> str:

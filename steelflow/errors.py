@@ -26,3 +26,9 @@ class ValidationFailed(SteelflowError):
     """Great Expectations found data that breaks an expectation; the reports say which rows."""
 
     exit_code = 4
+
+
+class TuningFailed(SteelflowError):
+    """No trial of the study completed, so there are no best parameters to hand to training."""
+
+    exit_code = 6

@@ -18,7 +18,8 @@ SMALL = {
     "data": {"synthetic": {"per_class": 12, "image_size": 64, "seed": 0}, "cache_size": 16},
     "validate": {"min_per_class": 5, "min_width": 16},
     "model": {"image_size": 16},
-    "train": {"epochs": 2},
+    "train": {"epochs": 2, "use_tuned": False},
+    "tune": {"n_trials": 2, "epochs": 1},
 }
 
 

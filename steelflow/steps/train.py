@@ -17,6 +17,7 @@ import copy
 import csv
 import io as pyio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,13 @@ def train(
     history_path: Path = paths.TRAIN_HISTORY,
     resume: bool = False,
     tracker: Tracker | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train, checkpointing every epoch; returns the summary also written to ``metrics_path``."""
+    """Train, checkpointing every epoch; returns the summary also written to ``metrics_path``.
+
+    ``on_epoch`` sees each epoch's history row after its checkpoint is written; tuning uses it to report
+    validation accuracy to Optuna and to stop a trial the pruner gives up on (by raising).
+    """
     from steelflow.models import create_model
 
     tracker = tracker or NullTracker()
@@ -185,6 +191,8 @@ def train(
         state.stopped_early = bool(cfg.patience and state.bad_epochs >= cfg.patience)
         state.epoch = epoch
         _checkpoint(Path(checkpoint_path), state, fingerprint, model, optimizer, scheduler, scaler)
+        if on_epoch is not None:
+            on_epoch(row)
 
     elapsed = time.perf_counter() - started
     model.load_state_dict(state.best_state)
