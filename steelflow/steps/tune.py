@@ -43,7 +43,7 @@ from typing import Any
 
 import optuna
 import yaml
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from steelflow import io, paths, progress
@@ -274,7 +274,7 @@ def _load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
     return _open(ref, cfg, worker)[0]
 
 
-def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, RDBStorage]:
+def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, BaseStorage]:
     """The study and the storage it lives in (a worker claims trials through the storage itself)."""
     url = ref.storage_url
     if url.startswith("sqlite"):  # workers share the file: wait for its lock rather than fail
@@ -305,7 +305,9 @@ def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, RD
         pruner=_pruner(cfg),
         load_if_exists=True,
     )
-    return study, storage
+    # Claim and heartbeat through the storage the study wraps (Optuna's trial cache in front of the
+    # database), exactly as Study.ask does; the bare RDBStorage would leave that cache behind.
+    return study, study._storage
 
 
 def _pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
@@ -323,7 +325,7 @@ def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.number not in replaced]
 
 
-def _claim(study: optuna.Study, storage: RDBStorage) -> tuple[optuna.Trial, int] | None:
+def _claim(study: optuna.Study, storage: BaseStorage) -> tuple[optuna.Trial, int] | None:
     """Take one queued trial: WAITING → RUNNING is atomic in the storage, so each goes to one worker."""
     study_id = storage.get_study_id_from_name(study.study_name)
     for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
@@ -340,7 +342,7 @@ def _run(
     trial: optuna.Trial,
     trial_id: int,
     study: optuna.Study,
-    storage: RDBStorage,
+    storage: BaseStorage,
     params: Params,
     cfg: TuneConfig,
     ref: StudyRef,
@@ -401,7 +403,7 @@ def _suggest(trial: optuna.Trial, key: str, spec: SearchParam) -> Any:
 
 
 @contextlib.contextmanager
-def _heartbeat(storage: RDBStorage, trial_id: int, interval: float) -> Iterator[None]:
+def _heartbeat(storage: BaseStorage, trial_id: int, interval: float) -> Iterator[None]:
     """Record the trial's heartbeat every ``interval`` seconds while it runs (Optuna does this only inside
     ``Study.optimize``, which our queue-claiming loop does not use)."""
     stop = threading.Event()

@@ -1,0 +1,230 @@
+"""`steelflow tune`: search-space checks, the trial queue with parallel workers, pruning, failures, MLflow.
+
+Every study here runs for real: Optuna on a SQLite file or the PostgreSQL at 127.0.0.1:5432, trials that
+train a (tiny) CASI-Net, and MLflow on a SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from steelflow import config
+from steelflow.cli import app
+from steelflow.config import ConfigError, load_params
+from steelflow.steps import tune as tuning
+from tests.helpers import repo_params, write_params
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+runner = CliRunner()
+
+
+def _cli(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, f"steelflow {' '.join(args)}:\n{result.output}"
+    return result.output
+
+
+@pytest.fixture
+def split_project(project: Path) -> Path:
+    """A project with ingested, split and cached synthetic data (the tiny test profile)."""
+    for step in ("ingest", "validate", "split"):
+        _cli(step)
+    return project
+
+
+def _params(project: Path, **tune) -> config.Params:
+    tree = repo_params(tune=tune)
+    write_params(project, tree)
+    return load_params(project / "params.yaml")
+
+
+def _study(params: config.Params) -> optuna.Study:
+    return optuna.load_study(study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune))
+
+
+# --- the search space is checked before any trial ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"kind": "float", "low": 0.1, "high": 0.01}, "low (0.1) > high (0.01)"),
+        ({"kind": "floot", "low": 0.1, "high": 0.2}, "'float', 'int' or 'categorical'"),
+        ({"kind": "float", "low": 0.0, "high": 0.1, "log": True}, "log scale needs low > 0"),
+        ({"kind": "categorical", "choices": []}, "non-empty 'choices'"),
+        ({"kind": "int", "low": 1}, "needs both 'low' and 'high'"),
+    ],
+)
+def test_a_bad_search_space_entry_is_named(project, entry, message):
+    tree = repo_params()
+    tree["tune"]["space"] = {"train.lr": entry}
+    write_params(project, tree)
+    with pytest.raises(ConfigError) as e:
+        load_params(project / "params.yaml")
+    assert "tune.space.train.lr" in str(e.value)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "entry", "message"),
+    [
+        ("train.momentum", {"kind": "float", "low": 0.5, "high": 1.0}, "1.0 is not a valid value"),
+        ("train.lrate", {"kind": "float", "low": 0.1, "high": 0.2}, "unknown key 'train.lrate'"),
+        ("corrupt.seed", {"kind": "int", "low": 0, "high": 3}, "only model.* and train.*"),
+    ],
+)
+def test_a_search_key_that_params_do_not_accept_fails_before_any_trial(split_project, key, entry, message):
+    tree = repo_params()
+    tree["tune"]["space"] = {key: entry}
+    write_params(split_project, tree)
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == ConfigError.exit_code, result.output
+    assert f"tune.space.{key}" in result.output
+    assert message in " ".join(result.output.split())
+    assert not Path("optuna.db").exists()  # no study was created, no trial ran
+    assert not Path("reports/tuning").exists()
+
+
+def test_set_reaches_a_search_entry_whose_key_has_dots(project):
+    p = load_params(project / "params.yaml", ["tune.space.train.lr.high=0.5"])
+    assert p.tune.space["train.lr"].high == 0.5
+
+
+# --- a study, end to end ----------------------------------------------------------------------------
+
+
+def test_tune_writes_best_params_that_train_applies(split_project):
+    params = _params(split_project, n_trials=3, epochs=1)
+    out = _cli("tune", "--no-track")
+    assert "3 complete" in out
+
+    best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
+    assert set(best["params"]) == set(params.tune.space)
+    assert best["study"] == tuning.study_name(params)
+    study = _study(params)
+    assert best["trial"] == study.best_trial.number
+    assert best["value"] == pytest.approx(study.best_value)
+    for name in ("history.png", "intermediate_values.png", "importance.png"):
+        assert (Path("reports/tuning/plots") / name).stat().st_size > 1000
+    trials = Path("reports/tuning/trials.csv").read_text().splitlines()
+    assert len(trials) == 1 + 3
+
+    on = load_params("params.yaml", ["train.use_tuned=true"])
+    tuned = config.with_tuned(on, Path("reports/tuning/best_params.yaml"))
+    assert tuned.train.lr == pytest.approx(best["params"]["train.lr"])
+    assert tuned.model.dropout == pytest.approx(best["params"]["model.dropout"])
+    assert tuned.train.batch_size == best["params"]["train.batch_size"]
+
+
+def test_rerunning_continues_the_study_up_to_n_trials(split_project):
+    params = _params(split_project, n_trials=2, epochs=1)
+    _cli("tune", "--no-track")
+    _cli("tune", "--no-track")  # nothing left to do
+    assert len(_study(params).trials) == 2
+    _cli("tune", "--no-track", "--set", "tune.n_trials=3")  # same study (n_trials is not in its name)
+    assert sorted(t.number for t in _study(params).trials) == [0, 1, 2]
+
+
+def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
+    result = runner.invoke(app, ["train", "--no-track", "--set", "train.use_tuned=true"])
+    assert result.exit_code == ConfigError.exit_code
+    assert "run `steelflow tune` first" in result.output
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatch, storage):
+    n_trials = 6
+    if storage == "postgresql":
+        monkeypatch.setenv("STEELFLOW_OPTUNA_STORAGE", POSTGRES)
+    params = _params(split_project, n_trials=n_trials, epochs=1, workers=2)
+    if storage == "postgresql":  # a leftover study from an earlier test run would be continued
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
+    tracking = f"sqlite:///{split_project / 'tracking.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    _cli("tune")  # tune.workers: 2
+
+    trials = _study(params).trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(n_trials))  # none lost, none duplicated
+    assert all(t.state in tuning.FINISHED for t in trials)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2  # both processes took trials
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("steelflow")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("steelflow.step") == "tune"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(n_trials))
+    by_number = {t.number: t for t in trials}
+    for child in children:
+        trial = by_number[int(child.data.tags["optuna.trial_number"])]
+        assert child.data.tags["optuna.state"] == trial.state.name
+        assert float(child.data.params["train.lr"]) == pytest.approx(trial.params["train.lr"])
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+    assert parent.data.metrics["best_value"] == pytest.approx(
+        max(t.value for t in trials if t.value is not None)
+    )
+    if storage == "postgresql":
+        optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
+
+
+def test_a_bad_region_is_pruned_and_a_diverging_trial_fails_without_stopping_the_study(project):
+    # Big enough to learn something in 8 epochs (0.02 reaches ~0.4 val accuracy by epoch 5).
+    tree = repo_params(
+        data={"synthetic": {"per_class": 40, "image_size": 64, "seed": 0}, "cache_size": 32},
+        model={"image_size": 32},
+        train={"batch_size": 8},
+    )
+    tree["tune"] |= {
+        "n_trials": 6,
+        "epochs": 8,
+        "pruner": {"kind": "median", "startup_trials": 2, "warmup_epochs": 4},
+        # 1e-7 learns nothing (pruned once others have learnt), 1e4 diverges to a NaN loss (fails)
+        "space": {"train.lr": {"kind": "categorical", "choices": [0.02, 1.0e-7, 1.0e4]}},
+    }
+    write_params(project, tree)
+    for step in ("ingest", "validate", "split"):
+        _cli(step)
+    params = load_params("params.yaml")
+    # The order matters to a median pruner (it needs finished trials to compare with), so queue it;
+    # `steelflow tune` counts queued trials and adds only the missing ones.
+    study = optuna.create_study(
+        study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune), direction="maximize"
+    )
+    for lr in (0.02, 0.02, 1.0e-7, 1.0e4, 1.0e-7):
+        study.enqueue_trial({"train.lr": lr})
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == 0, result.output
+
+    trials = _study(params).trials
+    assert len(trials) == 6
+    states = {t.number: (t.state.name, t.params["train.lr"], t.intermediate_values) for t in trials}
+    assert [states[n][0] for n in range(5)] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "PRUNED"], states
+    failed = trials[3]
+    assert failed.user_attrs["error"].startswith("TrainingDiverged: loss is"), failed.user_attrs
+    best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
+    assert best["params"]["train.lr"] == 0.02
+
+
+def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
+    tree = repo_params()
+    diverges = {"train.lr": {"kind": "categorical", "choices": [1.0e4]}}
+    tree["tune"] |= {"n_trials": 2, "epochs": 1, "space": diverges}
+    write_params(split_project, tree)
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == 6, result.output
+    assert "no trial" in result.output and "completed" in result.output
+    assert not Path("reports/tuning/best_params.yaml").exists()
