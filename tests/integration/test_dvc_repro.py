@@ -49,6 +49,7 @@ def clone(tmp_path_factory) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, dest / rel)
     params = deep_update(yaml.safe_load((dest / "params.yaml").read_text()), SMALL)
+    params["train"]["use_tuned"] = True  # as in the repository's params.yaml: train takes tune's best values
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _sh("git", "init", "-q", cwd=dest)
     _sh("git", "add", "-A", cwd=dest)
@@ -58,8 +59,10 @@ def clone(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clone):
     out = _sh("dvc", "repro", cwd=clone)
-    for stage in ("ingest", "validate", "split", "corrupt", "train", "evaluate"):
+    stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate")
+    for stage in stages:
         assert f"Running stage '{stage}'" in out
+    assert out.index("Running stage 'tune'") < out.index("Running stage 'train'")
     for output in (
         "data/manifest.csv",
         "reports/validation/index.html",
@@ -72,6 +75,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
         "reports/robustness.md",
         "reports/plots/confusion_matrix.png",
         "mlflow.db",  # the default tracking store, at the project root
+        "optuna.db",  # the default study storage, at the project root
+        "reports/tuning/best_params.yaml",
+        "reports/tuning/plots/history.png",
     ):
         assert (clone / output).is_file(), output
 
@@ -85,8 +91,24 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
     changed = _sh("dvc", "repro", cwd=clone)
     assert "Running stage 'corrupt'" in changed
     assert "Running stage 'evaluate'" in changed
-    for stage in ("ingest", "validate", "split", "train"):
+    for stage in ("ingest", "validate", "split", "tune", "train"):
         assert f"Running stage '{stage}'" not in changed
+
+
+def test_train_runs_with_the_tuned_values(clone):
+    _sh("dvc", "repro", cwd=clone)
+    best = yaml.safe_load((clone / "reports/tuning/best_params.yaml").read_text())["params"]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("steelflow")
+    run_id = (clone / "metrics/mlflow_run_id.txt").read_text().strip()
+    logged = client.get_run(run_id).data.params
+    assert logged["train.use_tuned"] == "True"
+    for key, value in best.items():
+        assert logged[key] == str(value), key
+    trial_runs = client.search_runs([experiment.experiment_id], "tags.`steelflow.step` = 'tune-trial'")
+    assert len(trial_runs) == SMALL["tune"]["n_trials"]
 
 
 def test_metrics_are_declared_for_dvc(clone):
