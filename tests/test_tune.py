@@ -228,3 +228,16 @@ def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
     assert result.exit_code == 6, result.output
     assert "no trial" in result.output and "completed" in result.output
     assert not Path("reports/tuning/best_params.yaml").exists()
+
+
+def test_timeout_stops_claiming_and_a_rerun_finishes_the_study(split_project):
+    params = _params(split_project, n_trials=6, epochs=1, timeout=0.01)
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == 0, result.output
+    assert "not complete" in " ".join(result.output.split())
+    finished = [t for t in _study(params).trials if t.state in tuning.FINISHED]
+    assert 1 <= len(finished) < 6  # the trial under way when time ran out still finishes
+    assert Path("reports/tuning/best_params.yaml").is_file()
+
+    _cli("tune", "--no-track", "--set", "tune.timeout=null")
+    assert sorted(t.number for t in _study(params).trials if t.state in tuning.FINISHED) == list(range(6))

@@ -175,11 +175,11 @@ def work(ref: StudyRef, index: int, deadline: float = math.inf, n_workers: int =
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     study, storage = _open(ref, cfg, worker=index)
     logger = _TrialLogger(params, ref) if ref.mlflow_parent_run else None
-    while time.time() < deadline:
+    while True:  # the deadline is checked after each trial, so every worker runs at least one
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial → FAIL, and a retry queued
         claimed = _claim(study, storage)
         if claimed is None:
-            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or time.time() >= deadline:
                 return  # nothing queued, nothing that may still fail and come back as a retry
             time.sleep(min(cfg.heartbeat_seconds, 5))
             continue
@@ -187,6 +187,8 @@ def work(ref: StudyRef, index: int, deadline: float = math.inf, n_workers: int =
         _print_trial(frozen, index)
         if logger is not None:
             logger.log(frozen)
+        if time.time() >= deadline:
+            return
 
 
 def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneResult:
