@@ -196,6 +196,124 @@ def evaluate(
 
 @app.command()
 @_step
+def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Register the trained model in the MLflow registry as a new version, alias 'challenger'."""
+    from steelflow.registry import register as run
+
+    p = config.with_tuned(_params(params, set_), paths.BEST_PARAMS)
+    result = run(p)
+    out.print(
+        f"register: {result['name']} version {result['version']} (@challenger) from run {result['run_id']} "
+        f"→ {paths.REGISTRATION}"
+    )
+
+
+@app.command()
+@_step
+def promote(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    version: Annotated[str | None, typer.Option(help="version number or alias (default: challenger)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="promote even if a gate fails")] = False,
+    reason: Annotated[str, typer.Option(help="why (required with --force; recorded)")] = "",
+) -> None:
+    """Make a version the champion if it passes every gate in registry.gates (or with --force)."""
+    from steelflow.registry import GateFailed, gate_table
+    from steelflow.registry import promote as run
+
+    try:
+        result = run(_params(params, set_), version, force=force, reason=reason)
+    except GateFailed as e:
+        err.print(str(e), highlight=False, markup=False)
+        raise typer.Exit(e.exit_code) from None
+    out.print(gate_table(result.gates), highlight=False, markup=False)
+    how = "FORCED past failing gates" if result.forced else "all gates passed"
+    out.print(f"promote: version {result.version} is the champion ({how}; was {result.previous or 'none'})")
+
+
+@app.command()
+@_step
+def rollback(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
+) -> None:
+    """Move 'champion' back to the version the current champion replaced."""
+    from steelflow.registry import rollback as run
+
+    was, now = run(_params(params, set_), reason=reason)
+    out.print(f"rollback: champion {was} → {now}")
+
+
+registry_app = typer.Typer(help="The model registry's records.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("history")
+@_step
+def registry_history(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Every promotion, forced promotion and rollback, oldest first."""
+    import json
+
+    from rich.table import Table
+
+    from steelflow.registry import history
+
+    records = history(_params(params, set_))
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    table = Table("time", "action", "from", "to", "gates", "reason", "user")
+    for r in records:
+        failed = [g["name"] for g in r.get("gates", []) if not g["passed"]]
+        gates = (
+            "-" if not r.get("gates") else ("all passed" if not failed else "failed: " + ", ".join(failed))
+        )
+        table.add_row(
+            r["time"][:19],
+            r["action"],
+            str(r.get("from_version") or "-"),
+            str(r["to_version"]),
+            gates,
+            r.get("reason", ""),
+            r.get("user", ""),
+        )
+    out.print(table)
+
+
+@app.command()
+@_step
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="image files or folders")],
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="model URI (default: models:/<registry.name>@champion)")
+    ] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="CSV with the probabilities")] = Path(
+        "predictions.csv"
+    ),
+) -> None:
+    """Classify images with a registered model: a table here, every probability in a CSV."""
+    from rich.table import Table
+
+    from steelflow.predict import predict as run
+
+    frame = run(_params(params, set_), inputs, model, out_path)
+    probs = [c for c in frame.columns if c.startswith("p_")]
+    table = Table("image", "class", "probability")
+    for _, row in frame.iterrows():
+        table.add_row(row["path"], row["label"], f"{row['p_' + row['label']]:.3f}")
+    out.print(table)
+    out.print(f"predict: {len(frame)} images, {len(probs)} classes → {out_path}")
+
+
+@app.command()
+@_step
 def models(
     image_size: Annotated[int, typer.Option(help="input side, pixels")] = 300,
     classes: Annotated[int, typer.Option(help="number of classes")] = 6,

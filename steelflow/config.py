@@ -205,6 +205,26 @@ class MlflowConfig(Section):
     experiment: str = Field(default="steelflow", min_length=1)
 
 
+# --- registry -------------------------------------------------------------------------------------
+
+
+class GatesConfig(Section):
+    """What a model must show before ``steelflow promote`` makes it the champion."""
+
+    min_clean_accuracy: float = Field(ge=0, le=1, description="accuracy on the clean test set")
+    min_worst_accuracy: float = Field(ge=0, le=1, description="accuracy on the hardest corrupted set")
+    max_drop: float = Field(
+        ge=0, le=1, description="largest allowed accuracy drop against the champion, on every condition"
+    )
+
+
+class RegistryConfig(Section):
+    name: str = Field(default="steel-defect-classifier", min_length=1, description="registered model name")
+    gates: GatesConfig
+    retries: int = Field(default=3, ge=0, description="retries of a failed call to the tracking server")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="first retry's wait; doubles each time")
+
+
 # --- tune -------------------------------------------------------------------------------------------
 
 
@@ -304,6 +324,7 @@ class Params(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     mlflow: MlflowConfig = MlflowConfig()
     tune: TuneConfig | None = None
+    registry: RegistryConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

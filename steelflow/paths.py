@@ -37,3 +37,5 @@ BEST_PARAMS = TUNING / "best_params.yaml"  # what `train` applies when train.use
 TRIALS_CSV = TUNING / "trials.csv"
 TUNING_PLOTS = TUNING / "plots"
 OPTUNA_STORAGE_ENV = "STEELFLOW_OPTUNA_STORAGE"  # an SQLAlchemy URL; wins over tune.storage
+REGISTRATION = REPORTS / "registration.json"  # the version `steelflow register` created
+MODEL_CARD = REPORTS / "model_card.md"

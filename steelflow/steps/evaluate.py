@@ -13,6 +13,7 @@ picture (paper, Fig. 7).
 
 from __future__ import annotations
 
+import hashlib
 import io as pyio
 import math
 from dataclasses import dataclass
@@ -59,8 +60,7 @@ def evaluate(
     tracker = tracker or NullTracker()
     dev = pick_device(device)
     model, meta = load_trained(model_path, dev)
-    sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
-    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.conditions})
+    sets = evaluation_sets(corrupt_cfg, cache_dir)
 
     per_condition: dict[str, dict[str, Any]] = {}
     for name, path in sets.items():
@@ -115,6 +115,41 @@ def evaluate(
     for artifact in (metrics_path, details_path, robustness_path, *sorted(plots_dir.glob("*.png"))):
         tracker.log_artifact(artifact, "evaluation")
     return EvaluateResult(accuracy, summary)
+
+
+def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
+    """Condition name → its cache file: the clean test split first, then every corrupted copy."""
+    sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
+    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.conditions})
+    return sets
+
+
+def data_hash(sets: dict[str, Path]) -> str:
+    """sha256 over the evaluation sets' names, images and labels: equal hashes, equal evaluation data."""
+    digest = hashlib.sha256()
+    for name, path in sets.items():
+        if not path.is_file():
+            raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
+        data = cache.load(path)
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(data.images).tobytes())
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+        digest.update("\n".join(data.classes).encode())
+    return digest.hexdigest()
+
+
+def accuracy_of(
+    model_path: Path, sets: dict[str, Path], batch_size: int, device: str = "auto"
+) -> dict[str, float]:
+    """Accuracy of a saved model on every evaluation set (promotion re-scores a champion with it)."""
+    dev = pick_device(device)
+    model, meta = load_trained(model_path, dev)
+    out = {}
+    for name, path in sets.items():
+        data = _load(path, meta["classes"])
+        logits = predict_logits(model, to_tensor(data.images), batch_size, dev)
+        out[name] = float((logits.argmax(1).numpy() == data.labels).mean())
+    return out
 
 
 def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -1,0 +1,459 @@
+"""The MLflow Model Registry side: register a challenger, promote it through gates, roll back, keep history.
+
+- :func:`register` (the ``register`` stage) logs the trained model as a pyfunc (raw images in, class and
+  probabilities out; :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of
+  ``registry.name``, tags it (git commit, data version, params hash, run id, evaluation-data hash,
+  accuracy per condition), attaches a model card, and gives it the alias ``challenger``.
+- :func:`promote` compares a version with the current ``champion`` on the same evaluation data and moves
+  ``champion`` only when every gate in ``registry.gates`` passes (or when forced, with a reason).
+- :func:`rollback` moves ``champion`` back to the version it replaced.
+- Every promotion, forced promotion and rollback appends a record to the registered model's tags
+  (``steelflow.history.<time>.<id>``): MLflow keeps no alias history, so this is ours. Records live in the
+  registry itself, so everyone sharing the tracking server sees the same history.
+
+Every call to the tracking server is retried with exponential backoff (``registry.retries``,
+``registry.backoff_seconds``) and then fails with an error naming the URI.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from steelflow import io, paths
+from steelflow.config import Params, RegistryConfig
+from steelflow.errors import ConfigError, DataError, SteelflowError
+from steelflow.steps.evaluate import CLEAN, accuracy_of, data_hash, evaluation_sets
+from steelflow.tracking import data_version, git_state, params_hash, tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_PREFIX = "steelflow.history."
+T = TypeVar("T")
+
+
+class RegistryError(SteelflowError):
+    """The tracking server is unreachable, or the registry lacks what a command needs."""
+
+    exit_code = 7
+
+
+class GateFailed(SteelflowError):
+    """A candidate failed a promotion gate; the table says which."""
+
+    exit_code = 8
+
+
+@dataclasses.dataclass
+class Gate:
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    rule: str  # "≥" or "≤"
+
+
+@dataclasses.dataclass
+class PromotionResult:
+    version: str
+    previous: str | None
+    promoted: bool
+    forced: bool
+    gates: list[Gate]
+    accuracy: dict[str, float]
+    champion_accuracy: dict[str, float] | None
+
+
+# --- talking to the server --------------------------------------------------------------------------
+
+
+class Registry:
+    """A thin, retrying wrapper over ``MlflowClient`` for one registered model."""
+
+    def __init__(self, params: Params):
+        if params.registry is None:
+            raise ConfigError("params has no 'registry' section: add one (see params.yaml)")
+        self.cfg: RegistryConfig = params.registry
+        self.name = self.cfg.name
+        self.uri = tracking_uri(params.mlflow)
+        # Our own retries (below) give a clear error soon; MLflow's default would retry for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args)``, retried with backoff on connection trouble; MLflow's own answers pass through."""
+        from mlflow.exceptions import MlflowException
+
+        wait = self.cfg.backoff_seconds
+        for attempt in range(self.cfg.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except MlflowException as e:
+                if not _unreachable(e):
+                    raise
+                error: Exception = e
+            except OSError as e:  # requests' ConnectionError is an OSError
+                error = e
+            if attempt < self.cfg.retries:
+                time.sleep(wait)
+                wait *= 2
+        raise RegistryError(
+            f"tracking server {self.uri} unreachable after {self.cfg.retries + 1} attempts: {error}"
+        ) from None
+
+    def version(self, ref: str | int | None = None) -> Any:
+        """A model version by number, or by alias (default: the challenger)."""
+        from mlflow.exceptions import MlflowException
+
+        ref = CHALLENGER if ref is None else str(ref)
+        try:
+            if ref.isdigit():
+                return self.call(self.client.get_model_version, self.name, ref)
+            return self.call(self.client.get_model_version_by_alias, self.name, ref)
+        except MlflowException as e:
+            raise RegistryError(
+                f"{self.name}: no version {ref!r} in the registry at {self.uri} ({e})"
+            ) from None
+
+    def champion(self) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.call(self.client.get_model_version_by_alias, self.name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def history(self) -> list[dict[str, Any]]:
+        model = self.call(self.client.get_registered_model, self.name)
+        records = [json.loads(v) for k, v in model.tags.items() if k.startswith(HISTORY_PREFIX)]
+        return sorted(records, key=lambda r: (r["time"], r["id"]))
+
+    def record(self, **fields: Any) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        record = {"time": now.isoformat(timespec="microseconds"), "id": uuid.uuid4().hex[:8], **fields}
+        key = f"{HISTORY_PREFIX}{now.strftime('%Y%m%dT%H%M%S%f')}.{record['id']}"
+        self.call(self.client.set_registered_model_tag, self.name, key, json.dumps(record))
+        return record
+
+
+def _unreachable(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(s in text for s in ("connection", "max retries", "timed out", "refused", "unavailable"))
+
+
+# --- register ---------------------------------------------------------------------------------------
+
+
+def register(
+    params: Params,
+    model_path: Path = paths.MODEL,
+    run_id_path: Path = paths.MLFLOW_RUN,
+    metrics_path: Path = paths.EVALUATE_METRICS,
+    cache_dir: Path = paths.CACHE,
+    card_path: Path = paths.MODEL_CARD,
+    out_path: Path = paths.REGISTRATION,
+) -> dict[str, Any]:
+    """Register the trained model as a new version with alias ``challenger``; write ``registration.json``."""
+    import mlflow
+    import mlflow.pyfunc
+
+    from steelflow import pyfunc
+    from steelflow.inference import load_trained
+
+    for needed in (model_path, run_id_path, metrics_path):
+        if not Path(needed).is_file():
+            raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
+    reg = Registry(params)
+    run_id = Path(run_id_path).read_text().strip()
+    metrics = json.loads(Path(metrics_path).read_text())
+    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
+    sets = evaluation_sets(params.corrupt, cache_dir)
+    eval_hash = data_hash(sets)
+    _, meta = load_trained(model_path)
+    tree = params.raw()
+    tags = {
+        **git_state(),
+        "data_version": data_version(),
+        "params_hash": params_hash(tree),
+        "run_id": run_id,
+        "eval_data_hash": eval_hash,
+        **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
+    }
+    card = model_card(params, meta, metrics, tags)
+    io.write_text(card_path, card)
+
+    # A small real input example: one test image as base64 PNG text, what an HTTP client sends.
+    example = _example(sets[CLEAN])
+    mlflow.set_tracking_uri(reg.uri)
+    mlflow.set_registry_uri(reg.uri)
+    version = None
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = reg.call(
+                mlflow.pyfunc.log_model,
+                name="classifier",
+                python_model=pyfunc.python_model(),
+                artifacts={"model": str(model_path)},
+                model_config={"cache_size": params.data.cache_size},
+                signature=pyfunc.signature(meta["classes"]),
+                input_example=example,
+                code_paths=[str(Path(pyfunc.__file__).parent)],
+                pip_requirements=_requirements(),
+                registered_model_name=reg.name,
+            )
+            version = str(info.registered_model_version)
+            mlflow.log_artifact(str(card_path), "registry")
+        reg.call(reg.client.update_model_version, reg.name, version, description=card)
+        for key, value in tags.items():
+            reg.call(reg.client.set_model_version_tag, reg.name, version, key, value)
+        reg.call(reg.client.set_registered_model_alias, reg.name, CHALLENGER, version)
+    except BaseException:
+        if version is not None:  # nothing half-registered: a version without its tags and alias goes
+            with contextlib.suppress(Exception):
+                reg.client.delete_model_version(reg.name, version)
+        raise
+    result = {
+        "name": reg.name,
+        "version": int(version),
+        "alias": CHALLENGER,
+        "model_uri": f"models:/{reg.name}/{version}",
+        "run_id": run_id,
+        "tracking_uri": reg.uri,
+        "eval_data_hash": eval_hash,
+        "accuracy": accuracy,
+    }
+    io.write_json(out_path, result)
+    return result
+
+
+def _example(path: Path) -> Any:
+    import io as pyio
+
+    import pandas as pd
+    from PIL import Image
+
+    from steelflow.data import cache
+
+    data = cache.load(path)
+    image = data.images[0]
+    buf = pyio.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ("torch", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow")
+    return [f"{n}=={version(n).split('+')[0]}" for n in names]
+
+
+def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
+    """Markdown: data, training params, the robustness table, intended use, limitations."""
+    from steelflow.steps.evaluate import robustness_table
+
+    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
+    s = metrics["summary"]
+    train = params.train
+    lines = [
+        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta['variant']})",
+        "",
+        "## Data",
+        f"- source: `{params.data.source}`; classes: {', '.join(meta['classes'])}",
+        f"- data version (md5 of data/manifest.csv): `{tags['data_version']}`",
+        f"- split: test {params.split.test}, val {params.split.val} of train, seed {params.split.seed}",
+        f"- evaluation data hash: `{tags['eval_data_hash']}`",
+        "",
+        "## Training",
+        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}",
+        f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
+        f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
+        f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
+        f"params hash `{tags['params_hash']}`, MLflow run `{tags['run_id']}`",
+        "",
+        "## Metrics",
+        f"Clean accuracy {s['clean_accuracy']:.4f}; worst condition {s['worst_condition']} "
+        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}.",
+        "",
+        robustness_table(meta["variant"], accuracy).split("\n", 2)[2],
+        "## Intended use",
+        "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
+        "classes of the dataset it was trained on), as a screening aid next to human inspection.",
+        "",
+        "## Limitations",
+        "- Trained on one dataset's imaging conditions; other mills, cameras or lighting need re-validation.",
+        "- Every image gets one of the known classes: there is no 'no defect' or 'unknown' answer.",
+        "- Robustness is measured on synthetic corruptions (lighting, noise, blur), not on field data.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- promote, rollback, history ---------------------------------------------------------------------
+
+
+def promote(
+    params: Params,
+    version: str | int | None = None,
+    force: bool = False,
+    reason: str = "",
+    cache_dir: Path = paths.CACHE,
+) -> PromotionResult:
+    """Make ``version`` (default: the challenger) the champion if it passes every gate, or ``force``."""
+    if force and not reason.strip():
+        raise ConfigError("--force needs --reason: say why the gates are overridden (it is recorded)")
+    reg = Registry(params)
+    candidate = reg.version(version)
+    local = None  # the evaluation data here, used when the two versions were scored on different data
+    for _ in range(3):  # if another promotion moves the champion meanwhile, compare again
+        champion = reg.champion()
+        if champion is not None and champion.version == candidate.version:
+            raise RegistryError(f"{reg.name} version {candidate.version} is already the champion")
+        scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
+        gates = check_gates(params.registry.gates, scores[0], scores[1])
+        passed = all(g.passed for g in gates)
+        if not passed and not force:
+            raise GateFailed(
+                "gates failed for version "
+                f"{candidate.version}:\n{gate_table(gates)}\nuse --force --reason TEXT to override"
+            )
+        latest = reg.champion()
+        if (latest.version if latest else None) == (champion.version if champion else None):
+            break
+    else:
+        raise RegistryError("the champion kept changing during promotion; try again")
+    reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, candidate.version)
+    reg.record(
+        action="force-promote" if (force and not passed) else "promote",
+        from_version=champion.version if champion else None,
+        to_version=candidate.version,
+        gates=[dataclasses.asdict(g) for g in gates],
+        reason=reason,
+        user=_user(),
+    )
+    return PromotionResult(
+        version=candidate.version,
+        previous=champion.version if champion else None,
+        promoted=True,
+        forced=force and not passed,
+        gates=gates,
+        accuracy=scores[0],
+        champion_accuracy=scores[1],
+    )
+
+
+def rollback(params: Params, reason: str = "") -> tuple[str, str]:
+    """Point ``champion`` back at the version the current champion replaced; returns (from, to)."""
+    reg = Registry(params)
+    champion = reg.champion()
+    if champion is None:
+        raise RegistryError(f"{reg.name} has no champion to roll back")
+    moves = [r for r in reg.history() if r.get("to_version") == champion.version and r.get("from_version")]
+    if not moves:
+        raise RegistryError(f"no earlier champion of {reg.name} in the history: nothing to roll back to")
+    previous = moves[-1]["from_version"]
+    reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, previous)
+    reg.record(
+        action="rollback",
+        from_version=champion.version,
+        to_version=previous,
+        gates=[],
+        reason=reason,
+        user=_user(),
+    )
+    return champion.version, previous
+
+
+def history(params: Params) -> list[dict[str, Any]]:
+    return Registry(params).history()
+
+
+def check_gates(gates: Any, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Gate]:
+    corrupted = {k: v for k, v in candidate.items() if k != CLEAN}
+    worst = min(corrupted, key=corrupted.get) if corrupted else CLEAN
+    out = [
+        Gate(
+            "clean accuracy",
+            candidate[CLEAN],
+            gates.min_clean_accuracy,
+            candidate[CLEAN] >= gates.min_clean_accuracy,
+            "≥",
+        ),
+        Gate(
+            f"worst accuracy ({worst})",
+            candidate[worst],
+            gates.min_worst_accuracy,
+            candidate[worst] >= gates.min_worst_accuracy,
+            "≥",
+        ),
+    ]
+    for name, acc in (champion or {}).items():
+        drop = acc - candidate.get(name, 0.0)
+        out.append(Gate(f"drop vs champion ({name})", drop, gates.max_drop, drop <= gates.max_drop, "≤"))
+    return out
+
+
+def gate_table(gates: list[Gate]) -> str:
+    rows = [f"  {'gate':<40} {'value':>8}   {'threshold':>9}   result"]
+    for g in gates:
+        verdict = "pass" if g.passed else "FAIL"
+        rows.append(f"  {g.name:<40} {g.value:>8.4f}   {g.rule} {g.threshold:<7.4f}   {verdict}")
+    return "\n".join(rows)
+
+
+def _comparable(reg, params, candidate, champion, cache_dir, local):
+    """Both versions' accuracies on the same evaluation data; re-scores a version evaluated elsewhere."""
+    cand_hash = candidate.tags.get("eval_data_hash")
+    champ_hash = champion.tags.get("eval_data_hash") if champion is not None else cand_hash
+    if champion is None or cand_hash == champ_hash:
+        return (_tagged(candidate), _tagged(champion) if champion is not None else None), local
+    sets = evaluation_sets(params.corrupt, cache_dir)
+    local = local or data_hash(sets)
+    scores = []
+    for v in (candidate, champion):
+        if v.tags.get("eval_data_hash") == local:
+            scores.append(_tagged(v))
+        else:
+            scores.append(_rescore(reg, v, sets, params.evaluate.batch_size))
+    return (scores[0], scores[1]), local
+
+
+def _tagged(v: Any) -> dict[str, float]:
+    return {k.removeprefix("accuracy."): float(x) for k, x in v.tags.items() if k.startswith("accuracy.")}
+
+
+def _rescore(reg: Registry, v: Any, sets: dict[str, Path], batch_size: int) -> dict[str, float]:
+    """Download a version's weights and evaluate them on the local evaluation sets."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory(prefix="steelflow-rescore-") as tmp:
+        local = reg.call(
+            mlflow.artifacts.download_artifacts,
+            artifact_uri=f"models:/{reg.name}/{v.version}",
+            dst_path=tmp,
+            tracking_uri=reg.uri,
+        )
+        weights = next(Path(local).rglob("model.pt"), None)
+        if weights is None:
+            raise RegistryError(f"{reg.name} version {v.version} has no model.pt artifact to re-evaluate")
+        return accuracy_of(weights, sets, batch_size, device="cpu")
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
