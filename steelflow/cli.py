@@ -259,7 +259,7 @@ def registry_history(
     """Every promotion, forced promotion and rollback, oldest first."""
     import json
 
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from steelflow.registry import history
 
@@ -267,21 +267,15 @@ def registry_history(
     if as_json:
         print(json.dumps(records, indent=2))
         return
-    table = Table("time", "action", "from", "to", "gates", "reason", "user")
+    fixed = [Column(name, no_wrap=True) for name in ("time (UTC)", "action", "from", "to", "gates")]
+    table = Table(*fixed, "reason")
     for r in records:
-        failed = [g["name"] for g in r.get("gates", []) if not g["passed"]]
-        gates = (
-            "-" if not r.get("gates") else ("all passed" if not failed else "failed: " + ", ".join(failed))
-        )
-        table.add_row(
-            r["time"][:19],
-            r["action"],
-            str(r.get("from_version") or "-"),
-            str(r["to_version"]),
-            gates,
-            r.get("reason", ""),
-            r.get("user", ""),
-        )
+        checked = r.get("gates", [])
+        failed = sum(not g["passed"] for g in checked)
+        gates = (f"{failed}/{len(checked)} failed" if failed else "passed") if checked else "-"
+        when = r["time"][:19].replace("T", " ")
+        from_version = str(r.get("from_version") or "-")
+        table.add_row(when, r["action"], from_version, str(r["to_version"]), gates, r.get("reason", ""))
     out.print(table)
 
 

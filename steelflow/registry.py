@@ -7,9 +7,9 @@
 - :func:`promote` compares a version with the current ``champion`` on the same evaluation data and moves
   ``champion`` only when every gate in ``registry.gates`` passes (or when forced, with a reason).
 - :func:`rollback` moves ``champion`` back to the version it replaced.
-- Every promotion, forced promotion and rollback appends a record to the registered model's tags
-  (``steelflow.history.<time>.<id>``): MLflow keeps no alias history, so this is ours. Records live in the
-  registry itself, so everyone sharing the tracking server sees the same history.
+- Every promotion, rejected promotion, forced promotion and rollback appends a record to the registered
+  model's tags (``steelflow.history.<time>.<id>``): MLflow keeps no alias history, so this is ours.
+  Records live in the registry itself, so everyone sharing the tracking server sees the same history.
 
 Every call to the tracking server is retried with exponential backoff (``registry.retries``,
 ``registry.backoff_seconds``) and then fails with an error naming the URI.
@@ -324,6 +324,14 @@ def promote(
         gates = check_gates(params.registry.gates, scores[0], scores[1])
         passed = all(g.passed for g in gates)
         if not passed and not force:
+            reg.record(
+                action="rejected",
+                from_version=champion.version if champion else None,
+                to_version=candidate.version,
+                gates=[dataclasses.asdict(g) for g in gates],
+                reason=reason,
+                user=_user(),
+            )
             raise GateFailed(
                 "gates failed for version "
                 f"{candidate.version}:\n{gate_table(gates)}\nuse --force --reason TEXT to override"
@@ -359,8 +367,13 @@ def rollback(params: Params, reason: str = "") -> tuple[str, str]:
     champion = reg.champion()
     if champion is None:
         raise RegistryError(f"{reg.name} has no champion to roll back")
-    moves = [r for r in reg.history() if r.get("to_version") == champion.version and r.get("from_version")]
-    if not moves:
+    # the promotion that made the current champion, and the champion it replaced
+    moves = [
+        r
+        for r in reg.history()
+        if r["action"] in ("promote", "force-promote") and r.get("to_version") == champion.version
+    ]
+    if not moves or not moves[-1].get("from_version"):
         raise RegistryError(f"no earlier champion of {reg.name} in the history: nothing to roll back to")
     previous = moves[-1]["from_version"]
     reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, previous)
