@@ -318,41 +318,41 @@ def promote(
     local = None  # the evaluation data here, used when the two versions were scored on different data
     for _ in range(3):  # if another promotion moves the champion meanwhile, compare again
         champion = reg.champion()
-        if champion is not None and champion.version == candidate.version:
-            raise RegistryError(f"{reg.name} version {candidate.version} is already the champion")
+        if champion is not None and _num(champion) == _num(candidate):
+            raise RegistryError(f"{reg.name} version {_num(candidate)} is already the champion")
         scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
         gates = check_gates(params.registry.gates, scores[0], scores[1])
         passed = all(g.passed for g in gates)
         if not passed and not force:
             reg.record(
                 action="rejected",
-                from_version=champion.version if champion else None,
-                to_version=candidate.version,
+                from_version=_num(champion),
+                to_version=_num(candidate),
                 gates=[dataclasses.asdict(g) for g in gates],
                 reason=reason,
                 user=_user(),
             )
             raise GateFailed(
                 "gates failed for version "
-                f"{candidate.version}:\n{gate_table(gates)}\nuse --force --reason TEXT to override"
+                f"{_num(candidate)}:\n{gate_table(gates)}\nuse --force --reason TEXT to override"
             )
         latest = reg.champion()
-        if (latest.version if latest else None) == (champion.version if champion else None):
+        if (_num(latest)) == (_num(champion)):
             break
     else:
         raise RegistryError("the champion kept changing during promotion; try again")
-    reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, candidate.version)
+    reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, _num(candidate))
     reg.record(
         action="force-promote" if (force and not passed) else "promote",
-        from_version=champion.version if champion else None,
-        to_version=candidate.version,
+        from_version=_num(champion),
+        to_version=_num(candidate),
         gates=[dataclasses.asdict(g) for g in gates],
         reason=reason,
         user=_user(),
     )
     return PromotionResult(
-        version=candidate.version,
-        previous=champion.version if champion else None,
+        version=_num(candidate),
+        previous=_num(champion),
         promoted=True,
         forced=force and not passed,
         gates=gates,
@@ -371,7 +371,7 @@ def rollback(params: Params, reason: str = "") -> tuple[str, str]:
     moves = [
         r
         for r in reg.history()
-        if r["action"] in ("promote", "force-promote") and r.get("to_version") == champion.version
+        if r["action"] in ("promote", "force-promote") and r.get("to_version") == _num(champion)
     ]
     if not moves or not moves[-1].get("from_version"):
         raise RegistryError(f"no earlier champion of {reg.name} in the history: nothing to roll back to")
@@ -379,13 +379,13 @@ def rollback(params: Params, reason: str = "") -> tuple[str, str]:
     reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, previous)
     reg.record(
         action="rollback",
-        from_version=champion.version,
+        from_version=_num(champion),
         to_version=previous,
         gates=[],
         reason=reason,
         user=_user(),
     )
-    return champion.version, previous
+    return _num(champion), previous
 
 
 def history(params: Params) -> list[dict[str, Any]]:
@@ -440,6 +440,11 @@ def _comparable(reg, params, candidate, champion, cache_dir, local):
         else:
             scores.append(_rescore(reg, v, sets, params.evaluate.batch_size))
     return (scores[0], scores[1]), local
+
+
+def _num(v: Any) -> str | None:
+    """A version's number as text (the REST API gives text, the SQL store an int)."""
+    return None if v is None else str(v.version)
 
 
 def _tagged(v: Any) -> dict[str, float]:

@@ -59,7 +59,7 @@ def clone(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clone):
     out = _sh("dvc", "repro", cwd=clone)
-    stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate")
+    stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate", "register")
     for stage in stages:
         assert f"Running stage '{stage}'" in out
     assert out.index("Running stage 'tune'") < out.index("Running stage 'train'")
@@ -78,6 +78,8 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
         "optuna.db",  # the default study storage, at the project root
         "reports/tuning/best_params.yaml",
         "reports/tuning/plots/history.png",
+        "reports/registration.json",
+        "reports/model_card.md",
     ):
         assert (clone / output).is_file(), output
 
@@ -93,6 +95,17 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
     assert "Running stage 'evaluate'" in changed
     for stage in ("ingest", "validate", "split", "tune", "train"):
         assert f"Running stage '{stage}'" not in changed
+
+
+def test_repro_ends_with_a_registered_challenger_in_mlflow_db(clone):
+    _sh("dvc", "repro", cwd=clone)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}", f"sqlite:///{clone / 'mlflow.db'}")
+    registration = json.loads((clone / "reports/registration.json").read_text())
+    challenger = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
+    assert str(challenger.version) == str(registration["version"])
+    assert challenger.run_id == (clone / "metrics/mlflow_run_id.txt").read_text().strip()
 
 
 def test_train_runs_with_the_tuned_values(clone):
