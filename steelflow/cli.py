@@ -306,6 +306,33 @@ def predict(
     out.print(f"predict: {len(frame)} images, {len(probs)} classes → {out_path}")
 
 
+@app.command("export-onnx")
+@_step
+def export_onnx(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="model URI or a model.pt (default: models:/<name>@champion)")
+    ] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="the ONNX file")] = paths.ONNX_MODEL,
+) -> None:
+    """Export the network to ONNX, check parity with PyTorch, and time both on the CPU (batch 1 and 32)."""
+    from rich.table import Table
+
+    from steelflow.onnx_export import export_onnx as run
+
+    report = run(_params(params, set_), model, out_path)
+    table = Table("batch", "PyTorch ms/image", "ONNX Runtime ms/image", "speed-up")
+    for batch, t in report["latency_ms_per_image"].items():
+        table.add_row(batch, f"{t['pytorch']:.2f}", f"{t['onnxruntime']:.2f}", f"{t['speedup']:.2f}x")
+    out.print(table)
+    parity = report["parity"]
+    out.print(
+        f"export-onnx: {out_path}; max |logit diff| {parity['max_abs_logit_diff']:.1e} on "
+        f"{parity['images']} test images (< {parity['tolerance']:.0e}) → {paths.ONNX_REPORT}"
+    )
+
+
 @app.command()
 @_step
 def models(

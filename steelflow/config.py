@@ -223,6 +223,8 @@ class RegistryConfig(Section):
     gates: GatesConfig
     retries: int = Field(default=3, ge=0, description="retries of a failed call to the tracking server")
     backoff_seconds: float = Field(default=1.0, ge=0, description="first retry's wait; doubles each time")
+    onnx_tolerance: float = Field(default=1e-4, gt=0, description="export-onnx: max |logit difference|")
+    latency_runs: int = Field(default=20, ge=1, description="export-onnx: timed runs per batch size")
 
 
 # --- tune -------------------------------------------------------------------------------------------

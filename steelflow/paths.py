@@ -39,3 +39,5 @@ TUNING_PLOTS = TUNING / "plots"
 OPTUNA_STORAGE_ENV = "STEELFLOW_OPTUNA_STORAGE"  # an SQLAlchemy URL; wins over tune.storage
 REGISTRATION = REPORTS / "registration.json"  # the version `steelflow register` created
 MODEL_CARD = REPORTS / "model_card.md"
+ONNX_MODEL = MODELS / "model.onnx"
+ONNX_REPORT = REPORTS / "onnx.json"  # parity and CPU latency of the ONNX export against eager PyTorch

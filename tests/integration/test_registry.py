@@ -241,3 +241,29 @@ def test_an_unreachable_server_fails_soon_with_its_uri(registry, monkeypatch):
     )
     assert dead in out and "unreachable after 3 attempts" in out
     assert time.perf_counter() - started < 60
+
+
+def test_export_onnx_matches_pytorch_on_test_images(registry, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    out = tmp_path / "model.onnx"
+    printed = _cli("export-onnx", "--model", f"models:/{NAME}/1", "--out", str(out))
+    report = json.loads(Path("reports/onnx.json").read_text())
+    assert report["parity"]["max_abs_logit_diff"] < 1e-4
+    assert report["parity"]["images"] > 0
+    assert set(report["latency_ms_per_image"]) == {"1", "32"}
+    assert "ONNX Runtime" in printed
+
+    # the exported graph, fed as the pyfunc feeds the network, gives the pyfunc's classes
+    files, _ = _test_images(8)
+    from steelflow.inference import as_float, to_tensor
+    from steelflow.pyfunc import preprocess
+
+    size = report["input"]["shape"][2]
+    x = as_float(to_tensor(preprocess([f.read_bytes() for f in files], report["input"]["shape"][1], size)))
+    logits = ort.InferenceSession(str(out)).run(None, {"x": x.numpy()})[0]
+    direct = mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(
+        pd.DataFrame({"image": [f.read_bytes() for f in files]})
+    )
+    assert [report["classes"][i] for i in np.argmax(logits, 1)] == list(direct["label"])
