@@ -267,3 +267,31 @@ def test_export_onnx_matches_pytorch_on_test_images(registry, tmp_path):
         pd.DataFrame({"image": [f.read_bytes() for f in files]})
     )
     assert [report["classes"][i] for i in np.argmax(logits, 1)] == list(direct["label"])
+
+
+def test_promotion_rescores_a_version_evaluated_on_other_data(registry):
+    """Tags that claim other evaluation data (and absurd accuracies) are not trusted: the version is
+    evaluated again on the data here, and then passes, being as good as the champion."""
+    client = registry["client"]
+    champion = _champion(client)
+    result = register(
+        load_params(),
+        model_path=registry["good"] / "model.pt",
+        run_id_path=registry["good"] / "mlflow_run_id.txt",
+        metrics_path=registry["good"] / "evaluate.json",
+        card_path=registry["good"] / "card-rescore.md",
+        out_path=registry["good"] / "registration-rescore.json",
+    )
+    version = str(result["version"])
+    client.set_model_version_tag(NAME, version, "eval_data_hash", "evaluated-elsewhere")
+    for key in client.get_model_version(NAME, version).tags:
+        if key.startswith("accuracy."):
+            client.set_model_version_tag(NAME, version, key, "0.0")
+    out = _cli("promote", "--version", version)
+    assert _champion(client) == version, out
+    last = json.loads(_cli("registry", "history", "--json"))[-1]
+    assert (last["action"], last["from_version"], last["to_version"]) == ("promote", champion, version)
+    clean = next(g for g in last["gates"] if g["name"] == "clean accuracy")
+    assert clean["value"] == pytest.approx(
+        float(client.get_model_version(NAME, champion).tags["accuracy.original"])
+    )

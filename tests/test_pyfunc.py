@@ -1,0 +1,53 @@
+"""The registered model's preprocessing: raw images of any size and kind become what training saw."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from steelflow.data.images import resize
+from steelflow.pyfunc import decode, preprocess
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def gray() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (50, 70), dtype=np.uint8)
+
+
+def test_bytes_base64_and_arrays_of_one_image_give_the_same_input(gray):
+    cells = [_png(gray), base64.b64encode(_png(gray)).decode(), gray, gray.tolist(), gray[..., None]]
+    batch = preprocess(cells, channels=1, size=32)
+    assert batch.shape == (5, 32, 32, 1) and batch.dtype == np.uint8
+    for row in batch[1:]:
+        assert np.array_equal(row, batch[0])
+    assert np.array_equal(batch[0, ..., 0], resize(gray, 32))  # as the training cache resizes
+
+
+def test_rgb_and_gray_inputs_of_any_size_fit_either_channel_count(gray):
+    rgb = np.random.default_rng(1).integers(0, 256, (200, 120, 3), dtype=np.uint8)
+    assert preprocess([gray, rgb], channels=3, size=16).shape == (2, 16, 16, 3)
+    assert preprocess([gray, rgb, _png(rgb)], channels=1, size=16).shape == (3, 16, 16, 1)
+    assert decode(_png(rgb), channels=1).shape == (200, 120)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("not base64!", "base64-encoded image file"),
+        (base64.b64encode(b"hello").decode(), "not a readable image file"),
+        (np.zeros((2, 3, 4, 5)), "(H, W) or (H, W, 3)"),
+    ],
+)
+def test_bad_cells_say_what_was_expected(cell, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        decode(cell, channels=1)
