@@ -323,33 +323,25 @@ def promote(
         scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
         gates = check_gates(params.registry.gates, scores[0], scores[1])
         passed = all(g.passed for g in gates)
+        move = {
+            "from_version": _num(champion),
+            "to_version": _num(candidate),
+            "gates": [dataclasses.asdict(g) for g in gates],
+            "reason": reason,
+            "user": _user(),
+        }
         if not passed and not force:
-            reg.record(
-                action="rejected",
-                from_version=_num(champion),
-                to_version=_num(candidate),
-                gates=[dataclasses.asdict(g) for g in gates],
-                reason=reason,
-                user=_user(),
-            )
+            reg.record(action="rejected", **move)
             raise GateFailed(
                 "gates failed for version "
                 f"{_num(candidate)}:\n{gate_table(gates)}\nuse --force --reason TEXT to override"
             )
-        latest = reg.champion()
-        if (_num(latest)) == (_num(champion)):
+        if _num(reg.champion()) == _num(champion):
             break
     else:
         raise RegistryError("the champion kept changing during promotion; try again")
     reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, _num(candidate))
-    reg.record(
-        action="force-promote" if (force and not passed) else "promote",
-        from_version=_num(champion),
-        to_version=_num(candidate),
-        gates=[dataclasses.asdict(g) for g in gates],
-        reason=reason,
-        user=_user(),
-    )
+    reg.record(action="force-promote" if (force and not passed) else "promote", **move)
     return PromotionResult(
         version=_num(candidate),
         previous=_num(champion),
