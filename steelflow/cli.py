@@ -335,6 +335,25 @@ def export_onnx(
 
 @app.command()
 @_step
+def server(
+    backend_store_uri: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL (default: $STEELFLOW_MLFLOW_BACKEND_URI)")
+    ] = None,
+    artifacts_destination: Annotated[
+        str | None, typer.Option(help="s3://bucket/prefix (default: $STEELFLOW_MLFLOW_ARTIFACTS)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5000,
+    workers: Annotated[int, typer.Option(help="server worker processes")] = 1,
+) -> None:
+    """Start a team MLflow server: PostgreSQL runs and registry, S3 artifacts served through it."""
+    from steelflow.server import serve
+
+    serve(backend_store_uri, artifacts_destination, host, port, workers)
+
+
+@app.command()
+@_step
 def models(
     image_size: Annotated[int, typer.Option(help="input side, pixels")] = 300,
     classes: Annotated[int, typer.Option(help="number of classes")] = 6,

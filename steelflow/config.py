@@ -42,12 +42,13 @@ class SyntheticConfig(Section):
 class DataConfig(Section):
     """Shared by every step: where images come from and how they are cached for training."""
 
-    source: str = Field(min_length=1, description="'synthetic' or a path to a folder of images")
+    source: str = Field(min_length=1, description="'synthetic', a folder of images, or s3://bucket/prefix")
     classes: list[str] | None = Field(
         default=None, description="expected class names; null = the classes found in the source"
     )
     synthetic: SyntheticConfig
     cache_size: int = Field(ge=8, le=1024, description="side the decoded-image cache stores images at")
+    s3_retries: int = Field(default=5, ge=1, description="attempts per S3 request (an s3:// source)")
 
     @field_validator("classes")
     @classmethod

@@ -47,3 +47,49 @@ def write_image(path: Path, seed: int, size: int = 40, mode: str = "L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
     return path
+
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "steelflow-test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "steelflow-test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a command of this venv (dvc, steelflow) in ``cwd``, whose own package it imports; must succeed."""
+    import os
+    import subprocess
+    import sys
+
+    full = {
+        **os.environ,
+        **GIT_ENV,
+        "PYTHONPATH": str(cwd),  # the copy's package, not the installed one
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(env or {}),
+    }
+    proc = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def clone_repo(dest: Path, params_changes: dict) -> Path:
+    """The repository's files (tracked, and untracked but not ignored) in a fresh git repo at ``dest``."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+    params = deep_update(yaml.safe_load((dest / "params.yaml").read_text()), params_changes)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-qm", "clone", cwd=dest)
+    return dest

@@ -85,3 +85,75 @@ def mlflow_server(root: Path, backend_uri: str | None = None, artifacts: str | N
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with running(args, f"{uri}/health", root / "mlflow-server.log", env):
         yield uri
+
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "steelflow-test", "AWS_SECRET_ACCESS_KEY": "steelflow-test-secret"}
+
+
+def wait_for(check, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {what} was ready")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} not ready within {timeout} s")
+
+
+@contextlib.contextmanager
+def s3_server(root: Path, bucket: str = "steelflow") -> Iterator[str]:
+    """A real S3 server (SeaweedFS `weed mini`) with credentials ``S3_KEYS`` and ``bucket``; yields its URL.
+
+    Every port is chosen free (SeaweedFS would otherwise put gRPC at port + 10000).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin", "webdav")}
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    args = [
+        str(VENV_BIN / "weed"),
+        "mini",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-admin.ui=false",
+    ]
+    args += [f"-{name}.port={port}" for name, port in ports.items()]
+    args += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
+    url = f"http://127.0.0.1:{ports['s3']}"
+    env = {**os.environ, **S3_KEYS, "S3_BUCKET": bucket}
+    client = s3_client(url)
+    log = root / "weed.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            wait_for(
+                lambda: client.head_bucket(Bucket=bucket) is not None, proc, f"S3 bucket {bucket} at {url}"
+            )
+            yield url
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n--- {log} ---\n{log.read_text()[-4000:]}") from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+
+def _boto_keys() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_KEYS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+def s3_client(url: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", **_boto_keys())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pandas as pd
 
 from steelflow import io, paths
 from steelflow.config import DataConfig
-from steelflow.data import images, manifest, sources, synthetic
+from steelflow.data import images, manifest, s3, sources, synthetic
+from steelflow.errors import DataError
 from steelflow.progress import track
 
 
@@ -38,12 +40,32 @@ def ingest(
             layout = "synthetic"
             generated = synthetic.generate(staged, data.synthetic)
             found = [sources.SourceImage(p.relative_to(staged), label) for p, label in generated]
+        elif s3.is_s3(data.source):
+            with tempfile.TemporaryDirectory(prefix="steelflow-s3-") as tmp:
+                s3.download(data.source, Path(tmp), data.s3_retries)
+                layout, originals = sources.discover(tmp)
+                found = _copy(originals, staged)
         else:
             layout, originals = sources.discover(data.source)
             found = _copy(originals, staged)
         table = _describe(found, staged, images_dir, manifest_path.parent)
+        if s3.is_s3(data.source):
+            _verify(table, manifest_path, data.source)
     manifest.write(table, manifest_path)
     return IngestResult(layout, len(table), table.groupby("label").size().to_dict())
+
+
+def _verify(table: pd.DataFrame, manifest_path: Path, source: str) -> None:
+    """Objects that the existing manifest knows must still have its sha256."""
+    if not manifest_path.is_file():
+        return
+    known = manifest.read(manifest_path).set_index("path")["sha256"].to_dict()
+    for row in table.itertuples():
+        if row.path in known and known[row.path] != row.sha256:
+            raise DataError(
+                f"{source}: {row.path} has sha256 {row.sha256[:12]}…, but {manifest_path} records "
+                f"{known[row.path][:12]}… (the object changed; delete the manifest to accept the new data)"
+            )
 
 
 def _copy(originals: list[sources.SourceImage], staged: Path) -> list[sources.SourceImage]:

@@ -3,62 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import REPO, SMALL, deep_update
+from tests.helpers import SMALL, clone_repo, sh
 
 pytestmark = pytest.mark.integration
-VENV_BIN = Path(sys.executable).parent
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "steelflow-test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "steelflow-test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
-
-
-def _sh(*args: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        **GIT_ENV,
-        "PYTHONPATH": str(cwd),  # the copy's package, not the installed one
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dvc and steelflow of this venv
-    }
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """The repository's files (tracked and untracked-not-ignored) in a fresh git repo, with small params."""
-    dest = tmp_path_factory.mktemp("clone")
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in listed:
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    params = deep_update(yaml.safe_load((dest / "params.yaml").read_text()), SMALL)
-    params["train"]["use_tuned"] = True  # as in the repository's params.yaml: train takes tune's best values
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _sh("git", "init", "-q", cwd=dest)
-    _sh("git", "add", "-A", cwd=dest)
-    _sh("git", "commit", "-qm", "clone", cwd=dest)
-    return dest
+    """The repository in a fresh git repo, with small params (train takes tune's values, as in the repo)."""
+    tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}}
+    return clone_repo(tmp_path_factory.mktemp("clone"), tuned)
 
 
 def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clone):
-    out = _sh("dvc", "repro", cwd=clone)
+    out = sh("dvc", "repro", cwd=clone)
     stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate", "register")
     for stage in stages:
         assert f"Running stage '{stage}'" in out
@@ -83,14 +46,14 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
     ):
         assert (clone / output).is_file(), output
 
-    again = _sh("dvc", "repro", cwd=clone)
+    again = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in again
     assert "up to date" in again
 
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["corrupt"]["conditions"][2]["snr_db"] = 30
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = _sh("dvc", "repro", cwd=clone)
+    changed = sh("dvc", "repro", cwd=clone)
     assert "Running stage 'corrupt'" in changed
     assert "Running stage 'evaluate'" in changed
     for stage in ("ingest", "validate", "split", "tune", "train"):
@@ -98,7 +61,7 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
 
 
 def test_repro_ends_with_a_registered_challenger_in_mlflow_db(clone):
-    _sh("dvc", "repro", cwd=clone)
+    sh("dvc", "repro", cwd=clone)
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}", f"sqlite:///{clone / 'mlflow.db'}")
@@ -109,7 +72,7 @@ def test_repro_ends_with_a_registered_challenger_in_mlflow_db(clone):
 
 
 def test_train_runs_with_the_tuned_values(clone):
-    _sh("dvc", "repro", cwd=clone)
+    sh("dvc", "repro", cwd=clone)
     best = yaml.safe_load((clone / "reports/tuning/best_params.yaml").read_text())["params"]
     import mlflow
 
@@ -125,8 +88,8 @@ def test_train_runs_with_the_tuned_values(clone):
 
 
 def test_metrics_are_declared_for_dvc(clone):
-    _sh("dvc", "repro", cwd=clone)
-    metrics = json.loads(_sh("dvc", "metrics", "show", "--json", cwd=clone))
+    sh("dvc", "repro", cwd=clone)
+    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone))
     files = json.dumps(metrics)
     for name in (
         "reports/split.json",
@@ -135,4 +98,4 @@ def test_metrics_are_declared_for_dvc(clone):
         "metrics/evaluate.json",
     ):
         assert name in files, name
-    assert "Data and pipelines are up to date" in _sh("dvc", "status", cwd=clone)
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone)
