@@ -37,9 +37,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import yaml
@@ -60,6 +60,7 @@ from steelflow.errors import DataError, TuningFailed
 from steelflow.tracking import data_version, params_hash
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+T = TypeVar("T")
 
 # Heartbeats and stale-trial retries are "experimental" in Optuna since 2.8; we rely on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -175,11 +176,13 @@ def work(ref: StudyRef, index: int, deadline: float = math.inf, n_workers: int =
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
     study, storage = _open(ref, cfg, worker=index)
     logger = _TrialLogger(params, ref) if ref.mlflow_parent_run else None
+    db = _Database(cfg.grace_seconds)
     while True:  # the deadline is checked after each trial, so every worker runs at least one
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial → FAIL, and a retry queued
-        claimed = _claim(study, storage)
+        db(optuna.storages.fail_stale_trials, study)  # a dead worker's trial → FAIL, and a retry queued
+        claimed = db(_claim, study, storage)
         if claimed is None:
-            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) or time.time() >= deadline:
+            running = db(study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or time.time() >= deadline:
                 return  # nothing queued, nothing that may still fail and come back as a retry
             time.sleep(min(cfg.heartbeat_seconds, 5))
             continue
@@ -352,17 +355,18 @@ def _run(
     """One trial: a short training run with the trial's values; told COMPLETE, PRUNED or FAIL."""
     from steelflow.steps.train import train
 
-    trial.set_user_attr("worker", _who())
+    db = _Database(cfg.grace_seconds)
+    db(trial.set_user_attr, "worker", _who())
     started = time.perf_counter()
     state, value, interrupted = TrialState.FAIL, None, False
     with _heartbeat(storage, trial_id, cfg.heartbeat_seconds):
         try:
-            values = {key: _suggest(trial, key, spec) for key, spec in cfg.space.items()}
+            values = {key: db(_suggest, trial, key, spec) for key, spec in cfg.space.items()}
             trial_params = with_overrides(params, {**values, "train.epochs": cfg.epochs, "train.patience": 0})
 
             def report_epoch(row: dict[str, float]) -> None:
-                trial.report(row["val_accuracy"], step=int(row["epoch"]))
-                if trial.should_prune():
+                db(trial.report, row["val_accuracy"], step=int(row["epoch"]))
+                if db(trial.should_prune):
                     raise optuna.TrialPruned(
                         f"val accuracy {row['val_accuracy']:.3f} at epoch {row['epoch']}"
                     )
@@ -379,20 +383,43 @@ def _run(
                     on_epoch=report_epoch,
                 )
             state, value = TrialState.COMPLETE, result.best_val_accuracy
-            trial.set_user_attr("best_epoch", result.best_epoch)
+            db(trial.set_user_attr, "best_epoch", result.best_epoch)
         except optuna.TrialPruned as e:
             state = TrialState.PRUNED
-            trial.set_user_attr("pruned", str(e))
+            db(trial.set_user_attr, "pruned", str(e))
         except Exception as e:  # NaN loss, out of memory, a bad value: recorded, and the study goes on
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
+            db(trial.set_user_attr, "error", f"{type(e).__name__}: {e}"[:1000])
         except KeyboardInterrupt:
-            trial.set_user_attr("error", "interrupted (Ctrl-C)")
+            db(trial.set_user_attr, "error", "interrupted (Ctrl-C)")
             interrupted = True
-        trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
-    study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        db(trial.set_user_attr, "seconds", round(time.perf_counter() - started, 2))
+    db(study.tell, trial, value if state == TrialState.COMPLETE else None, state=state)
     if interrupted:
         raise KeyboardInterrupt
-    return storage.get_trial(trial_id)
+    return db(storage.get_trial, trial_id)
+
+
+class _Database:
+    """Call a storage operation, retrying while the database is unreachable (a restart, a failover), for
+    up to ``patience`` seconds; connections are checked before use (pool_pre_ping), so calls after the
+    database is back get fresh ones."""
+
+    def __init__(self, patience: float):
+        self.patience = patience
+
+    def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        deadline, wait = time.monotonic() + self.patience, 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError) as e:
+                if time.monotonic() + wait > deadline:
+                    raise
+                print(f"tune: the study's database is unreachable ({type(e).__name__}); retrying", flush=True)
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
 
 
 def _suggest(trial: optuna.Trial, key: str, spec: SearchParam) -> Any:

@@ -124,3 +124,40 @@ def test_rerunning_after_everything_was_killed_completes_the_study(kill_project)
     assert rerun.returncode == 0, output
     _assert_complete(_study(), victim)
     assert Path("reports/tuning/best_params.yaml").is_file()
+
+
+def test_a_postgres_restart_during_tuning_is_survived(kill_project, monkeypatch):
+    """The machine's real PostgreSQL is restarted while two workers train; they reconnect and finish."""
+    storage = "postgresql://postgres@127.0.0.1:5432/test"
+    monkeypatch.setenv("STEELFLOW_OPTUNA_STORAGE", storage)
+    params = load_params("params.yaml")
+    name = tuning.study_name(params)
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=storage)
+    proc = _tune("--workers", "2")
+
+    def running() -> list:
+        try:
+            return optuna.load_study(study_name=name, storage=storage).get_trials(
+                states=(TrialState.RUNNING,)
+            )
+        except KeyError:  # not created yet
+            return []
+
+    deadline = time.time() + 120
+    while not running():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no trial started"
+        time.sleep(0.3)
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, timeout=120
+    )
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], output
+    assert len(tuning._counted(trials)) == N_TRIALS
+    assert not [t for t in trials if t.state == TrialState.FAIL], output  # the restart cost no trial
+    optuna.delete_study(study_name=name, storage=storage)
