@@ -46,7 +46,8 @@ def _prepare(folder: Path, **changes) -> None:
     split(p.data, p.split)
 
 
-@pytest.mark.timeout(120)  # the bound: a short CPU training must learn well within 2 minutes
+# The bound is 2 minutes on 2 cores; this takes ~40 s on an idle machine (--durations shows it).
+# Not enforced by a timeout: speed is measured in benchmarks/, and a shared CI machine is noisy.
 def test_short_training_on_synthetic_data_learns_the_classes(project):
     _prepare(
         project,
