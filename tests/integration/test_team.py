@@ -159,7 +159,9 @@ def test_no_credentials_in_the_repository():
     patterns = [
         re.compile(r"AKIA[0-9A-Z]{16}"),  # an AWS access key id
         re.compile(r"(?i)(aws_secret_access_key|secret_key|password)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{16,}"),
-        re.compile(r"(?i)postgres(ql)?(\+\w+)?://[^:@/\s]+:[^@/\s]+@"),  # a password inside a database URL
+        re.compile(
+            r"(?i)postgres(ql)?(\+\w+)?://[^:@/\s]+:(?!\$)[^@/\s]+@"
+        ),  # a password in a URL ($VAR is fine)
     ]
     allowed = {"tests/servers.py", "tests/integration/test_team.py"}  # the throwaway test server's keys
     hits = []
