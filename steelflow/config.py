@@ -204,6 +204,8 @@ class MlflowConfig(Section):
         description="overridden by the MLFLOW_TRACKING_URI environment variable",
     )
     experiment: str = Field(default="steelflow", min_length=1)
+    retries: int = Field(default=3, ge=0, description="retries of a failed request to a tracking server")
+    backoff_factor: int = Field(default=2, ge=0, description="waits grow as factor × 2^attempt seconds")
 
 
 # --- registry -------------------------------------------------------------------------------------

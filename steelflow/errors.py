@@ -32,3 +32,9 @@ class TuningFailed(SteelflowError):
     """No trial of the study completed, so there are no best parameters to hand to training."""
 
     exit_code = 6
+
+
+class TrackingError(SteelflowError):
+    """The tracking server (or the artifact store behind it) failed while a step logged to it."""
+
+    exit_code = 10

@@ -86,8 +86,7 @@ class Registry:
         self.name = self.cfg.name
         self.uri = tracking_uri(params.mlflow)
         # Our own retries (below) give a clear error soon; MLflow's default would retry for minutes.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)

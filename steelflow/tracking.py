@@ -8,16 +8,19 @@ file at the project root that ``mlflow ui`` opens with no server).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from steelflow import paths
 from steelflow.config import MlflowConfig
+from steelflow.errors import SteelflowError, TrackingError
 
 
 class Tracker(Protocol):
@@ -54,39 +57,65 @@ class MlflowTracker:
         tags: dict[str, str],
         run_id: str | None = None,
     ):
+        # MLflow's HTTP client retries with exponential backoff; mlflow.retries / backoff_factor bound it.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(cfg.backoff_factor)
         import mlflow
 
         self._mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri(cfg))
-        mlflow.set_experiment(cfg.experiment)
-        self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
-        self.run_id = self._run.info.run_id
-        if run_id is None:
-            mlflow.log_params(flatten(params))
+        self.uri = tracking_uri(cfg)
+        with self._failing("opening the run"):
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_experiment(cfg.experiment)
+            self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
+            self.run_id = self._run.info.run_id
+            if run_id is None:
+                mlflow.log_params(flatten(params))
+
+    @contextlib.contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """MLflow's errors (after its retries) → one clear error naming the server; local outputs stay."""
+        try:
+            yield
+        except SteelflowError:
+            raise
+        except Exception as e:
+            raise TrackingError(
+                f"MLflow at {self.uri} failed while {what}: {str(e)[:500]}. The step's local outputs "
+                "(models/, metrics/, reports/) are kept; rerun the step, or pass --no-track"
+            ) from None
 
     def __enter__(self) -> MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self._mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+        if exc_type is None:
+            with self._failing("closing the run"):
+                self._mlflow.end_run(status="FINISHED")
+        else:
+            with contextlib.suppress(Exception):  # the step's own error is the one to report
+                self._mlflow.end_run(status="FAILED")
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+        with self._failing("logging metrics"):
+            self._mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()}, step=step)
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path=folder)
+        with self._failing(f"uploading {path}"):
+            self._mlflow.log_artifact(str(path), artifact_path=folder)
 
     def log_model(self, model: Any, input_example: Any) -> None:
         import mlflow.pytorch
         import torch
 
         # Pinning the requirements skips MLflow's slow inference of them (it would import the model again).
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            input_example=input_example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-        )
+        with self._failing("uploading the model"):
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+            )
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -173,3 +175,50 @@ def test_no_credentials_in_the_repository():
         hits += [f"{rel}: {m.group(0)[:40]}" for p in patterns for m in p.finditer(text)]
     assert not hits, hits
     assert "access_key_id" not in (REPO / ".dvc" / "config").read_text()
+
+
+def test_s3_down_during_dvc_push_names_the_endpoint_and_keeps_the_cache(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "a.txt").write_text("local data")
+    dead = f"http://127.0.0.1:{free_port()}"
+    sh("git", "init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "add", "data", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "team", f"s3://{BUCKET}/dvc", cwd=repo)
+    sh("dvc", "remote", "modify", "team", "endpointurl", dead, cwd=repo)
+    proc = subprocess.run(
+        ["dvc", "push"], cwd=repo, capture_output=True, text=True,
+        env={**os.environ, **S3_KEYS, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert dead in proc.stdout + proc.stderr
+    assert (repo / "data" / "a.txt").read_text() == "local data"
+    assert any((repo / ".dvc" / "cache").rglob("*"))
+
+
+def test_s3_down_behind_the_server_fails_training_clearly_and_keeps_local_outputs(tmp_path, project):
+    """The server's artifact store is unreachable: upload fails after retries with an error naming the
+    server, and the trained model and its metrics stay on disk."""
+    runner = CliRunner()
+    for step in ("ingest", "validate", "split"):
+        assert runner.invoke(app, [step]).exit_code == 0
+    port = free_port()
+    args = [
+        str(VENV_BIN / "steelflow"), "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--port", str(port),
+    ]  # fmt: skip
+    env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2"}
+    uri = f"http://127.0.0.1:{port}"
+    with running(args, f"{uri}/health", tmp_path / "server.log", env), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+            mp.delenv(key, raising=False)  # restored after: the tracker sets them from params
+        result = runner.invoke(
+            app, ["train", "--set", "mlflow.retries=1", "--set", "mlflow.backoff_factor=0"]
+        )
+    assert result.exit_code == 10, result.output
+    assert uri in result.output and "kept" in result.output, result.output
+    assert (project / "models" / "model.pt").is_file(), result.output
+    assert (project / "metrics" / "train.json").is_file()
