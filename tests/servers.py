@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -37,8 +37,11 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @contextlib.contextmanager
-def running(args: list[str], ready_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
-    """Start ``args``, wait for ``ready_url`` to answer 200, stop the process group afterwards."""
+def running(
+    args: list[str], ready: str | Callable[[], object], log: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Start ``args``; wait until ``ready`` (a URL answering 200, or a check that stops raising); stop the
+    process group afterwards."""
     with log.open("w") as out:
         proc = subprocess.Popen(
             args,
@@ -48,7 +51,10 @@ def running(args: list[str], ready_url: str, log: Path, env: dict[str, str] | No
             start_new_session=True,
         )
         try:
-            wait_http(ready_url, proc)
+            if isinstance(ready, str):
+                wait_http(ready, proc)
+            else:
+                wait_for(ready, proc, str(log.stem))
             yield
         except RuntimeError as e:
             raise RuntimeError(f"{e}\n--- {log} ---\n{log.read_text()[-4000:]}") from None
@@ -124,26 +130,11 @@ def s3_server(root: Path, bucket: str = "steelflow") -> Iterator[str]:
     args += [f"-{name}.port={port}" for name, port in ports.items()]
     args += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
     url = f"http://127.0.0.1:{ports['s3']}"
-    env = {**os.environ, **S3_KEYS, "S3_BUCKET": bucket}
     client = s3_client(url)
-    log = root / "weed.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            wait_for(
-                lambda: client.head_bucket(Bucket=bucket) is not None, proc, f"S3 bucket {bucket} at {url}"
-            )
-            yield url
-        except RuntimeError as e:
-            raise RuntimeError(f"{e}\n--- {log} ---\n{log.read_text()[-4000:]}") from None
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+    with running(
+        args, lambda: client.head_bucket(Bucket=bucket), root / "weed.log", {**S3_KEYS, "S3_BUCKET": bucket}
+    ):
+        yield url
 
 
 def _boto_keys() -> dict[str, str]:
