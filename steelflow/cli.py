@@ -152,20 +152,9 @@ def train(
     track: Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")] = True,
 ) -> None:
     """Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow)."""
-    from steelflow.steps.train import train as run
+    from steelflow import runs
 
-    p = config.with_tuned(_params(params, set_), paths.BEST_PARAMS)
-    with _tracker(p, "train", track, p.train.device) as tracker:
-        result = run(p.model, p.train, resume=resume, tracker=tracker)
-        if track:
-            from steelflow.inference import load_trained
-
-            model, _ = load_trained(paths.MODEL)
-            tracker.log_artifact(paths.TRAIN_METRICS, "training")
-            tracker.log_artifact(paths.TRAIN_HISTORY, "training")
-            tracker.log_artifact(paths.CHECKPOINT, "training")
-            tracker.log_model(model, _example_input(p))
-            _remember_run(tracker.run_id)
+    result = runs.train(_params(params, set_), track=track, resume=resume)
     out.print(
         f"train: best val accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch}/"
         f"{result.epochs_run} on {result.device}, {result.images_per_s:.1f} images/s → {paths.MODEL}"
@@ -182,11 +171,9 @@ def evaluate(
     ] = True,
 ) -> None:
     """Evaluate on the clean and corrupted test sets → metrics/evaluate.json, reports/robustness.md, plots."""
-    from steelflow.steps.evaluate import evaluate as run
+    from steelflow import runs
 
-    p = _params(params, set_)
-    with _tracker(p, "evaluate", track, p.train.device, run_id=_last_run()) as tracker:
-        result = run(p.evaluate, p.corrupt, device=p.train.device, tracker=tracker)
+    result = runs.evaluate(_params(params, set_), track=track)
     worst = result.summary["worst_condition"]
     out.print(
         f"evaluate: clean accuracy {result.summary['clean_accuracy']:.3f}, worst {worst} "
@@ -393,48 +380,12 @@ def reproduce(
     track: Annotated[bool, typer.Option("--track/--no-track", help="one MLflow run per variant")] = True,
 ) -> None:
     """Train and evaluate the four variants of the paper's Table 1 → <out>/table1.md (ours vs the paper)."""
+    from steelflow import runs
     from steelflow.reproduce import reproduce as run
 
     p = _params(params, set_)
-
-    def tracker_for(variant: str):
-        return _tracker(p, f"reproduce-{variant}", track, p.train.device)
-
-    result = run(p, out_dir, tracker_for=tracker_for)
+    result = run(p, out_dir, tracker_for=lambda variant: runs.tracker(p, f"reproduce-{variant}", track))
     out.print(result.table)
-
-
-def _tracker(p: config.Params, step: str, enabled: bool, device: str, run_id: str | None = None):
-    """An MLflow run for this step (or a no-op tracker with --no-track)."""
-    import contextlib
-
-    from steelflow.tracking import MlflowTracker, NullTracker, run_tags
-
-    if not enabled:
-        return contextlib.nullcontext(NullTracker())
-    from steelflow.inference import pick_device
-
-    tree = p.model_dump(by_alias=True, mode="json")
-    return MlflowTracker(p.mlflow, step, tree, run_tags(tree, pick_device(device), step), run_id=run_id)
-
-
-def _example_input(p: config.Params):
-    import numpy as np
-
-    # Batch 2, not 1: MLflow's torch.export format keeps a size-1 batch dimension static.
-    return np.zeros((2, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)
-
-
-def _remember_run(run_id: str | None) -> None:
-    """Evaluate logs into the same MLflow run as the training it scores."""
-    if run_id:
-        from steelflow import io
-
-        io.write_text(paths.MLFLOW_RUN, run_id + "\n")
-
-
-def _last_run() -> str | None:
-    return paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
 
 
 def main() -> None:
