@@ -205,14 +205,10 @@ def promote(
     reason: Annotated[str, typer.Option(help="why (required with --force; recorded)")] = "",
 ) -> None:
     """Make a version the champion if it passes every gate in registry.gates (or with --force)."""
-    from steelflow.registry import GateFailed, gate_table
+    from steelflow.registry import gate_table
     from steelflow.registry import promote as run
 
-    try:
-        result = run(_params(params, set_), version, force=force, reason=reason)
-    except GateFailed as e:
-        err.print(str(e), highlight=False, markup=False)
-        raise typer.Exit(e.exit_code) from None
+    result = run(_params(params, set_), version, force=force, reason=reason)
     out.print(gate_table(result.gates), highlight=False, markup=False)
     how = "FORCED past failing gates" if result.forced else "all gates passed"
     out.print(f"promote: version {result.version} is the champion ({how}; was {result.previous or 'none'})")

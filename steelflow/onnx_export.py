@@ -88,9 +88,9 @@ def _weights(params: Params, model_uri: str | None, tmp: Path) -> tuple[Path, in
     if model_uri and Path(model_uri).is_file():
         return Path(model_uri), params.data.cache_size, model_uri
     import mlflow.artifacts
-    from mlflow.models import Model
 
     from steelflow.predict import default_model_uri
+    from steelflow.pyfunc import weights_in
     from steelflow.tracking import tracking_uri
 
     uri = model_uri or default_model_uri(params)
@@ -102,15 +102,13 @@ def _weights(params: Params, model_uri: str | None, tmp: Path) -> tuple[Path, in
         )
     except Exception as e:
         raise DataError(f"cannot download model {uri}: {e}") from None
-    weights = next(local.rglob("model.pt"), None)
-    if weights is None:
-        raise DataError(f"{uri} holds no model.pt (is it a steelflow model?)")
-    config = Model.load(str(local / "MLmodel")).flavors["python_function"].get("model_config") or {}
+    weights, config = weights_in(local, uri)
     return weights, int(config.get("cache_size", params.data.cache_size)), uri
 
 
 def _test_images(cache_dir: Path, classes: list[str], size: int) -> np.ndarray:
-    from steelflow.data.images import resize
+    """Up to 64 cached test images, as the pyfunc would feed them to the network."""
+    from steelflow.pyfunc import preprocess
 
     path = Path(cache_dir) / "splits" / "test.npz"
     if not path.is_file():
@@ -119,10 +117,7 @@ def _test_images(cache_dir: Path, classes: list[str], size: int) -> np.ndarray:
     if data.classes != classes:
         raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
     images = data.images[:64]
-    if images.shape[1] != size:
-        images = np.stack([resize(img.squeeze(-1) if img.shape[-1] == 1 else img, size) for img in images])
-        images = images.reshape(len(images), size, size, -1)
-    return images
+    return preprocess(list(images), channels=images.shape[-1], size=size)
 
 
 def _latency(

@@ -7,10 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from steelflow import io
-from steelflow.config import Params
+from steelflow.config import Params, RegistryConfig
+from steelflow.data.sources import IMAGE_SUFFIXES
 from steelflow.errors import DataError
-
-IMAGE_SUFFIXES = {".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -29,7 +28,7 @@ def image_files(inputs: list[Path]) -> list[Path]:
 
 
 def default_model_uri(params: Params) -> str:
-    name = params.registry.name if params.registry else "steel-defect-classifier"
+    name = params.registry.name if params.registry else RegistryConfig.model_fields["name"].default
     return f"models:/{name}@champion"
 
 

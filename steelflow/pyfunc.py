@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io as pyio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from steelflow.data.images import resize
+from steelflow.errors import DataError
 
 COLUMN = "image"
 
@@ -95,6 +97,18 @@ def classify(
     frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
     frame.insert(0, "label", [classes[i] for i in probs.argmax(1)])
     return frame
+
+
+def weights_in(folder: Path, uri: str) -> tuple[Path, dict[str, Any]]:
+    """A downloaded registered model's ``model.pt`` and its ``model_config`` (the cache side it feeds)."""
+    from mlflow.models import Model
+
+    weights = next(folder.rglob("model.pt"), None)
+    mlmodel = next(folder.rglob("MLmodel"), None)
+    if weights is None or mlmodel is None:
+        raise DataError(f"{uri} holds no model.pt and MLmodel: is it a steelflow model?")
+    config = Model.load(str(mlmodel)).flavors["python_function"].get("model_config") or {}
+    return weights, config
 
 
 def signature(classes: list[str]) -> Any:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from steelflow import io, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
-from steelflow.steps.evaluate import CLEAN, accuracy_of, data_hash, evaluation_sets
+from steelflow.steps.evaluate import CLEAN, accuracy_of, data_hash, evaluation_sets, worst_condition
 from steelflow.tracking import data_version, git_state, params_hash, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -66,7 +66,6 @@ class Gate:
 class PromotionResult:
     version: str
     previous: str | None
-    promoted: bool
     forced: bool
     gates: list[Gate]
     accuracy: dict[str, float]
@@ -140,8 +139,14 @@ class Registry:
         return sorted(records, key=lambda r: (r["time"], r["id"]))
 
     def record(self, **fields: Any) -> dict[str, Any]:
+        """Append a history record (time, id and user are added) to the registered model's tags."""
         now = dt.datetime.now(dt.UTC)
-        record = {"time": now.isoformat(timespec="microseconds"), "id": uuid.uuid4().hex[:8], **fields}
+        record = {
+            "time": now.isoformat(timespec="microseconds"),
+            "id": uuid.uuid4().hex[:8],
+            **fields,
+            "user": _user(),
+        }
         key = f"{HISTORY_PREFIX}{now.strftime('%Y%m%dT%H%M%S%f')}.{record['id']}"
         self.call(self.client.set_registered_model_tag, self.name, key, json.dumps(record))
         return record
@@ -241,14 +246,14 @@ def _example(path: Path) -> Any:
     import io as pyio
 
     import pandas as pd
-    from PIL import Image
 
     from steelflow.data import cache
+    from steelflow.data.images import save_png
+    from steelflow.pyfunc import decode
 
-    data = cache.load(path)
-    image = data.images[0]
+    image = cache.load(path).images[0]
     buf = pyio.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    save_png(decode(image, channels=image.shape[-1]), buf)
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
@@ -327,7 +332,6 @@ def promote(
             "to_version": _num(candidate),
             "gates": [dataclasses.asdict(g) for g in gates],
             "reason": reason,
-            "user": _user(),
         }
         if not passed and not force:
             reg.record(action="rejected", **move)
@@ -344,7 +348,6 @@ def promote(
     return PromotionResult(
         version=_num(candidate),
         previous=_num(champion),
-        promoted=True,
         forced=force and not passed,
         gates=gates,
         accuracy=scores[0],
@@ -368,14 +371,7 @@ def rollback(params: Params, reason: str = "") -> tuple[str, str]:
         raise RegistryError(f"no earlier champion of {reg.name} in the history: nothing to roll back to")
     previous = moves[-1]["from_version"]
     reg.call(reg.client.set_registered_model_alias, reg.name, CHAMPION, previous)
-    reg.record(
-        action="rollback",
-        from_version=_num(champion),
-        to_version=previous,
-        gates=[],
-        reason=reason,
-        user=_user(),
-    )
+    reg.record(action="rollback", from_version=_num(champion), to_version=previous, gates=[], reason=reason)
     return _num(champion), previous
 
 
@@ -384,8 +380,7 @@ def history(params: Params) -> list[dict[str, Any]]:
 
 
 def check_gates(gates: Any, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Gate]:
-    corrupted = {k: v for k, v in candidate.items() if k != CLEAN}
-    worst = min(corrupted, key=corrupted.get) if corrupted else CLEAN
+    worst = worst_condition(candidate)
     out = [
         Gate(
             "clean accuracy",
@@ -446,6 +441,8 @@ def _rescore(reg: Registry, v: Any, sets: dict[str, Path], batch_size: int) -> d
     """Download a version's weights and evaluate them on the local evaluation sets."""
     import mlflow.artifacts
 
+    from steelflow import pyfunc
+
     with tempfile.TemporaryDirectory(prefix="steelflow-rescore-") as tmp:
         local = reg.call(
             mlflow.artifacts.download_artifacts,
@@ -453,9 +450,7 @@ def _rescore(reg: Registry, v: Any, sets: dict[str, Path], batch_size: int) -> d
             dst_path=tmp,
             tracking_uri=reg.uri,
         )
-        weights = next(Path(local).rglob("model.pt"), None)
-        if weights is None:
-            raise RegistryError(f"{reg.name} version {v.version} has no model.pt artifact to re-evaluate")
+        weights, _ = pyfunc.weights_in(Path(local), f"models:/{reg.name}/{v.version}")
         return accuracy_of(weights, sets, batch_size, device="cpu")
 
 

@@ -21,19 +21,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+def _answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
 
 
 @contextlib.contextmanager
@@ -52,7 +42,7 @@ def running(
         )
         try:
             if isinstance(ready, str):
-                wait_http(ready, proc)
+                wait_for(lambda: _answers(ready), proc, ready)
             else:
                 wait_for(ready, proc, str(log.stem))
             yield

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io as pyio
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,7 @@ def evaluate(
     sets = evaluation_sets(corrupt_cfg, cache_dir)
 
     per_condition: dict[str, dict[str, Any]] = {}
-    for name, path in sets.items():
-        data = _load(path, meta["classes"])
-        probs = torch.softmax(predict_logits(model, to_tensor(data.images), cfg.batch_size, dev), 1).numpy()
+    for name, data, probs in _scored_sets(model, meta, sets, cfg.batch_size, dev):
         per_condition[name] = score(data.labels, probs, meta["classes"])
         if name == CLEAN:
             clean = data
@@ -79,7 +78,7 @@ def evaluate(
 
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
     corrupted = {k: v for k, v in accuracy.items() if k != CLEAN}
-    worst = min(corrupted, key=corrupted.get) if corrupted else CLEAN
+    worst = worst_condition(accuracy)
     summary = {
         "variant": meta["variant"],
         "clean_accuracy": accuracy[CLEAN],
@@ -124,13 +123,17 @@ def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -
     return sets
 
 
+def worst_condition(accuracy: dict[str, float]) -> str:
+    """The corrupted set with the lowest accuracy (the clean set when there is none)."""
+    corrupted = {k: v for k, v in accuracy.items() if k != CLEAN}
+    return min(corrupted, key=corrupted.get) if corrupted else CLEAN
+
+
 def data_hash(sets: dict[str, Path]) -> str:
     """sha256 over the evaluation sets' names, images and labels: equal hashes, equal evaluation data."""
     digest = hashlib.sha256()
     for name, path in sets.items():
-        if not path.is_file():
-            raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
-        data = cache.load(path)
+        data = _load(path)
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(data.images).tobytes())
         digest.update(np.ascontiguousarray(data.labels).tobytes())
@@ -144,12 +147,18 @@ def accuracy_of(
     """Accuracy of a saved model on every evaluation set (promotion re-scores a champion with it)."""
     dev = pick_device(device)
     model, meta = load_trained(model_path, dev)
-    out = {}
+    scored = _scored_sets(model, meta, sets, batch_size, dev)
+    return {name: float((probs.argmax(1) == data.labels).mean()) for name, data, probs in scored}
+
+
+def _scored_sets(
+    model: Any, meta: dict[str, Any], sets: dict[str, Path], batch_size: int, dev: torch.device
+) -> Iterator[tuple[str, cache.CachedSet, np.ndarray]]:
+    """Each evaluation set, loaded, with the model's class probabilities on it."""
     for name, path in sets.items():
         data = _load(path, meta["classes"])
         logits = predict_logits(model, to_tensor(data.images), batch_size, dev)
-        out[name] = float((logits.argmax(1).numpy() == data.labels).mean())
-    return out
+        yield name, data, torch.softmax(logits, 1).numpy()
 
 
 def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -207,10 +216,10 @@ def _scalar(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _load(path: Path, classes: list[str]) -> cache.CachedSet:
+def _load(path: Path, classes: list[str] | None = None) -> cache.CachedSet:
     if not path.is_file():
         raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
     data = cache.load(path)
-    if data.classes != classes:
+    if classes is not None and data.classes != classes:
         raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
     return data

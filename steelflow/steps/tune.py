@@ -140,7 +140,7 @@ def tune(
     return result
 
 
-def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits", mlflow_parent_run: str | None = None):
+def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRef:
     """Check the search space, create (or load) the study and queue the trials it still lacks."""
     cfg = _tune_cfg(params)
     check_search_space(params)
@@ -154,7 +154,6 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits", mlflow_par
         storage_url=storage_url(cfg),
         params=params.raw(),
         cache_dir=str(cache_dir),
-        mlflow_parent_run=mlflow_parent_run,
     )
     study = _load_study(ref, cfg, worker=0)
     study.set_user_attr("data_version", data_version())
@@ -186,7 +185,7 @@ def work(ref: StudyRef, index: int, deadline: float = math.inf, n_workers: int =
                 return  # nothing queued, nothing that may still fail and come back as a retry
             time.sleep(min(cfg.heartbeat_seconds, 5))
             continue
-        frozen = _run(*claimed, study, storage, params, cfg, ref)
+        frozen = _run(*claimed, study, storage, params, cfg, ref, db)
         _print_trial(frozen, index)
         if logger is not None:
             logger.log(frozen)
@@ -200,8 +199,8 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     study = _load_study(ref, cfg, worker=0)
     trials = study.get_trials(deepcopy=False)
     counted = _counted(trials)
-    counts = {s.name: sum(t.state == s for t in counted) for s in (*FINISHED, TrialState.RUNNING)}
-    counts["WAITING"] = sum(t.state == TrialState.WAITING for t in counted)
+    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    counts = {s.name: sum(t.state == s for t in counted) for s in states}
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
     if not completed:
         errors = sorted(
@@ -351,11 +350,11 @@ def _run(
     params: Params,
     cfg: TuneConfig,
     ref: StudyRef,
+    db: _Database,
 ) -> FrozenTrial:
     """One trial: a short training run with the trial's values; told COMPLETE, PRUNED or FAIL."""
     from steelflow.steps.train import train
 
-    db = _Database(cfg.grace_seconds)
     db(trial.set_user_attr, "worker", _who())
     started = time.perf_counter()
     state, value, interrupted = TrialState.FAIL, None, False
