@@ -187,8 +187,7 @@ def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> 
     """Register the trained model in the MLflow registry as a new version, alias 'challenger'."""
     from steelflow.registry import register as run
 
-    p = config.with_tuned(_params(params, set_), paths.BEST_PARAMS)
-    result = run(p)
+    result = run(_params(params, set_))
     out.print(
         f"register: {result['name']} version {result['version']} (@challenger) from run {result['run_id']} "
         f"→ {paths.REGISTRATION}"
@@ -333,6 +332,73 @@ def server(
     from steelflow.server import serve
 
     serve(backend_store_uri, artifacts_destination, host, port, workers)
+
+
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile it, run it locally (kfp.local), or submit it to a cluster.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("compile")
+@_step
+def pipeline_compile(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = Path(
+        "pipelines/steel_defect_pipeline.yaml"
+    ),
+) -> None:
+    """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
+    from pipelines import compile_pipeline
+
+    out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [])}")
+
+
+@pipeline_app.command("run")
+@_step
+def pipeline_run(
+    local: Annotated[bool, typer.Option("--local", help="run with kfp.local in this environment")] = False,
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = Path(
+        "reports/kfp-local"
+    ),
+) -> None:
+    """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger."""
+    from pipelines import run_local
+
+    if not local:
+        raise config.ConfigError("`pipeline run` runs locally only: add --local, or use `pipeline submit`")
+    result = run_local(params, set_ or [], root)
+    if result.gates:
+        out.print(result.gates, markup=False, highlight=False)
+    outcome = (
+        f"registered version {result.registered} (@challenger)"
+        if result.registered
+        else "a gate failed: nothing registered"
+    )
+    out.print(f"pipeline run: {outcome} in {result.seconds:.0f} s; artifacts in {result.run_dir}")
+
+
+@pipeline_app.command("submit")
+@_step
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")],
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Kubeflow experiment (default: kubeflow.experiment)")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="name of the run")] = None,
+) -> None:
+    """Compile the pipeline and start a run of it on a Kubeflow Pipelines server."""
+    from pipelines import submit
+
+    result = submit(host, params, set_ or [], experiment, run_name)
+    run, where = result["run_id"], result["experiment"]
+    out.print(f"pipeline submit: run {run} in experiment {where}: {result['url']}")
 
 
 @app.command()

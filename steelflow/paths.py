@@ -31,6 +31,7 @@ EVALUATE_METRICS = METRICS / "evaluate.json"
 ROBUSTNESS_MD = REPORTS / "robustness.md"
 EVALUATION_DETAILS = REPORTS / "evaluation.json"  # per-class metrics and confusion matrices
 PLOTS = REPORTS / "plots"
+PREDICTIONS = REPORTS / "predictions.csv"  # per test image: actual and predicted class
 MLFLOW_RUN = METRICS / "mlflow_run_id.txt"  # the MLflow run of the last training, which evaluate logs into
 TUNING = REPORTS / "tuning"
 BEST_PARAMS = TUNING / "best_params.yaml"  # what `train` applies when train.use_tuned is true

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steelflow import io, paths
+from steelflow import config, io, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.steps.evaluate import CLEAN, accuracy_of, data_hash, evaluation_sets, worst_condition
@@ -168,8 +168,13 @@ def register(
     cache_dir: Path = paths.CACHE,
     card_path: Path = paths.MODEL_CARD,
     out_path: Path = paths.REGISTRATION,
+    best_params_path: Path = paths.BEST_PARAMS,
 ) -> dict[str, Any]:
-    """Register the trained model as a new version with alias ``challenger``; write ``registration.json``."""
+    """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
+
+    The params recorded (model card, params hash) are the ones training used: ``params`` plus tune's best
+    values when ``train.use_tuned`` is on.
+    """
     import mlflow
     import mlflow.pyfunc
 
@@ -179,10 +184,11 @@ def register(
     for needed in (model_path, run_id_path, metrics_path):
         if not Path(needed).is_file():
             raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
+    params = config.with_tuned(params, best_params_path)
     reg = Registry(params)
     run_id = Path(run_id_path).read_text().strip()
     metrics = json.loads(Path(metrics_path).read_text())
-    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
+    accuracy = _accuracy(metrics)
     sets = evaluation_sets(params.corrupt, cache_dir)
     eval_hash = data_hash(sets)
     _, meta = load_trained(model_path)
@@ -379,6 +385,25 @@ def history(params: Params) -> list[dict[str, Any]]:
     return Registry(params).history()
 
 
+def candidate_gates(
+    params: Params, metrics_path: Path = paths.EVALUATE_METRICS, cache_dir: Path = paths.CACHE
+) -> list[Gate]:
+    """The promotion gates for a model that is not registered yet (the Kubeflow pipeline registers only
+    when all pass): its evaluation against ``registry.gates`` and, when there is a champion, against the
+    champion on this evaluation data (re-scored when the champion was scored on other data)."""
+    if not Path(metrics_path).is_file():
+        raise DataError(f"{metrics_path} not found: run `steelflow evaluate` first")
+    reg = Registry(params)
+    candidate = _accuracy(json.loads(Path(metrics_path).read_text()))
+    champion = reg.champion()
+    scores = None
+    if champion is not None:
+        sets = evaluation_sets(params.corrupt, cache_dir)
+        same_data = champion.tags.get("eval_data_hash") == data_hash(sets)
+        scores = _tagged(champion) if same_data else _rescore(reg, champion, sets, params.evaluate.batch_size)
+    return check_gates(params.registry.gates, candidate, scores)
+
+
 def check_gates(gates: Any, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Gate]:
     worst = worst_condition(candidate)
     out = [
@@ -411,6 +436,16 @@ def gate_table(gates: list[Gate]) -> str:
     return "\n".join(rows)
 
 
+def gate_markdown(gates: list[Gate]) -> str:
+    """The gate table as Markdown (what the Kubeflow UI shows for the pipeline's gate step)."""
+    rows = ["| gate | value | threshold | result |", "|---|---:|---:|---|"]
+    for g in gates:
+        rows.append(
+            f"| {g.name} | {g.value:.4f} | {g.rule} {g.threshold:.4f} | {'pass' if g.passed else 'FAIL'} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def _comparable(reg, params, candidate, champion, cache_dir, local):
     """Both versions' accuracies on the same evaluation data; re-scores a version evaluated elsewhere."""
     cand_hash = candidate.tags.get("eval_data_hash")
@@ -426,6 +461,11 @@ def _comparable(reg, params, candidate, champion, cache_dir, local):
         else:
             scores.append(_rescore(reg, v, sets, params.evaluate.batch_size))
     return (scores[0], scores[1]), local
+
+
+def _accuracy(metrics: dict[str, Any]) -> dict[str, float]:
+    """Accuracy per condition from ``metrics/evaluate.json``."""
+    return {name: m["accuracy"] for name, m in metrics["conditions"].items()}
 
 
 def _num(v: Any) -> str | None:

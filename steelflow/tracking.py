@@ -149,6 +149,14 @@ def data_version(manifest: Path = paths.MANIFEST) -> str:
 
 
 def git_state(cwd: Path | None = None) -> dict[str, str]:
+    """The commit that runs, and whether tracked files differ from it. A container image or a Kubeflow step
+    runs outside the checkout: there ``STEELFLOW_GIT_COMMIT`` (and ``STEELFLOW_GIT_DIRTY``) say it."""
+    if os.environ.get("STEELFLOW_GIT_COMMIT"):
+        return {
+            "git_commit": os.environ["STEELFLOW_GIT_COMMIT"],
+            "git_dirty": os.environ.get("STEELFLOW_GIT_DIRTY", "unknown"),
+        }
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() if out.returncode == 0 else ""

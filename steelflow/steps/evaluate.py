@@ -52,7 +52,7 @@ def evaluate(
     metrics_path: Path = paths.EVALUATE_METRICS,
     details_path: Path = paths.EVALUATION_DETAILS,
     robustness_path: Path = paths.ROBUSTNESS_MD,
-    predictions_path: Path = paths.REPORTS / "predictions.csv",
+    predictions_path: Path = paths.PREDICTIONS,
     plots_dir: Path = paths.PLOTS,
     device: str = "auto",
     tracker: Tracker | None = None,

@@ -13,8 +13,9 @@ and the data version, so rerunning continues the same study until it holds ``tun
 Three functions make the step, so that a Kubeflow pipeline can run them as separate pods:
 :func:`prepare` creates the study and queues exactly the trials still missing; :func:`work` (one per worker
 process, any number at once) claims queued trials until none is left; :func:`report` writes the outputs.
-:func:`tune` runs all three. Why a queue: Optuna's own ``optimize`` creates a new trial whenever it finds
-none waiting, so N workers stopping "at n_trials" overshoot it. Claiming a queued trial is one atomic
+:func:`tune` runs all three; :func:`start` and :func:`finish` add the study's MLflow run around them.
+Why a queue: Optuna's own ``optimize`` creates a new trial whenever it finds none waiting, so N workers
+stopping "at n_trials" overshoot it. Claiming a queued trial is one atomic
 WAITING → RUNNING update in the storage, so no trial is run twice and none is lost.
 
 A trial that raises (NaN loss, out of memory) is told FAIL with its error, and the worker goes on. A worker
@@ -110,12 +111,9 @@ def tune(
     cfg = _tune_cfg(params)
     workers = workers or cfg.workers
     started = time.perf_counter()
-    ref = prepare(params, cache_dir)
-    parent = _ParentRun(params, ref) if track else None
-    if parent is not None:
-        ref = parent.ref
+    ref = start(params, cache_dir, track)
     try:
-        deadline = time.time() + cfg.timeout if cfg.timeout else math.inf
+        deadline = deadline_of(cfg)
         dead: list[int] = []
         if workers == 1:
             work(ref, 0, deadline)
@@ -128,9 +126,32 @@ def tune(
                 proc.join()
                 if proc.exitcode != 0:
                     dead.append(i)
+    except BaseException:
+        if ref.mlflow_parent_run:
+            _ParentRun(params, ref).close(None, out_dir, ok=False)
+        raise
+    result = finish(params, ref, out_dir)
+    result.seconds = time.perf_counter() - started
+    result.dead_workers = dead
+    return result
+
+
+def deadline_of(cfg: TuneConfig) -> float:
+    """When workers started now stop taking trials (``tune.timeout``)."""
+    return time.time() + cfg.timeout if cfg.timeout else math.inf
+
+
+def start(params: Params, cache_dir: Path = paths.CACHE / "splits", track: bool = False) -> StudyRef:
+    """:func:`prepare`, and with ``track`` the study's MLflow run, whose id the returned ref carries."""
+    ref = prepare(params, cache_dir)
+    return _ParentRun(params, ref).ref if track else ref
+
+
+def finish(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneResult:
+    """:func:`report`, and close the study's MLflow run (when ``ref`` has one) with its summary."""
+    parent = _ParentRun(params, ref) if ref.mlflow_parent_run else None
+    try:
         result = report(params, ref, out_dir)
-        result.seconds = time.perf_counter() - started
-        result.dead_workers = dead
     except BaseException:
         if parent is not None:
             parent.close(None, out_dir, ok=False)

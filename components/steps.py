@@ -1,0 +1,260 @@
+"""One Kubeflow component per pipeline step: thin adapters over the same functions ``steelflow <step>`` calls.
+
+Every function here becomes a KFP v2 Python-function component (see ``components.build``): kfp copies its
+source into the container command and runs it with the steelflow image's Python, so each body imports what
+it needs and does nothing but move paths. It opens a :func:`steelflow.workspace.workspace` from the run's
+params (the YAML text of a params file, plus ``dotted.key=value`` overrides), links its input artifacts
+into it, calls the step, and copies the step's outputs into its output artifacts. Every Dataset / Model /
+Artifact folder is laid out as a slice of the project root (``data/…``, ``reports/…``, ``models/…``), exactly
+where ``dvc repro`` keeps the same files. (No ``from __future__ import annotations``: kfp reads the
+annotations as types.)
+
+Names below (Input, Output, Dataset, …) come from ``kfp.dsl``; kfp puts ``from kfp.dsl import *`` above
+each function in the container, and this module imports them for the same reason.
+"""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def ingest(params: str, overrides: list, dataset: Output[Dataset], manifest: Output[Artifact]):
+    """data.source → ``dataset`` (data/images + data/manifest.csv) and ``manifest`` (the manifest alone,
+    which later steps read for the data version they record)."""
+    from steelflow import paths
+    from steelflow.steps.ingest import ingest as step
+    from steelflow.workspace import workspace
+
+    with workspace(params, overrides) as ws:
+        step(ws.params.data)
+        ws.keep(dataset.path, paths.MANIFEST, paths.IMAGES)
+        ws.keep(manifest.path, paths.MANIFEST)
+
+
+def validate(
+    params: str,
+    overrides: list,
+    dataset: Input[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+    data_docs: Output[HTML],
+) -> bool:
+    """Great Expectations on the manifest → ``report`` (validation.json), Data Docs, and whether it passed.
+
+    A failed expectation does not fail the task: the pipeline skips every later step (``dsl.If``) and the
+    reports say why.
+    """
+    from steelflow import paths
+    from steelflow.errors import ValidationFailed
+    from steelflow.steps.validate import validate as step
+    from steelflow.workspace import scalar_metrics, workspace
+
+    with workspace(params, overrides, [dataset.path]) as ws:
+        try:
+            step(paths.MANIFEST, ws.params.data, ws.params.validate_)
+            passed = True
+        except ValidationFailed as e:
+            print(f"validate: {e}")
+            passed = False
+        ws.keep(report.path, paths.VALIDATION_JSON)
+        ws.copy(paths.VALIDATION_DOCS, data_docs.path)
+        for name, value in scalar_metrics(paths.VALIDATION_JSON).items():
+            metrics.log_metric(name, value)
+    return passed
+
+
+def split(
+    params: str,
+    overrides: list,
+    dataset: Input[Dataset],
+    report: Input[Artifact],
+    splits: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """Stratified train/val/test split of the validated manifest, with the decoded cache → ``splits``."""
+    from steelflow import paths
+    from steelflow.steps.split import split as step
+    from steelflow.workspace import scalar_metrics, workspace
+
+    with workspace(params, overrides, [dataset.path, report.path]) as ws:
+        step(ws.params.data, ws.params.split)
+        ws.keep(splits.path, paths.SPLITS, paths.SPLIT_JSON, paths.CACHE / "splits")
+        for name, value in scalar_metrics(paths.SPLIT_JSON).items():
+            metrics.log_metric(name, value)
+
+
+def corrupt(
+    params: str,
+    overrides: list,
+    dataset: Input[Dataset],
+    splits: Input[Dataset],
+    corrupted: Output[Dataset],
+    grid: Output[HTML],
+):
+    """The six corrupted copies of the test split (images, index, cache) → ``corrupted``; a picture grid."""
+    from steelflow import paths
+    from steelflow.steps.corrupt import corrupt as step
+    from steelflow.workspace import png_page, workspace
+
+    with workspace(params, overrides, [dataset.path, splits.path]) as ws:
+        step(ws.params.data, ws.params.corrupt)
+        ws.keep(corrupted.path, paths.CORRUPTED, paths.CACHE / "corrupted", paths.CORRUPTIONS_PNG)
+        png_page(paths.CORRUPTIONS_PNG, grid.path, "Corrupted test images: one row per condition")
+
+
+def tune_start(
+    params: str,
+    overrides: list,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    study: Output[Artifact],
+) -> list:
+    """Create (or continue) the Optuna study and queue its missing trials; returns the worker indices."""
+    import dataclasses
+    import json
+
+    from steelflow.steps import tune
+    from steelflow.workspace import workspace
+
+    with workspace(params, overrides, [manifest.path, splits.path]) as ws:
+        ref = tune.start(ws.params, track=True)
+        workers = ws.params.tune.workers
+    with open(study.path, "w") as f:
+        json.dump(dataclasses.asdict(ref), f)
+    return list(range(workers))
+
+
+def tune_worker(
+    params: str,
+    overrides: list,
+    worker: int,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    study: Input[Artifact],
+):
+    """One worker pod: claim queued trials of the shared study and run them until none is left."""
+    import json
+
+    from steelflow.steps import tune
+    from steelflow.workspace import workspace
+
+    with open(study.path) as f:
+        ref = tune.StudyRef(**json.load(f))
+    with workspace(params, overrides, [manifest.path, splits.path]) as ws:
+        tune.work(ref, worker, tune.deadline_of(ws.params.tune))
+
+
+def tune_finish(
+    params: str,
+    overrides: list,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    study: Input[Artifact],
+    tuning: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Best params, trials table and plots of the finished study → ``tuning``; closes its MLflow run."""
+    import json
+
+    from steelflow import paths
+    from steelflow.steps import tune
+    from steelflow.workspace import workspace
+
+    with open(study.path) as f:
+        ref = tune.StudyRef(**json.load(f))
+    with workspace(params, overrides, [manifest.path, splits.path]) as ws:
+        result = tune.finish(ws.params, ref)
+        ws.keep(tuning.path, paths.BEST_PARAMS, paths.TRIALS_CSV, paths.TUNING_PLOTS)
+    metrics.log_metric("best_value", result.best_value)
+    for state, n in result.counts.items():
+        metrics.log_metric(f"trials_{state.lower()}", n)
+
+
+def train(
+    params: str,
+    overrides: list,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    tuning: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train with the tuned params, tracked in MLflow → ``model`` (weights, history, the MLflow run id)."""
+    from steelflow import paths, runs
+    from steelflow.workspace import scalar_metrics, workspace
+
+    with workspace(params, overrides, [manifest.path, splits.path, tuning.path]) as ws:
+        runs.train(ws.params, track=True)
+        ws.keep(model.path, paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_METRICS, paths.TRAIN_HISTORY)
+        for name, value in scalar_metrics(paths.TRAIN_METRICS).items():
+            metrics.log_metric(name, value)
+
+
+def evaluate(
+    params: str,
+    overrides: list,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    corrupted: Input[Dataset],
+    model: Input[Model],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    robustness: Output[Markdown],
+):
+    """Clean and corrupted test sets → ``evaluation`` (metrics, details, plots), the robustness table."""
+    from steelflow import paths, runs
+    from steelflow.workspace import scalar_metrics, workspace
+
+    with workspace(params, overrides, [manifest.path, splits.path, corrupted.path, model.path]) as ws:
+        runs.evaluate(ws.params, track=True)
+        ws.keep(
+            evaluation.path,
+            paths.EVALUATE_METRICS,
+            paths.EVALUATION_DETAILS,
+            paths.ROBUSTNESS_MD,
+            paths.PREDICTIONS,
+            paths.PLOTS,
+        )
+        ws.copy(paths.ROBUSTNESS_MD, robustness.path)
+        for name, value in scalar_metrics(paths.EVALUATE_METRICS).items():
+            metrics.log_metric(name, value)
+
+
+def gate(
+    params: str,
+    overrides: list,
+    splits: Input[Dataset],
+    corrupted: Input[Dataset],
+    evaluation: Input[Artifact],
+    gates: Output[Markdown],
+) -> bool:
+    """registry.gates on the evaluation (and against the champion, if any); True when every gate passes."""
+    from steelflow.registry import candidate_gates, gate_markdown
+    from steelflow.workspace import workspace
+
+    with workspace(params, overrides, [splits.path, corrupted.path, evaluation.path]) as ws:
+        checked = candidate_gates(ws.params)
+    with open(gates.path, "w") as f:
+        f.write(gate_markdown(checked))
+    return all(g.passed for g in checked)
+
+
+def register(
+    params: str,
+    overrides: list,
+    manifest: Input[Artifact],
+    splits: Input[Dataset],
+    corrupted: Input[Dataset],
+    tuning: Input[Artifact],
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    model_card: Output[Markdown],
+) -> str:
+    """Register the model as a new version with alias ``challenger``; returns the version number."""
+    from steelflow import paths
+    from steelflow.registry import register as step
+    from steelflow.workspace import workspace
+
+    inputs = [manifest.path, splits.path, corrupted.path, tuning.path, model.path, evaluation.path]
+    with workspace(params, overrides, inputs) as ws:
+        result = step(ws.params)
+        ws.copy(paths.MODEL_CARD, model_card.path)
+    return str(result["version"])

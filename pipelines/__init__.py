@@ -1,0 +1,171 @@
+"""Kubeflow Pipelines: compile ``steel_defect_pipeline``, run it locally with kfp.local, or submit it.
+
+What ``steelflow pipeline compile | run --local | submit`` call. A run's params are a params file (plus
+``dotted.key=value`` overrides), validated here before anything is compiled or sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from steelflow import config
+from steelflow.errors import SteelflowError
+from steelflow.workspace import params_text
+
+DEFAULT_PACKAGE = Path("pipelines/steel_defect_pipeline.yaml")
+LOCAL_ROOT = Path("reports/kfp-local")  # kfp.local writes each task's artifacts here
+
+
+class PipelineError(SteelflowError):
+    """A local run failed, or a Kubeflow Pipelines server could not be reached or refused the run."""
+
+    exit_code = 11
+
+
+@dataclasses.dataclass
+class LocalRun:
+    seconds: float
+    run_dir: Path | None  # this run's folder under the local pipeline root
+    registered: str | None  # the version it registered (alias challenger), None when a gate failed
+    gates: str  # the gate table (Markdown), empty when the run stopped before the gate
+
+
+def build(params_path: str | Path = config.DEFAULT_PARAMS, overrides: Iterable[str] = ()):
+    """The pipeline for a params file (+ overrides), with that params text as its default argument."""
+    from pipelines.steel_defect import build as build_pipeline
+
+    text = params_text(params_path, overrides)
+    return build_pipeline(config.load_params(params_path, list(overrides)), text), text
+
+
+def compile_pipeline(
+    out: str | Path = DEFAULT_PACKAGE,
+    params_path: str | Path = config.DEFAULT_PARAMS,
+    overrides: Iterable[str] = (),
+) -> Path:
+    """Write the pipeline's IR YAML to ``out`` (atomically)."""
+    from kfp import compiler
+
+    from steelflow import io
+
+    pipeline, _ = build(params_path, overrides)
+    out = Path(out)
+    with io.atomic_path(out) as tmp:
+        compiler.Compiler().compile(pipeline, str(tmp))
+    return out
+
+
+def run_local(
+    params_path: str | Path = config.DEFAULT_PARAMS,
+    overrides: Iterable[str] = (),
+    root: str | Path = LOCAL_ROOT,
+) -> LocalRun:
+    """The whole pipeline through kfp.local's SubprocessRunner in this Python environment (no venv per task).
+
+    Each task is a subprocess running its component exactly as a pod would; artifacts land under ``root``.
+    """
+    from kfp import local
+
+    from steelflow.registry import Registry
+
+    pipeline, text = build(params_path, overrides)
+    params = config.load_params(params_path, list(overrides))
+    before = _challenger(Registry(params))
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    seen = set(root.iterdir())
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # kfp warns that a non-"python" image may not match this environment, and that GPU settings are
+        # ignored locally: both expected here.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            pipeline(params=text, overrides=[])
+        except RuntimeError as e:
+            raise PipelineError(f"local pipeline run failed: {_plain(str(e))}") from None
+    seconds = time.perf_counter() - started
+    new = sorted(set(root.iterdir()) - seen, key=lambda p: p.stat().st_mtime)
+    run_dir = new[-1] if new else None
+    gates = run_dir / "gate" / "gates" if run_dir else None
+    after = _challenger(Registry(params))
+    return LocalRun(
+        seconds=seconds,
+        run_dir=run_dir,
+        registered=after if after != before else None,
+        gates=gates.read_text() if gates is not None and gates.is_file() else "",
+    )
+
+
+def submit(
+    host: str,
+    params_path: str | Path = config.DEFAULT_PARAMS,
+    overrides: Iterable[str] = (),
+    experiment: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, str]:
+    """Compile and start a run on the Kubeflow Pipelines server at ``host``; returns its id and URL."""
+    import kfp
+    from kfp_server_api.exceptions import ApiException
+
+    with tempfile.TemporaryDirectory(prefix="steelflow-kfp-") as tmp:
+        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params_path, overrides)
+        params = config.load_params(params_path, list(overrides))
+        experiment = experiment or params.kubeflow.experiment  # compiling checked the section is there
+        text = params_text(params_path, overrides)
+        try:
+            client = kfp.Client(host=host)
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments={"params": text, "overrides": []},
+                run_name=run_name or f"steelflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                experiment_name=experiment,
+            )
+        except ApiException as e:
+            body = (e.body or "").strip()[:500] if isinstance(e.body, str) else str(e.body)[:500]
+            raise PipelineError(
+                f"Kubeflow Pipelines at {host} refused the run: HTTP {e.status} {e.reason}: {body}"
+            ) from None
+        except Exception as e:
+            if not _unreachable(e):
+                raise
+            raise PipelineError(
+                f"Kubeflow Pipelines at {host} is unreachable ({type(e).__name__}: {str(e)[:300]}); "
+                "check --host (e.g. http://localhost:8080 after `kubectl port-forward`)"
+            ) from None
+    return {
+        "run_id": result.run_id,
+        "experiment": experiment,
+        "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}",
+    }
+
+
+def _challenger(reg) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    from steelflow.registry import CHALLENGER
+
+    try:
+        return str(reg.call(reg.client.get_model_version_by_alias, reg.name, CHALLENGER).version)
+    except MlflowException:
+        return None
+
+
+def _unreachable(e: BaseException) -> bool:
+    import requests
+    import urllib3
+
+    chain = [e, e.__cause__, e.__context__]
+    kinds = (urllib3.exceptions.HTTPError, requests.exceptions.ConnectionError, ConnectionError, TimeoutError)
+    return any(isinstance(x, kinds) for x in chain)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

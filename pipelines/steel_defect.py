@@ -1,0 +1,115 @@
+"""``steel_defect_pipeline``: the steelflow steps as one Kubeflow Pipelines v2 run.
+
+ingest → validate → [if the data passed] split → corrupt → tune (start → a ParallelFor of
+``tune.workers`` worker pods on one Optuna study → finish) → train with the best params → evaluate → gate →
+[if every gate passed] register (a new version, alias ``challenger``).
+
+The run's parameters are the params file itself (``params``: its YAML text) and ``overrides``
+(``dotted.key=value``, as ``--set`` takes them), so a DVC experiment and a Kubeflow run with the same params
+are the same experiment. What only Kubernetes needs (images, GPU placement, secrets, retries) is read from
+the ``kubeflow`` section when the pipeline is built. (No ``from __future__ import annotations``: kfp reads
+the pipeline function's annotations as types.)
+"""
+
+from kfp import dsl, kubernetes
+
+import components
+from steelflow.config import KubeflowConfig, Params
+from steelflow.errors import ConfigError
+
+NAME = "steel-defect-pipeline"
+# Steps whose result depends on more than their inputs (a server's state, a shared study): never cached.
+UNCACHED = ("tune_start", "tune_worker", "tune_finish", "gate", "register")
+# Steps that talk to servers (MLflow, the study's database, S3): retried.
+RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evaluate", "gate", "register")
+
+
+def build(params: Params, params_text: str) -> dsl.graph_component.GraphComponent:
+    """The pipeline for ``params``; ``params_text`` (that params file as YAML) is the default run argument."""
+    kf = params.kubeflow
+    if kf is None:
+        raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")
+    if params.tune is None or params.registry is None:
+        raise ConfigError("the Kubeflow pipeline needs the 'tune' and 'registry' sections of params")
+    c = components.build(kf.image, kf.gpu_image)
+    # A folder source can change under the same params; only generated data is safe to take from the cache.
+    cache_ingest = params.data.is_synthetic
+
+    @dsl.pipeline(
+        name=NAME,
+        description="Steel-surface defect classifier: validated data → tuned, robustness-checked CASI-Net → "
+        "MLflow registry (challenger).",
+        pipeline_root=kf.pipeline_root,
+    )
+    def steel_defect_pipeline(params: str = params_text, overrides: list = []):  # noqa: B006 (kfp default)
+        run = {"params": params, "overrides": overrides}
+        ingest = _setup(c.ingest(**run), "ingest", kf, cache=cache_ingest)
+        validate = _setup(c.validate(**run, dataset=ingest.outputs["dataset"]), "validate", kf)
+        with dsl.If(validate.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (a kfp condition)
+            manifest = ingest.outputs["manifest"]
+            split = _setup(
+                c.split(**run, dataset=ingest.outputs["dataset"], report=validate.outputs["report"]),
+                "split",
+                kf,
+            )
+            splits = split.outputs["splits"]
+            corrupt = c.corrupt(**run, dataset=ingest.outputs["dataset"], splits=splits)
+            corrupted = _setup(corrupt, "corrupt", kf).outputs["corrupted"]
+
+            start = _setup(c.tune_start(**run, manifest=manifest, splits=splits), "tune_start", kf)
+            study = start.outputs["study"]
+            with dsl.ParallelFor(items=start.outputs["Output"], name="tune-workers") as worker:
+                tune_worker = c.tune_worker(
+                    **run, worker=worker, manifest=manifest, splits=splits, study=study
+                )
+                _setup(tune_worker, "tune_worker", kf)
+            finish = c.tune_finish(**run, manifest=manifest, splits=splits, study=study).after(tune_worker)
+            tuning = _setup(finish, "tune_finish", kf).outputs["tuning"]
+
+            train = _setup(c.train(**run, manifest=manifest, splits=splits, tuning=tuning), "train", kf)
+            model = train.outputs["model"]
+            evaluate = _setup(
+                c.evaluate(**run, manifest=manifest, splits=splits, corrupted=corrupted, model=model),
+                "evaluate",
+                kf,
+            )
+            evaluation = evaluate.outputs["evaluation"]
+            gate = _setup(
+                c.gate(**run, splits=splits, corrupted=corrupted, evaluation=evaluation), "gate", kf
+            )
+            with dsl.If(gate.outputs["Output"] == True, name="gates-passed"):  # noqa: E712
+                register = c.register(
+                    **run,
+                    manifest=manifest,
+                    splits=splits,
+                    corrupted=corrupted,
+                    tuning=tuning,
+                    model=model,
+                    evaluation=evaluation,
+                )
+                _setup(register, "register", kf)
+
+    return steel_defect_pipeline
+
+
+def _setup(task: dsl.PipelineTask, step: str, kf: KubeflowConfig, cache: bool = True) -> dsl.PipelineTask:
+    """Name, resources, placement, secrets, caching and retries of one step's task."""
+    task.set_display_name(step.replace("_", "-"))
+    task.set_caching_options(cache and step not in UNCACHED)
+    if step in RETRIED and kf.retries:
+        task.set_retry(num_retries=kf.retries, backoff_duration="30s", backoff_factor=2)
+    if step in components.GPU_STEPS:
+        gpu = kf.gpu
+        task.set_cpu_request(gpu.cpu).set_memory_request(gpu.memory)
+        task.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
+        for key, value in gpu.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for t in gpu.tolerations:
+            kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+    else:
+        task.set_cpu_request(kf.cpu).set_memory_request(kf.memory)
+    for secret in kf.secrets:
+        kubernetes.use_secret_as_env(
+            task, secret_name=secret.name, secret_key_to_env={key: env for env, key in secret.env.items()}
+        )
+    return task

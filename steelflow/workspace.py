@@ -1,0 +1,177 @@
+"""A project-shaped folder for running one step away from the project: how a Kubeflow component calls a step.
+
+A DVC stage runs a step in the project root, where every input sits at its path in :mod:`steelflow.paths`.
+A Kubeflow component gets artifact folders instead. Every artifact steelflow passes is laid out as a slice of
+the project root (the ``splits`` artifact holds ``data/splits/*.csv``, ``reports/split.json`` and
+``data/cache/splits/*.npz``), so a component
+
+1. opens a :class:`Workspace` with the run's params and links its input artifacts into it,
+2. calls the step function exactly as ``steelflow <step>`` does (the workspace is the working directory),
+3. copies the outputs the step wrote into its output artifacts (:meth:`Workspace.keep`).
+
+The step cannot tell the difference, which is what makes a Kubeflow run and ``dvc repro`` the same
+experiment. Relative ``sqlite:///`` URIs (MLflow, Optuna) are made absolute against the folder the
+component was started in, so a local run tracks into the project's ``mlflow.db`` as ``dvc repro`` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steelflow import config, paths
+from steelflow.config import Params
+from steelflow.errors import DataError
+
+_SQLITE = "sqlite:///"
+
+
+class Workspace:
+    """A temporary project root holding links to the input artifacts; the current directory while open."""
+
+    def __init__(self, root: Path, params: Params):
+        self.root = root
+        self.params = params
+
+    def keep(self, artifact: str | Path, *outputs: str | Path) -> None:
+        """Copy ``outputs`` (project-relative paths the step wrote) into the artifact folder ``artifact``."""
+        for rel in outputs:
+            src, dst = self.root / rel, Path(artifact) / rel
+            if not src.exists():
+                raise DataError(f"the step wrote no {rel} (expected in the artifact {artifact})")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
+
+    def copy(self, output: str | Path, target: str | Path) -> None:
+        """Copy one output (a file, or a folder such as the Data Docs site) to be the artifact ``target``."""
+        src = self.root / output
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, target)
+
+
+@contextlib.contextmanager
+def workspace(
+    params_text: str, overrides: Iterable[str] = (), inputs: Iterable[str] = ()
+) -> Iterator[Workspace]:
+    """Open a workspace: params from ``params_text`` (+ ``dotted.key=value`` overrides), ``inputs`` linked in.
+
+    Bad params fail here, naming the key, before any input is touched.
+    """
+    launch = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="steelflow-step-") as tmp:
+        root = Path(tmp)
+        params_file = root / config.DEFAULT_PARAMS
+        params_file.write_text(params_text)
+        params = config.load_params(params_file, list(overrides))
+        for artifact in inputs:
+            link_tree(Path(artifact), root)
+        env = _environment(params, launch)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            os.chdir(root)
+            yield Workspace(root, params)
+        finally:
+            os.chdir(launch)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def link_tree(artifact: Path, root: Path) -> int:
+    """Hard-link every file under ``artifact`` to the same relative path under ``root``; returns the count.
+
+    Hard links, not symlinks: a step sees plain files (MLflow refuses to log a symlink that points outside
+    its folder), and nothing is copied unless the artifact lives on another file system. Steps replace
+    their outputs by renaming, so an input is never written through its link. Artifacts merge: two of
+    them may both fill ``data/cache/``; a file two artifacts share is linked once.
+    """
+    if not artifact.is_dir():
+        raise DataError(f"input artifact {artifact} is not a folder laid out like the project root")
+    n = 0
+    for src in sorted(artifact.rglob("*")):
+        if src.is_dir():
+            continue
+        dst = root / src.relative_to(artifact)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not dst.exists():
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system
+                shutil.copy2(src, dst)
+            n += 1
+    return n
+
+
+def params_text(path: str | Path = config.DEFAULT_PARAMS, overrides: Iterable[str] = ()) -> str:
+    """A params file with overrides applied, validated, as the YAML text a pipeline run carries."""
+    params = config.load_params(path, list(overrides))
+    return yaml.safe_dump(params.raw(), sort_keys=False)
+
+
+def absolute_sqlite(url: str, base: Path) -> str:
+    """``sqlite:///mlflow.db`` → ``sqlite:////abs/base/mlflow.db``; any other URL is returned as it is."""
+    if url.startswith(_SQLITE) and not url.startswith(_SQLITE + "/"):
+        return _SQLITE + str((base / url.removeprefix(_SQLITE)).resolve())
+    return url
+
+
+def _environment(params: Params, launch: Path) -> dict[str, str]:
+    """Tracking and study URLs that still point at the launch folder once the step runs elsewhere."""
+    from steelflow.tracking import git_state, tracking_uri
+
+    env = {"MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(params.mlflow), launch)}
+    if params.tune is not None:
+        storage = os.environ.get(paths.OPTUNA_STORAGE_ENV) or params.tune.storage
+        env[paths.OPTUNA_STORAGE_ENV] = absolute_sqlite(storage, launch)
+    if not os.environ.get("STEELFLOW_GIT_COMMIT"):  # tags say which commit ran, as under `dvc repro`
+        state = git_state(launch)
+        env |= {"STEELFLOW_GIT_COMMIT": state["git_commit"], "STEELFLOW_GIT_DIRTY": state["git_dirty"]}
+    return env
+
+
+def scalar_metrics(path: str | Path) -> dict[str, float]:
+    """The numbers in a metrics JSON, flattened to dotted names (what a KFP Metrics artifact shows)."""
+    try:
+        tree = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a metrics file: {e}") from None
+    out: dict[str, float] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, int | float):  # bool is an int too
+            out[prefix[:-1]] = float(node)
+
+    walk(tree, "")
+    return out
+
+
+def png_page(png: str | Path, target: str | Path, title: str) -> None:
+    """A one-picture HTML page (the PNG inlined), which the Kubeflow UI renders for an HTML artifact."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>\n"
+    )
