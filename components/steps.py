@@ -3,7 +3,7 @@
 Every function here becomes a KFP v2 Python-function component (see ``components.build``): kfp copies its
 source into the container command and runs it with the steelflow image's Python, so each body imports what
 it needs and does nothing but move paths. It opens a :func:`steelflow.workspace.workspace` from the run's
-params (the YAML text of a params file, plus ``dotted.key=value`` overrides), links its input artifacts
+params (a params tree as JSON text, plus ``dotted.key=value`` overrides), links its input artifacts
 into it, calls the step, and copies the step's outputs into its output artifacts. Every Dataset / Model /
 Artifact folder is laid out as a slice of the project root (``data/…``, ``reports/…``, ``models/…``), exactly
 where ``dvc repro`` keeps the same files. (No ``from __future__ import annotations``: kfp reads the

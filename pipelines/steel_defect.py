@@ -4,7 +4,7 @@ ingest → validate → [if the data passed] split → corrupt → tune (start �
 ``tune.workers`` worker pods on one Optuna study → finish) → train with the best params → evaluate → gate →
 [if every gate passed] register (a new version, alias ``challenger``).
 
-The run's parameters are the params file itself (``params``: its YAML text) and ``overrides``
+The run's parameters are the params file itself (``params``: its tree as JSON text) and ``overrides``
 (``dotted.key=value``, as ``--set`` takes them), so a DVC experiment and a Kubeflow run with the same params
 are the same experiment. What only Kubernetes needs (images, GPU placement, secrets, retries) is read from
 the ``kubeflow`` section when the pipeline is built. (No ``from __future__ import annotations``: kfp reads
@@ -25,7 +25,7 @@ RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evalu
 
 
 def build(params: Params, params_text: str) -> dsl.graph_component.GraphComponent:
-    """The pipeline for ``params``; ``params_text`` (that params file as YAML) is the default run argument."""
+    """The pipeline for ``params``; ``params_text`` (that params tree as JSON) is the default run argument."""
     kf = params.kubeflow
     if kf is None:
         raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")

@@ -27,8 +27,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from steelflow import config, paths
 from steelflow.config import Params
 from steelflow.errors import DataError
@@ -122,9 +120,13 @@ def link_tree(artifact: Path, root: Path) -> int:
 
 
 def params_text(path: str | Path = config.DEFAULT_PARAMS, overrides: Iterable[str] = ()) -> str:
-    """A params file with overrides applied, validated, as the YAML text a pipeline run carries."""
+    """A params file with overrides applied, validated, as the one-line JSON a pipeline run carries.
+
+    JSON is YAML, so a workspace reads it as a params file; one line, because kfp copies a parameter's
+    default into a comment at the top of the compiled YAML, and a multi-line default would break it.
+    """
     params = config.load_params(path, list(overrides))
-    return yaml.safe_dump(params.raw(), sort_keys=False)
+    return json.dumps(params.raw())
 
 
 def absolute_sqlite(url: str, base: Path) -> str:
