@@ -31,8 +31,10 @@ class PipelineError(SteelflowError):
 @dataclasses.dataclass
 class LocalRun:
     seconds: float
-    run_dir: Path | None  # this run's folder under the local pipeline root
-    registered: str | None  # the version it registered (alias challenger), None when a gate failed
+    run_dir: Path  # this run's folder under the local pipeline root: one folder per task
+    data_valid: bool  # validate's answer; False skipped every later step
+    gates_passed: bool | None  # the gate step's answer (None: not reached); False skipped register
+    registered: str | None  # the version it registered (alias challenger)
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
 
 
@@ -93,14 +95,18 @@ def run_local(
             raise PipelineError(f"local pipeline run failed: {_plain(str(e))}") from None
     seconds = time.perf_counter() - started
     new = sorted(set(root.iterdir()) - seen, key=lambda p: p.stat().st_mtime)
-    run_dir = new[-1] if new else None
-    gates = run_dir / "gate" / "gates" if run_dir else None
+    if not new:
+        raise PipelineError(f"the local run wrote nothing under {root}")
+    run_dir = new[-1]
     after = _challenger(Registry(params))
+    gates = run_dir / "gate" / "gates"
     return LocalRun(
         seconds=seconds,
         run_dir=run_dir,
+        data_valid=bool(_answer(run_dir, "validate")),
+        gates_passed=_answer(run_dir, "gate"),
         registered=after if after != before else None,
-        gates=gates.read_text() if gates is not None and gates.is_file() else "",
+        gates=gates.read_text() if gates.is_file() else "",
     )
 
 
@@ -145,6 +151,16 @@ def submit(
         "experiment": experiment,
         "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}",
     }
+
+
+def _answer(run_dir: Path, task: str) -> bool | None:
+    """The value a task returned (validate and gate return whether to go on), or None if it did not run."""
+    import json
+
+    output = run_dir / task / "executor_output.json"
+    if not output.is_file():
+        return None
+    return json.loads(output.read_text()).get("parameterValues", {}).get("Output")
 
 
 def _challenger(reg) -> str | None:

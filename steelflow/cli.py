@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from steelflow import config, paths
-from steelflow.errors import SteelflowError
+from steelflow.errors import SteelflowError, ValidationFailed
 
 app = typer.Typer(
     help="steelflow: steel-surface images to a gated, robustness-checked model.",
@@ -372,14 +372,18 @@ def pipeline_run(
     if not local:
         raise config.ConfigError("`pipeline run` runs locally only: add --local, or use `pipeline submit`")
     result = run_local(params, set_ or [], root)
-    if result.gates:
-        out.print(result.gates, markup=False, highlight=False)
-    outcome = (
-        f"registered version {result.registered} (@challenger)"
-        if result.registered
-        else "a gate failed: nothing registered"
-    )
-    out.print(f"pipeline run: {outcome} in {result.seconds:.0f} s; artifacts in {result.run_dir}")
+    where = f"in {result.seconds:.0f} s; artifacts in {result.run_dir}"
+    if not result.data_valid:
+        docs = result.run_dir / "validate" / "data_docs" / "index.html"
+        raise ValidationFailed(
+            f"pipeline run: the data failed validation (see {docs}); nothing ran after it, {where}"
+        )
+    out.print(result.gates, markup=False, highlight=False)
+    if not result.gates_passed:
+        from steelflow.registry import GateFailed
+
+        raise GateFailed(f"pipeline run: a gate failed, nothing registered, {where}")
+    out.print(f"pipeline run: registered version {result.registered} (@challenger) {where}")
 
 
 @pipeline_app.command("submit")

@@ -1,0 +1,223 @@
+"""The compiled Kubeflow pipeline, read back from its IR YAML: what a cluster would be asked to run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines import compile_pipeline
+from steelflow.cli import app
+from steelflow.config import load_params
+from tests.helpers import REPO, repo_params, write_params
+
+STEPS = (
+    "ingest",
+    "validate",
+    "split",
+    "corrupt",
+    "tune-start",
+    "tune-worker",
+    "tune-finish",
+    "train",
+    "evaluate",
+    "gate",
+    "register",
+)
+GPU = ("tune-worker", "train")
+SECRET_VALUES = {  # what a user's shell may hold while compiling: none of it may end up in the file
+    "MLFLOW_TRACKING_URI": "http://mlflow-user:hunter2hunter2@mlflow.example:5000",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY",
+    "STEELFLOW_OPTUNA_STORAGE": "postgresql://optuna:s3cretpassw0rd@db.example/optuna",
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in SECRET_VALUES.items():
+            mp.setenv(key, value)
+        out = compile_pipeline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml", REPO / "params.yaml")
+    text = out.read_text()
+    spec, platform = yaml.safe_load_all(text)
+    return {"text": text, "spec": spec, "k8s": platform["platforms"]["kubernetes"]["deploymentSpec"]}
+
+
+def tasks(spec: dict) -> dict[str, dict]:
+    """Every task of the pipeline, at any depth (inside conditions and the ParallelFor)."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        found.update(component.get("dag", {}).get("tasks", {}))
+    return found
+
+
+def test_every_step_is_a_task_running_its_own_component(compiled):
+    all_tasks = tasks(compiled["spec"])
+    for step in STEPS:
+        assert step in all_tasks, step
+        assert all_tasks[step]["componentRef"]["name"] == f"comp-{step}"
+        executor = compiled["spec"]["deploymentSpec"]["executors"][f"exec-{step}"]["container"]
+        script = executor["args"][-1] if executor.get("args") else ""
+        assert "pip install" not in " ".join(executor["command"]) + script  # the image has everything
+    params = repo_params()
+    images = {compiled["spec"]["deploymentSpec"]["executors"][f"exec-{s}"]["container"]["image"] for s in GPU}
+    assert images == {params["kubeflow"]["gpu_image"]}
+    cpu_image = compiled["spec"]["deploymentSpec"]["executors"]["exec-split"]["container"]["image"]
+    assert cpu_image == params["kubeflow"]["image"]
+
+
+def test_components_call_the_step_functions_the_cli_calls(compiled):
+    executors = compiled["spec"]["deploymentSpec"]["executors"]
+    calls = {
+        "ingest": "steelflow.steps.ingest import ingest",
+        "validate": "steelflow.steps.validate import validate",
+        "split": "steelflow.steps.split import split",
+        "corrupt": "steelflow.steps.corrupt import corrupt",
+        "tune-worker": "tune.work(",
+        "train": "runs.train(",
+        "evaluate": "runs.evaluate(",
+        "register": "steelflow.registry import register",
+    }
+    for step, call in calls.items():
+        assert call in executors[f"exec-{step}"]["container"]["command"][-1], step
+
+
+def test_gpu_steps_request_a_gpu_on_tolerated_gpu_nodes_and_cpu_steps_do_not(compiled):
+    executors = compiled["spec"]["deploymentSpec"]["executors"]
+    gpu_cfg = repo_params()["kubeflow"]["gpu"]
+    for step in GPU:
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == gpu_cfg["accelerator"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == str(gpu_cfg["count"])
+        k8s = compiled["k8s"]["executors"][f"exec-{step}"]
+        assert k8s["nodeSelector"]["labels"] == gpu_cfg["node_selector"]
+        assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for step in set(STEPS) - set(GPU):
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        assert "accelerator" not in resources, step
+        assert resources["resourceCpuRequest"] == "1" and resources["resourceMemoryRequest"] == "4Gi"
+        assert "tolerations" not in compiled["k8s"]["executors"][f"exec-{step}"], step
+
+
+def test_credentials_come_from_kubernetes_secrets_as_env_on_every_step(compiled):
+    wanted = {"MLFLOW_TRACKING_URI", "STEELFLOW_OPTUNA_STORAGE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for step in STEPS:
+        mounted = {
+            pair["envVar"]: secret["secretName"]
+            for secret in compiled["k8s"]["executors"][f"exec-{step}"]["secretAsEnv"]
+            for pair in secret["keyToEnv"]
+        }
+        assert wanted <= set(mounted), step
+        assert mounted["MLFLOW_TRACKING_URI"] == "steelflow-mlflow"
+
+
+def test_no_literal_credentials_in_the_compiled_pipeline(compiled):
+    text = compiled["text"]
+    for value in SECRET_VALUES.values():
+        assert value not in text
+    for pattern in (
+        r"AKIA[0-9A-Z]{16}",
+        r"(?i)(aws_secret_access_key|secret_key|password)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{16,}",
+        r"(?i)(postgres(ql)?|https?)(\+\w+)?://[^:@/\s]+:[^@/\s]+@",
+    ):
+        assert not re.search(pattern, text), pattern
+
+
+def test_caching_is_off_for_tuning_gate_and_register_and_on_for_deterministic_steps(compiled):
+    all_tasks = tasks(compiled["spec"])
+    cached = {step: all_tasks[step].get("cachingOptions", {}).get("enableCache", False) for step in STEPS}
+    assert cached == {
+        "ingest": True,  # the CI profile's generated data; a folder or s3:// source is never cached
+        "validate": True,
+        "split": True,
+        "corrupt": True,
+        "tune-start": False,
+        "tune-worker": False,
+        "tune-finish": False,
+        "train": True,
+        "evaluate": True,
+        "gate": False,
+        "register": False,
+    }
+
+
+def test_steps_that_talk_to_servers_are_retried(compiled):
+    all_tasks = tasks(compiled["spec"])
+    retried = {step for step in STEPS if "retryPolicy" in all_tasks[step]}
+    assert retried == {
+        "ingest",
+        "tune-start",
+        "tune-worker",
+        "tune-finish",
+        "train",
+        "evaluate",
+        "gate",
+        "register",
+    }
+    assert all_tasks["register"]["retryPolicy"]["maxRetryCount"] == 2
+
+
+def test_tuning_fans_out_and_registration_waits_on_validation_and_gates(compiled):
+    all_tasks = tasks(compiled["spec"])
+    loop = all_tasks["for-loop-2"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--tune-start-Output"
+    conditions = {
+        name: task["triggerPolicy"]["condition"]
+        for name, task in all_tasks.items()
+        if "triggerPolicy" in task
+    }
+    assert sorted(conditions.values()) == [
+        "inputs.parameter_values['pipelinechannel--gate-Output'] == true",
+        "inputs.parameter_values['pipelinechannel--validate-Output'] == true",
+    ]
+    assert set(all_tasks["tune-finish"]["dependentTasks"]) >= {"for-loop-2", "tune-start"}
+
+
+def test_run_parameters_are_the_params_file_and_overrides(compiled):
+    inputs = compiled["spec"]["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {"params", "overrides"}
+    assert json.loads(inputs["params"]["defaultValue"]) == load_params(REPO / "params.yaml").raw()
+    assert inputs["overrides"]["defaultValue"] == []
+
+
+def test_compile_cli_writes_the_ir_and_applies_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, repo_params())
+    out = tmp_path / "p.yaml"
+    result = CliRunner().invoke(app, ["pipeline", "compile", "-o", str(out), "--set", "tune.workers=3"])
+    assert result.exit_code == 0, result.output
+    spec, _ = yaml.safe_load_all(out.read_text())
+    default = json.loads(spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"])
+    assert default["tune"]["workers"] == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kubeflow": None}, "no 'kubeflow' section"),
+        ({"kubeflow": {"gpu": {"count": 0}}}, "kubeflow.gpu.count"),
+        ({"kubeflow": {"gpu": {"tolerations": [{"key": "x", "effect": "Sometimes"}]}}}, "effect"),
+        ({"kubeflow": {"secrets": [{"name": "s", "env": {}}]}}, "kubeflow.secrets.0.env"),
+        ({"kubeflow": {"imge": "x"}}, "unknown key 'kubeflow.imge'"),
+    ],
+)
+def test_bad_kubeflow_params_fail_naming_the_key_and_write_nothing(tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    params = repo_params()
+    for key, value in change.items():
+        params[key] = None if value is None else _merge(params[key], value)
+    write_params(tmp_path, params)
+    result = CliRunner().invoke(app, ["pipeline", "compile", "-o", "p.yaml"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not Path("p.yaml").exists()
+
+
+def _merge(base: dict, change: dict) -> dict:
+    from tests.helpers import deep_update
+
+    return deep_update(base, change)
