@@ -127,7 +127,9 @@ def submit(
         experiment = experiment or params.kubeflow.experiment  # compiling checked the section is there
         text = params_text(params_path, overrides)
         try:
-            client = kfp.Client(host=host)
+            with warnings.catch_warnings():  # "this client only works with KFP v2.0.0-beta.2 and later"
+                warnings.simplefilter("ignore", FutureWarning)
+                client = kfp.Client(host=host)
             result = client.create_run_from_pipeline_package(
                 str(package),
                 arguments={"params": text, "overrides": []},

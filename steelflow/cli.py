@@ -356,6 +356,24 @@ def pipeline_compile(
     out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [])}")
 
 
+@pipeline_app.command("diagram")
+@_step
+def pipeline_diagram(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = Path("docs/pipeline.png"),
+) -> None:
+    """Draw the compiled pipeline's graph (tasks, conditions, the tuning fan-out, GPU steps) as a PNG."""
+    import tempfile
+
+    from pipelines import compile_pipeline
+    from pipelines.diagram import draw
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ir = compile_pipeline(Path(tmp) / "pipeline.yaml", params, set_ or [])
+        out.print(f"pipeline diagram: {draw(ir, output)}")
+
+
 @pipeline_app.command("run")
 @_step
 def pipeline_run(

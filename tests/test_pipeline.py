@@ -221,3 +221,121 @@ def _merge(base: dict, change: dict) -> dict:
     from tests.helpers import deep_update
 
     return deep_update(base, change)
+
+
+# --- submit: kfp.Client against an unreachable host, and against a stub API server -------------------
+# A Kubeflow Pipelines API server needs a Kubernetes cluster, which cannot exist here: the stub below
+# answers the few REST calls kfp.Client makes (health, experiment look-up, run creation) and records them.
+
+
+class _StubKfpApi:
+    def __init__(self, reject_runs: bool):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, dict]] = []
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                stub.requests.append(("GET", self.path, {}))
+                if self.path.startswith("/apis/v2beta1/healthz"):
+                    return self._answer(200, {"multi_user": False})
+                if self.path.startswith("/apis/v2beta1/experiments"):
+                    experiment = {"experiment_id": "exp-1", "display_name": "steelflow"}
+                    return self._answer(200, {"experiments": [experiment], "total_size": 1})
+                return self._answer(404, {"error_message": "not found", "code": 5})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                stub.requests.append(("POST", self.path, body))
+                if stub.reject_runs:
+                    refusal = {"error_message": "invalid pipeline spec: bad executor", "code": 3}
+                    return self._answer(400, refusal)
+                return self._answer(200, {"run_id": "run-42", "display_name": body.get("display_name")})
+
+        self.reject_runs = reject_runs
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def project_params(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return write_params(tmp_path, repo_params())
+
+
+def test_submit_to_an_unreachable_host_is_one_clear_error(project_params):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    host = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(app, ["pipeline", "submit", "--host", host])
+    assert result.exit_code == 11, result.output
+    assert f"Kubeflow Pipelines at {host} is unreachable" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_submit_refused_by_a_stub_api_server_reports_its_answer(project_params):
+    stub = _StubKfpApi(reject_runs=True)
+    try:
+        result = CliRunner().invoke(app, ["pipeline", "submit", "--host", stub.url])
+    finally:
+        stub.close()
+    assert result.exit_code == 11, result.output
+    assert "refused the run: HTTP 400" in result.output and "invalid pipeline spec" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_submit_to_a_stub_api_server_sends_the_compiled_pipeline_and_the_params(project_params):
+    stub = _StubKfpApi(reject_runs=False)
+    try:
+        args = ["--host", stub.url, "--set", "train.epochs=7", "--experiment", "steelflow"]
+        result = CliRunner().invoke(app, ["pipeline", "submit", *args])
+    finally:
+        stub.close()
+    assert result.exit_code == 0, result.output
+    assert "run run-42 in experiment steelflow" in result.output
+    assert f"{stub.url}/#/runs/details/run-42" in result.output.replace("\n", "")
+    [(_, _, run)] = [r for r in stub.requests if r[0] == "POST" and r[1].startswith("/apis/v2beta1/runs")]
+    assert run["experiment_id"] == "exp-1"
+    sent_spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
+    assert sent_spec["pipelineInfo"]["name"] == "steel-defect-pipeline"
+    assert "tolerations" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    sent = json.loads(run["runtime_config"]["parameters"]["params"])
+    assert sent["train"]["epochs"] == 7  # the override travels inside the params
+
+
+def test_the_diagram_is_drawn_from_the_compiled_graph(compiled, tmp_path):
+    from pipelines.diagram import draw, graph
+
+    ir = tmp_path / "p.yaml"
+    ir.write_text(compiled["text"])
+    upstream, groups, conditions = graph(ir)
+    assert upstream["validate"] == {"ingest"}
+    assert upstream["tune-finish"] == {"tune-worker"}  # after every worker of the ParallelFor
+    assert upstream["evaluate"] == {"train", "corrupt"}
+    assert upstream["register"] == {"gate"}
+    assert groups["register"].count("/") == 1  # inside both conditions
+    assert sorted(conditions.values()) == ["gate passed", "validate passed"]
+    png = draw(ir, tmp_path / "pipeline.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -1,0 +1,166 @@
+"""A picture of the compiled pipeline: its tasks, what feeds what, the conditions and the fan-out.
+
+Drawn from the IR YAML itself (not from a hand-kept list), so the picture in the README is the pipeline
+that runs: ``steelflow pipeline diagram`` writes ``docs/pipeline.png``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+GROUP_LABELS = {"condition": "if {}", "for-loop": "for each tune worker"}
+
+
+def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dict[str, str]]:
+    """(task → upstream tasks, task → its enclosing groups as "outer/inner", group → condition) from IR."""
+    spec, *platform = yaml.safe_load_all(Path(ir_path).read_text())
+    upstream: dict[str, set[str]] = {}
+    group_of: dict[str, str] = {}
+    conditions: dict[str, str] = {}
+
+    def walk(dag: dict, group: str, inherited: set[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            ref = task["componentRef"]["name"]
+            inputs = task.get("inputs", {})
+            channels = [
+                v.get("taskOutputArtifact", {}).get("producerTask")
+                or v.get("taskOutputParameter", {}).get("producerTask")
+                or v.get("componentInputArtifact")
+                or v.get("componentInputParameter")
+                for kind in ("artifacts", "parameters")
+                for v in inputs.get(kind, {}).values()
+            ]
+            deps = set(task.get("dependentTasks", [])) | {c for c in channels if c}
+            if "dag" in spec["components"][ref]:  # a condition or a loop: its own DAG
+                condition = task.get("triggerPolicy", {}).get("condition", "")
+                producer = re.search(r"pipelinechannel--([\w-]+)-Output", condition)
+                if producer:
+                    conditions[name] = f"{producer[1]} passed"
+                walk(
+                    spec["components"][ref]["dag"],
+                    f"{group}/{name}".strip("/"),
+                    deps | set(producer.groups() if producer else ()),
+                )
+                continue
+            upstream[name] = deps | inherited
+            group_of[name] = group
+
+    walk(spec["root"]["dag"], "", set())
+    names = sorted(upstream, key=len, reverse=True)
+    groups = {g for path in group_of.values() if path for g in path.split("/")}
+    members = {g: [n for n, path in group_of.items() if g in path.split("/")] for g in groups}
+    for name, deps in upstream.items():
+        resolved = set()
+        for dep in deps:
+            dep = dep.removeprefix("pipelinechannel--")  # "pipelinechannel--ingest-dataset" → "ingest"
+            hits = members.get(dep) or [next((n for n in names if dep == n or dep.startswith(n + "-")), "")]
+            resolved |= {h for h in hits if h and h != name}
+        upstream[name] = resolved
+    return _reduced(upstream), group_of, conditions
+
+
+def _reduced(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Drop an edge a → b when b is reached from a another way: the picture shows order, not every input."""
+
+    def reaches(start: str, goal: str, skip: tuple[str, str]) -> bool:
+        todo, seen = [start], set()
+        while todo:
+            node = todo.pop()
+            for up in upstream[node]:
+                if (node, up) == skip or up in seen:
+                    continue
+                if up == goal:
+                    return True
+                seen.add(up)
+                todo.append(up)
+        return False
+
+    return {n: {d for d in deps if not reaches(n, d, (n, d))} for n, deps in upstream.items()}
+
+
+def draw(ir_path: str | Path, out: str | Path, gpu_tasks: tuple[str, ...] = ("tune-worker", "train")) -> Path:
+    """Render the pipeline graph, top to bottom, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from steelflow import io
+
+    upstream, group_of, conditions = graph(ir_path)
+    layer: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in layer:
+            layer[name] = 1 + max((depth(d) for d in upstream[name]), default=-1)
+        return layer[name]
+
+    for name in upstream:
+        depth(name)
+    rows: dict[int, list[str]] = {}
+    for name in sorted(upstream, key=lambda n: (layer[n], n)):
+        rows.setdefault(layer[name], []).append(name)
+    pos = {
+        name: ((i - (len(row) - 1) / 2) * 3.2, -level * 1.3)
+        for level, row in rows.items()
+        for i, name in enumerate(row)
+    }
+
+    fig, ax = plt.subplots(figsize=(7.5, 1.05 * len(rows) + 0.8))
+    groups = {g for path in group_of.values() if path for g in path.split("/")}
+    for group in groups:
+        members = [n for n, path in group_of.items() if group in path.split("/")]
+        level = next(path.split("/").index(group) for path in group_of.values() if group in path.split("/"))
+        xs, ys = [pos[n][0] for n in members], [pos[n][1] for n in members]
+        pad = 1.55 - 0.2 * level
+        kind = "for-loop" if group.startswith("for-loop") else "condition"
+        label = GROUP_LABELS[kind].format(conditions.get(group, ""))
+        ax.add_patch(
+            FancyBboxPatch(
+                (min(xs) - pad, min(ys) - pad + 1.05),
+                max(xs) - min(xs) + 2 * pad,
+                max(ys) - min(ys) + 2 * pad - 2.1,
+                boxstyle="round,pad=0.05",
+                fill=False,
+                linestyle="--",
+                edgecolor="#7a7a7a",
+            )
+        )
+        ax.text(min(xs) - pad + 0.1, max(ys) + pad - 1.0, label, fontsize=8, color="#555555", va="bottom")
+    for name, deps in upstream.items():
+        for dep in deps:
+            (x0, y0), (x1, y1) = pos[dep], pos[name]
+            arrow = {"arrowstyle": "->", "color": "#444444"}
+            if layer[name] - layer[dep] > 1 and x0 != x1:  # a long edge: down beside the column, then across
+                side = 1.1 if x0 > x1 else -1.1
+                arrow["connectionstyle"] = "angle,angleA=-90,angleB=0,rad=0"
+                ax.annotate("", xy=(x1 + side, y1), xytext=(x0, y0 - 0.25), arrowprops=arrow)
+            else:
+                ax.annotate("", xy=(x1, y1 + 0.25), xytext=(x0, y0 - 0.25), arrowprops=arrow)
+    for name, (x, y) in pos.items():
+        gpu = name in gpu_tasks
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - 1.1, y - 0.25),
+                2.2,
+                0.5,
+                boxstyle="round,pad=0.04",
+                facecolor="#ffd9a8" if gpu else "#cfe3f7",
+                edgecolor="#333333",
+            )
+        )
+        ax.text(x, y, name + ("  (GPU)" if gpu else ""), ha="center", va="center", fontsize=9)
+    xs = [x for x, _ in pos.values()]
+    ax.set_xlim(min(xs) - 2.2, max(xs) + 2.2)
+    ax.set_ylim(min(y for _, y in pos.values()) - 0.8, 0.9)
+    ax.axis("off")
+    ax.set_title("steel-defect-pipeline (Kubeflow Pipelines v2)", fontsize=11)
+    out = Path(out)
+    with io.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return out
