@@ -85,7 +85,7 @@ def test_the_local_run_registers_a_challenger_with_its_lineage(local_run, clone)
     assert version.tags["data_version"] == hashlib.md5(manifest.read_bytes()).hexdigest()
     run = client.get_run(version.run_id)
     assert run.data.tags["data_version"] == version.tags["data_version"]
-    assert "eval.clean.accuracy" in run.data.metrics  # evaluate logged into the training run
+    assert "eval.clean_accuracy" in run.data.metrics  # evaluate logged into the training run
     trained = json.loads((run_dir / "train/model/metrics/train.json").read_text())
     best = yaml.safe_load((run_dir / "tune-finish/tuning/reports/tuning/best_params.yaml").read_text())
     assert float(run.data.params["train.lr"]) == pytest.approx(best["params"]["train.lr"])  # tuned values
@@ -105,7 +105,7 @@ def test_the_local_run_leaves_typed_artifacts_a_user_can_open(local_run):
     assert "## " in (run_dir / "register/model_card").read_text()
     metrics = json.loads((run_dir / "evaluate/executor_output.json").read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-    assert 0 <= logged["clean_accuracy"] <= 1 and "worst_accuracy" in logged
+    assert 0 <= logged["summary.clean_accuracy"] <= 1 and "conditions.blur_5px.accuracy" in logged
     workers = [p for p in run_dir.iterdir() if p.name.startswith("for-loop")]
     assert len(workers) == yaml.safe_load((REPO / "params.yaml").read_text())["tune"]["workers"]
 
