@@ -108,18 +108,12 @@ def tune_start(
     study: Output[Artifact],
 ) -> list:
     """Create (or continue) the Optuna study and queue its missing trials; returns the worker indices."""
-    import dataclasses
-    import json
-
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        ref = tune.start(ws.params, track=True)
-        workers = ws.params.tune.workers
-    with open(study.path, "w") as f:
-        json.dump(dataclasses.asdict(ref), f)
-    return list(range(workers))
+        tune.start(ws.params, track=True).save(study.path)
+        return list(range(ws.params.tune.workers))
 
 
 def tune_worker(
@@ -131,15 +125,11 @@ def tune_worker(
     study: Input[Artifact],
 ):
     """One worker pod: claim queued trials of the shared study and run them until none is left."""
-    import json
-
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
-    with open(study.path) as f:
-        ref = tune.StudyRef(**json.load(f))
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        tune.work(ref, worker, tune.deadline_of(ws.params.tune))
+        tune.work(tune.StudyRef.load(study.path), worker, tune.deadline_of(ws.params.tune))
 
 
 def tune_finish(
@@ -152,16 +142,12 @@ def tune_finish(
     metrics: Output[Metrics],
 ):
     """Best params, trials table and plots of the finished study → ``tuning``; closes its MLflow run."""
-    import json
-
     from steelflow import paths
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
-    with open(study.path) as f:
-        ref = tune.StudyRef(**json.load(f))
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        result = tune.finish(ws.params, ref)
+        result = tune.finish(ws.params, tune.StudyRef.load(study.path))
         ws.keep(tuning.path, paths.BEST_PARAMS, paths.TRIALS_CSV, paths.TUNING_PLOTS)
     metrics.log_metric("best_value", result.best_value)
     for state, n in result.counts.items():

@@ -13,10 +13,12 @@ import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from steelflow import config
+from steelflow.config import Params
 from steelflow.errors import SteelflowError
-from steelflow.workspace import params_text
+from steelflow.workspace import params_json
 
 DEFAULT_PACKAGE = Path("pipelines/steel_defect_pipeline.yaml")
 LOCAL_ROOT = Path("reports/kfp-local")  # kfp.local writes each task's artifacts here
@@ -38,12 +40,12 @@ class LocalRun:
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
 
 
-def build(params_path: str | Path = config.DEFAULT_PARAMS, overrides: Iterable[str] = ()):
-    """The pipeline for a params file (+ overrides), with that params text as its default argument."""
+def build(params: Params) -> tuple[Any, str]:
+    """The pipeline for ``params``, and those params as the JSON text a run takes (its default argument)."""
     from pipelines.steel_defect import build as build_pipeline
 
-    text = params_text(params_path, overrides)
-    return build_pipeline(config.load_params(params_path, list(overrides)), text), text
+    text = params_json(params)
+    return build_pipeline(params, text), text
 
 
 def compile_pipeline(
@@ -52,12 +54,15 @@ def compile_pipeline(
     overrides: Iterable[str] = (),
 ) -> Path:
     """Write the pipeline's IR YAML to ``out`` (atomically)."""
+    return _compile(config.load_params(params_path, list(overrides)), Path(out))
+
+
+def _compile(params: Params, out: Path) -> Path:
     from kfp import compiler
 
     from steelflow import io
 
-    pipeline, _ = build(params_path, overrides)
-    out = Path(out)
+    pipeline, _ = build(params)
     with io.atomic_path(out) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return out
@@ -76,8 +81,8 @@ def run_local(
 
     from steelflow.registry import Registry
 
-    pipeline, text = build(params_path, overrides)
     params = config.load_params(params_path, list(overrides))
+    pipeline, text = build(params)
     before = _challenger(Registry(params))
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -121,18 +126,17 @@ def submit(
     import kfp
     from kfp_server_api.exceptions import ApiException
 
+    params = config.load_params(params_path, list(overrides))
     with tempfile.TemporaryDirectory(prefix="steelflow-kfp-") as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", params_path, overrides)
-        params = config.load_params(params_path, list(overrides))
+        package = _compile(params, Path(tmp) / "pipeline.yaml")
         experiment = experiment or params.kubeflow.experiment  # compiling checked the section is there
-        text = params_text(params_path, overrides)
         try:
             with warnings.catch_warnings():  # "this client only works with KFP v2.0.0-beta.2 and later"
                 warnings.simplefilter("ignore", FutureWarning)
                 client = kfp.Client(host=host)
             result = client.create_run_from_pipeline_package(
                 str(package),
-                arguments={"params": text, "overrides": []},
+                arguments={"params": params_json(params), "overrides": []},
                 run_name=run_name or f"steelflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 experiment_name=experiment,
             )

@@ -119,13 +119,12 @@ def link_tree(artifact: Path, root: Path) -> int:
     return n
 
 
-def params_text(path: str | Path = config.DEFAULT_PARAMS, overrides: Iterable[str] = ()) -> str:
-    """A params file with overrides applied, validated, as the one-line JSON a pipeline run carries.
+def params_json(params: Params) -> str:
+    """Validated params as the one-line JSON a pipeline run carries.
 
     JSON is YAML, so a workspace reads it as a params file; one line, because kfp copies a parameter's
     default into a comment at the top of the compiled YAML, and a multi-line default would break it.
     """
-    params = config.load_params(path, list(overrides))
     return json.dumps(params.raw())
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from steelflow import paths
+from steelflow.config import load_params
 from steelflow.errors import ConfigError, DataError
-from steelflow.workspace import absolute_sqlite, params_text, scalar_metrics, workspace
+from steelflow.workspace import absolute_sqlite, params_json, scalar_metrics, workspace
 from tests.helpers import repo_params, write_params
 
 
 @pytest.fixture
 def text(tmp_path: Path) -> str:
-    return params_text(write_params(tmp_path, repo_params()))
+    return params_json(load_params(write_params(tmp_path, repo_params())))
 
 
 def test_input_artifacts_merge_into_one_project_root(tmp_path, text, monkeypatch):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import multiprocessing
 import os
@@ -77,6 +78,14 @@ class StudyRef:
     params: dict[str, Any]  # the params tree (params.yaml spelling)
     cache_dir: str
     mlflow_parent_run: str | None = None
+
+    def save(self, path: str | Path) -> None:
+        """As JSON: how a Kubeflow run hands the study from its start step to the worker pods."""
+        io.write_text(path, json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyRef:
+        return cls(**json.loads(Path(path).read_text()))
 
 
 @dataclasses.dataclass
