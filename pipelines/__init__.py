@@ -57,12 +57,33 @@ def compile_pipeline(
     return _compile(config.load_params(params_path, list(overrides)), Path(out))
 
 
+def check_shared_stores(params: Params) -> None:
+    """Pods share no disk: tracking and the study must live on servers, reached through the secrets.
+
+    A ``sqlite:///`` store that no ``kubeflow.secrets`` entry replaces would give every pod its own file,
+    so each tune worker would run a study of its own and the runs would vanish with the pods.
+    """
+    from steelflow.errors import ConfigError
+
+    env = {name for secret in params.kubeflow.secrets for name in secret.env}
+    stores = [("mlflow.tracking_uri", params.mlflow.tracking_uri, "MLFLOW_TRACKING_URI")]
+    if params.tune is not None:
+        stores.append(("tune.storage", params.tune.storage, "STEELFLOW_OPTUNA_STORAGE"))
+    for key, url, variable in stores:
+        if url.startswith("sqlite") and variable not in env:
+            raise ConfigError(
+                f"{key} is {url}, a file each Kubeflow pod would keep to itself: point it at a server, "
+                f"or map {variable} from a secret in kubeflow.secrets"
+            )
+
+
 def _compile(params: Params, out: Path) -> Path:
     from kfp import compiler
 
     from steelflow import io
 
     pipeline, _ = build(params)
+    check_shared_stores(params)
     with io.atomic_path(out) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return out

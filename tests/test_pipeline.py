@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pipelines import compile_pipeline
 from steelflow.cli import app
 from steelflow.config import load_params
-from tests.helpers import REPO, repo_params, write_params
+from tests.helpers import REPO, deep_update, repo_params, write_params
 
 STEPS = (
     "ingest",
@@ -203,24 +203,26 @@ def test_compile_cli_writes_the_ir_and_applies_overrides(tmp_path, monkeypatch):
         ({"kubeflow": {"gpu": {"tolerations": [{"key": "x", "effect": "Sometimes"}]}}}, "effect"),
         ({"kubeflow": {"secrets": [{"name": "s", "env": {}}]}}, "kubeflow.secrets.0.env"),
         ({"kubeflow": {"imge": "x"}}, "unknown key 'kubeflow.imge'"),
+        (
+            {"kubeflow": {"secrets": [{"name": "m", "env": {"MLFLOW_TRACKING_URI": "uri"}}]}},
+            "tune.storage is",
+        ),
+        (
+            {"kubeflow": {"secrets": [{"name": "o", "env": {"STEELFLOW_OPTUNA_STORAGE": "url"}}]}},
+            "mlflow.tracking",
+        ),
     ],
 )
 def test_bad_kubeflow_params_fail_naming_the_key_and_write_nothing(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
     params = repo_params()
     for key, value in change.items():
-        params[key] = None if value is None else _merge(params[key], value)
+        params[key] = None if value is None else deep_update(params[key], value)
     write_params(tmp_path, params)
     result = CliRunner().invoke(app, ["pipeline", "compile", "-o", "p.yaml"])
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not Path("p.yaml").exists()
-
-
-def _merge(base: dict, change: dict) -> dict:
-    from tests.helpers import deep_update
-
-    return deep_update(base, change)
 
 
 # --- submit: kfp.Client against an unreachable host, and against a stub API server -------------------
