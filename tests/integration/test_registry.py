@@ -130,6 +130,20 @@ def test_gates_force_rollback_and_history(registry):
         assert action in table
 
 
+def test_a_candidate_not_yet_registered_is_gated_against_the_champion(registry):
+    """What the Kubeflow pipeline's gate step asks before registering: the champion is v1 here."""
+    from steelflow.registry import candidate_gates
+
+    assert _champion(registry["client"]) == "1"
+    params = load_params("params.yaml")
+    worse = candidate_gates(params, Path("metrics/evaluate.json"))  # the useless model's evaluation
+    failed = {g.name for g in worse if not g.passed}
+    assert "drop vs champion (original)" in failed
+    same = candidate_gates(params, registry["good"] / "evaluate.json")  # v1's own evaluation
+    assert all(g.passed for g in same), same
+    assert any(g.name.startswith("drop vs champion") for g in same)
+
+
 def _test_images(n: int = 12) -> list[Path]:
     rows = pd.read_csv("data/splits/test.csv")
     return [Path("data") / p for p in rows["path"][:n]], list(rows["label"][:n])
