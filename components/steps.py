@@ -45,7 +45,7 @@ def validate(
     from steelflow import paths
     from steelflow.errors import ValidationFailed
     from steelflow.steps.validate import validate as step
-    from steelflow.workspace import scalar_metrics, workspace
+    from steelflow.workspace import workspace
 
     with workspace(params, overrides, [dataset.path]) as ws:
         try:
@@ -56,8 +56,7 @@ def validate(
             passed = False
         ws.keep(report.path, paths.VALIDATION_JSON)
         ws.copy(paths.VALIDATION_DOCS, data_docs.path)
-        for name, value in scalar_metrics(paths.VALIDATION_JSON).items():
-            metrics.log_metric(name, value)
+        ws.log_metrics(metrics, paths.VALIDATION_JSON)
     return passed
 
 
@@ -72,13 +71,12 @@ def split(
     """Stratified train/val/test split of the validated manifest, with the decoded cache → ``splits``."""
     from steelflow import paths
     from steelflow.steps.split import split as step
-    from steelflow.workspace import scalar_metrics, workspace
+    from steelflow.workspace import workspace
 
     with workspace(params, overrides, [dataset.path, report.path]) as ws:
         step(ws.params.data, ws.params.split)
         ws.keep(splits.path, paths.SPLITS, paths.SPLIT_JSON, paths.CACHE / "splits")
-        for name, value in scalar_metrics(paths.SPLIT_JSON).items():
-            metrics.log_metric(name, value)
+        ws.log_metrics(metrics, paths.SPLIT_JSON)
 
 
 def corrupt(
@@ -165,13 +163,12 @@ def train(
 ):
     """Train with the tuned params, tracked in MLflow → ``model`` (weights, history, the MLflow run id)."""
     from steelflow import paths, runs
-    from steelflow.workspace import scalar_metrics, workspace
+    from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path, tuning.path]) as ws:
         runs.train(ws.params, track=True)
         ws.keep(model.path, paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_METRICS, paths.TRAIN_HISTORY)
-        for name, value in scalar_metrics(paths.TRAIN_METRICS).items():
-            metrics.log_metric(name, value)
+        ws.log_metrics(metrics, paths.TRAIN_METRICS)
 
 
 def evaluate(
@@ -187,7 +184,7 @@ def evaluate(
 ):
     """Clean and corrupted test sets → ``evaluation`` (metrics, details, plots), the robustness table."""
     from steelflow import paths, runs
-    from steelflow.workspace import scalar_metrics, workspace
+    from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path, corrupted.path, model.path]) as ws:
         runs.evaluate(ws.params, track=True)
@@ -200,8 +197,7 @@ def evaluate(
             paths.PLOTS,
         )
         ws.copy(paths.ROBUSTNESS_MD, robustness.path)
-        for name, value in scalar_metrics(paths.EVALUATE_METRICS).items():
-            metrics.log_metric(name, value)
+        ws.log_metrics(metrics, paths.EVALUATE_METRICS)
 
 
 def gate(

@@ -53,6 +53,11 @@ class Workspace:
             else:
                 shutil.copy2(src, dst)
 
+    def log_metrics(self, metrics: Any, output: str | Path) -> None:
+        """Every number of a metrics JSON the step wrote onto a KFP ``Metrics`` artifact."""
+        for name, value in scalar_metrics(self.root / output).items():
+            metrics.log_metric(name, value)
+
     def copy(self, output: str | Path, target: str | Path) -> None:
         """Copy one output (a file, or a folder such as the Data Docs site) to be the artifact ``target``."""
         src = self.root / output
