@@ -143,28 +143,51 @@ def submit(
     experiment: str | None = None,
     run_name: str | None = None,
 ) -> dict[str, str]:
-    """Compile and start a run on the Kubeflow Pipelines server at ``host``; returns its id and URL."""
+    """Upload the compiled pipeline to the Kubeflow Pipelines server at ``host`` and start a run of it.
+
+    The pipeline ``steel-defect-pipeline`` is created on the first upload; every later upload adds a version
+    named ``<steelflow version>-<git sha>-<time>``, so the UI lists what ran when. Returns the run's id,
+    experiment, pipeline version and URL.
+    """
     import kfp
     from kfp_server_api.exceptions import ApiException
 
+    from pipelines.steel_defect import NAME
+
     params = config.load_params(params_path, list(overrides))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     with tempfile.TemporaryDirectory(prefix="steelflow-kfp-") as tmp:
-        package = _compile(params, Path(tmp) / "pipeline.yaml")
+        package = str(_compile(params, Path(tmp) / "pipeline.yaml"))
         experiment = experiment or params.kubeflow.experiment  # compiling checked the section is there
+        version_name = f"{_version()}-{stamp}"
+        doing = "the connection"
         try:
             with warnings.catch_warnings():  # "this client only works with KFP v2.0.0-beta.2 and later"
                 warnings.simplefilter("ignore", FutureWarning)
                 client = kfp.Client(host=host)
-            result = client.create_run_from_pipeline_package(
-                str(package),
-                arguments={"params": params_json(params), "overrides": []},
-                run_name=run_name or f"steelflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                experiment_name=experiment,
+            doing = f"the experiment {experiment!r}"
+            experiment_id = client.create_experiment(experiment).experiment_id  # found, or created
+            doing = "the pipeline upload"
+            pipeline_id = client.get_pipeline_id(NAME)
+            if pipeline_id is None:  # the first upload makes the pipeline and its first version
+                pipeline_id = client.upload_pipeline(package, pipeline_name=NAME).pipeline_id
+                first = client.list_pipeline_versions(pipeline_id, page_size=1, sort_by="created_at desc")
+                version_id = first.pipeline_versions[0].pipeline_version_id
+            else:
+                uploaded = client.upload_pipeline_version(package, version_name, pipeline_id=pipeline_id)
+                version_id = uploaded.pipeline_version_id
+            doing = "the run"
+            run = client.run_pipeline(
+                experiment_id,
+                run_name or f"steelflow {stamp}",
+                pipeline_id=pipeline_id,
+                version_id=version_id,
+                params={"params": params_json(params), "overrides": []},
             )
         except ApiException as e:
             body = (e.body or "").strip()[:500] if isinstance(e.body, str) else str(e.body)[:500]
             raise PipelineError(
-                f"Kubeflow Pipelines at {host} refused the run: HTTP {e.status} {e.reason}: {body}"
+                f"Kubeflow Pipelines at {host} refused {doing}: HTTP {e.status} {e.reason}: {body}"
             ) from None
         except Exception as e:
             if not _unreachable(e):
@@ -174,10 +197,24 @@ def submit(
                 "check --host (e.g. http://localhost:8080 after `kubectl port-forward`)"
             ) from None
     return {
-        "run_id": result.run_id,
+        "run_id": run.run_id,
         "experiment": experiment,
-        "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}",
+        "pipeline_version": version_id,
+        "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
     }
+
+
+def _version() -> str:
+    """``<steelflow version>-<short git sha>``: what a pipeline version is named after (and the images)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from steelflow.tracking import git_state
+
+    try:
+        release = version("steelflow")
+    except PackageNotFoundError:
+        release = "dev"
+    return f"{release}-{git_state()['git_commit'][:7]}"
 
 
 def _answer(run_dir: Path, task: str) -> bool | None:

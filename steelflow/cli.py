@@ -415,12 +415,14 @@ def pipeline_submit(
     ] = None,
     run_name: Annotated[str | None, typer.Option(help="name of the run")] = None,
 ) -> None:
-    """Compile the pipeline and start a run of it on a Kubeflow Pipelines server."""
+    """Upload the compiled pipeline (as a new version) to a Kubeflow Pipelines server and start a run."""
     from pipelines import submit
 
     result = submit(host, params, set_ or [], experiment, run_name)
-    run, where = result["run_id"], result["experiment"]
-    out.print(f"pipeline submit: run {run} in experiment {where}: {result['url']}")
+    run, where, version = result["run_id"], result["experiment"], result["pipeline_version"]
+    out.print(
+        f"pipeline submit: run {run} of pipeline version {version} in experiment {where}: {result['url']}"
+    )
 
 
 @app.command()

@@ -227,15 +227,20 @@ def test_bad_kubeflow_params_fail_naming_the_key_and_write_nothing(tmp_path, mon
 
 # --- submit: kfp.Client against an unreachable host, and against a stub API server -------------------
 # A Kubeflow Pipelines API server needs a Kubernetes cluster, which cannot exist here: the stub below
-# answers the few REST calls kfp.Client makes (health, experiment look-up, run creation) and records them.
+# answers the REST calls kfp.Client makes (health, experiments, pipelines and their versions, uploads,
+# runs), keeps what was uploaded, and can refuse uploads.
 
 
 class _StubKfpApi:
-    def __init__(self, reject_runs: bool):
+    def __init__(self, refuse_uploads: bool = False):
         import http.server
         import threading
+        import urllib.parse
 
-        self.requests: list[tuple[str, str, dict]] = []
+        self.refuse_uploads = refuse_uploads
+        self.uploads: list[tuple[dict, bytes]] = []  # (query, multipart body)
+        self.runs: list[dict] = []
+        self.versions: list[str] = []
         stub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -251,24 +256,43 @@ class _StubKfpApi:
                 self.wfile.write(data)
 
             def do_GET(self):
-                stub.requests.append(("GET", self.path, {}))
-                if self.path.startswith("/apis/v2beta1/healthz"):
+                path = urllib.parse.urlparse(self.path).path
+                if path == "/apis/v2beta1/healthz":
                     return self._answer(200, {"multi_user": False})
-                if self.path.startswith("/apis/v2beta1/experiments"):
+                if path == "/apis/v2beta1/experiments":
                     experiment = {"experiment_id": "exp-1", "display_name": "steelflow"}
                     return self._answer(200, {"experiments": [experiment], "total_size": 1})
-                return self._answer(404, {"error_message": "not found", "code": 5})
+                if path == "/apis/v2beta1/pipelines":
+                    found = (
+                        [{"pipeline_id": "p-1", "display_name": "steel-defect-pipeline"}]
+                        if stub.versions
+                        else []
+                    )
+                    return self._answer(200, {"pipelines": found, "total_size": len(found)} if found else {})
+                if path == "/apis/v2beta1/pipelines/p-1/versions":
+                    latest = {"pipeline_id": "p-1", "pipeline_version_id": stub.versions[-1]}
+                    return self._answer(
+                        200, {"pipeline_versions": [latest], "total_size": len(stub.versions)}
+                    )
+                return self._answer(404, {"error_message": f"no {path}", "code": 5})
 
             def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                stub.requests.append(("POST", self.path, body))
-                if stub.reject_runs:
-                    refusal = {"error_message": "invalid pipeline spec: bad executor", "code": 3}
-                    return self._answer(400, refusal)
-                return self._answer(200, {"run_id": "run-42", "display_name": body.get("display_name")})
+                url = urllib.parse.urlparse(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if url.path.startswith("/apis/v2beta1/pipelines/upload"):
+                    if stub.refuse_uploads:
+                        refusal = {"error_message": "invalid pipeline spec: bad executor", "code": 3}
+                        return self._answer(400, refusal)
+                    stub.uploads.append((query, body))
+                    stub.versions.append(f"v-{len(stub.versions) + 1}")
+                    answer = {"pipeline_id": "p-1", "pipeline_version_id": stub.versions[-1]}
+                    return self._answer(200, answer | {"display_name": query.get("name")})
+                if url.path == "/apis/v2beta1/runs":
+                    stub.runs.append(json.loads(body))
+                    return self._answer(200, {"run_id": f"run-{len(stub.runs)}"})
+                return self._answer(404, {"error_message": f"no {url.path}", "code": 5})
 
-        self.reject_runs = reject_runs
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -279,8 +303,16 @@ class _StubKfpApi:
 
 
 @pytest.fixture
+def stub_api():
+    stub = _StubKfpApi()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture
 def project_params(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STEELFLOW_GIT_COMMIT", "0123456789abcdef")
     return write_params(tmp_path, repo_params())
 
 
@@ -297,34 +329,39 @@ def test_submit_to_an_unreachable_host_is_one_clear_error(project_params):
     assert "Traceback" not in result.output
 
 
-def test_submit_refused_by_a_stub_api_server_reports_its_answer(project_params):
-    stub = _StubKfpApi(reject_runs=True)
+def test_an_upload_refused_by_a_stub_api_server_is_one_clear_error(project_params):
+    stub = _StubKfpApi(refuse_uploads=True)
     try:
         result = CliRunner().invoke(app, ["pipeline", "submit", "--host", stub.url])
     finally:
         stub.close()
     assert result.exit_code == 11, result.output
-    assert "refused the run: HTTP 400" in result.output and "invalid pipeline spec" in result.output
+    assert (
+        "refused the pipeline upload: HTTP 400" in result.output and "invalid pipeline spec" in result.output
+    )
     assert "Traceback" not in result.output
+    assert not stub.runs
 
 
-def test_submit_to_a_stub_api_server_sends_the_compiled_pipeline_and_the_params(project_params):
-    stub = _StubKfpApi(reject_runs=False)
-    try:
-        args = ["--host", stub.url, "--set", "train.epochs=7", "--experiment", "steelflow"]
-        result = CliRunner().invoke(app, ["pipeline", "submit", *args])
-    finally:
-        stub.close()
-    assert result.exit_code == 0, result.output
-    assert "run run-42 in experiment steelflow" in result.output
-    assert f"{stub.url}/#/runs/details/run-42" in result.output.replace("\n", "")
-    [(_, _, run)] = [r for r in stub.requests if r[0] == "POST" and r[1].startswith("/apis/v2beta1/runs")]
+def test_submit_uploads_a_pipeline_version_and_runs_it_on_a_stub_api_server(project_params, stub_api):
+    args = ["pipeline", "submit", "--host", stub_api.url, "--set", "train.epochs=7"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "run run-1 of pipeline version v-1 in experiment steelflow" in first.output
+    assert f"{stub_api.url}/#/runs/details/run-1" in first.output.replace("\n", "")
+    query, package = stub_api.uploads[0]
+    assert query["name"] == "steel-defect-pipeline"  # the first upload creates the pipeline
+    assert b"steel-defect-pipeline" in package and b"nvidia.com/gpu" in package  # the compiled IR, whole
+    run = stub_api.runs[0]
     assert run["experiment_id"] == "exp-1"
-    sent_spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
-    assert sent_spec["pipelineInfo"]["name"] == "steel-defect-pipeline"
-    assert "tolerations" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
-    sent = json.loads(run["runtime_config"]["parameters"]["params"])
-    assert sent["train"]["epochs"] == 7  # the override travels inside the params
+    assert run["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "v-1"}
+    assert json.loads(run["runtime_config"]["parameters"]["params"])["train"]["epochs"] == 7
+
+    again = CliRunner().invoke(app, ["pipeline", "submit", "--host", stub_api.url])
+    assert again.exit_code == 0, again.output
+    query, _ = stub_api.uploads[1]
+    assert query["pipelineid"] == "p-1" and query["name"].startswith("0.1.0-0123456")  # version-sha-time
+    assert stub_api.runs[1]["pipeline_version_reference"]["pipeline_version_id"] == "v-2"
 
 
 def test_the_diagram_is_drawn_from_the_compiled_graph(compiled, tmp_path):
