@@ -58,7 +58,8 @@ def compile_pipeline(
 
 
 def check_shared_stores(params: Params) -> None:
-    """Pods share no disk: tracking and the study must live on servers, reached through the secrets.
+    """Pods share no disk: tracking and the study must live on servers reached through the secrets, and
+    the images in a bucket (or be generated).
 
     A ``sqlite:///`` store that no ``kubeflow.secrets`` entry replaces would give every pod its own file,
     so each tune worker would run a study of its own and the runs would vanish with the pods.
@@ -75,6 +76,12 @@ def check_shared_stores(params: Params) -> None:
                 f"{key} is {url}, a file each Kubeflow pod would keep to itself: point it at a server, "
                 f"or map {variable} from a secret in kubeflow.secrets"
             )
+    source = params.data.source
+    if not (params.data.is_synthetic or source.startswith("s3://")):
+        raise ConfigError(
+            f"data.source is the folder {source!r}, which Kubeflow pods cannot see: upload it to a bucket "
+            "and use s3://bucket/prefix (e.g. --set data.source=s3://steelflow/NEU-CLS)"
+        )
 
 
 def _compile(params: Params, out: Path) -> Path:

@@ -211,13 +211,14 @@ def test_compile_cli_writes_the_ir_and_applies_overrides(tmp_path, monkeypatch):
             {"kubeflow": {"secrets": [{"name": "o", "env": {"STEELFLOW_OPTUNA_STORAGE": "url"}}]}},
             "mlflow.tracking",
         ),
+        ({"data": {"source": "../shared/datasets/NEU-CLS"}}, "use s3://bucket/prefix"),
     ],
 )
 def test_bad_kubeflow_params_fail_naming_the_key_and_write_nothing(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
     params = repo_params()
     for key, value in change.items():
-        params[key] = None if value is None else deep_update(params[key], value)
+        params[key] = None if value is None else deep_update(params[key], value)  # lists are replaced
     write_params(tmp_path, params)
     result = CliRunner().invoke(app, ["pipeline", "compile", "-o", "p.yaml"])
     assert result.exit_code == 2, result.output
