@@ -15,13 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from steelflow import config
+from steelflow import config, paths
 from steelflow.config import Params
 from steelflow.errors import SteelflowError
 from steelflow.workspace import params_json
-
-DEFAULT_PACKAGE = Path("pipelines/steel_defect_pipeline.yaml")
-LOCAL_ROOT = Path("reports/kfp-local")  # kfp.local writes each task's artifacts here
 
 
 class PipelineError(SteelflowError):
@@ -49,7 +46,7 @@ def build(params: Params) -> tuple[Any, str]:
 
 
 def compile_pipeline(
-    out: str | Path = DEFAULT_PACKAGE,
+    out: str | Path = paths.KFP_PACKAGE,
     params_path: str | Path = config.DEFAULT_PARAMS,
     overrides: Iterable[str] = (),
 ) -> Path:
@@ -99,7 +96,7 @@ def _compile(params: Params, out: Path) -> Path:
 def run_local(
     params_path: str | Path = config.DEFAULT_PARAMS,
     overrides: Iterable[str] = (),
-    root: str | Path = LOCAL_ROOT,
+    root: str | Path = paths.KFP_LOCAL,
 ) -> LocalRun:
     """The whole pipeline through kfp.local's SubprocessRunner in this Python environment (no venv per task).
 

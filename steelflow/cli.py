@@ -346,9 +346,7 @@ app.add_typer(pipeline_app, name="pipeline")
 def pipeline_compile(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = Path(
-        "pipelines/steel_defect_pipeline.yaml"
-    ),
+    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = paths.KFP_PACKAGE,
 ) -> None:
     """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
     from pipelines import compile_pipeline
@@ -361,7 +359,7 @@ def pipeline_compile(
 def pipeline_diagram(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = Path("docs/pipeline.png"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = paths.PIPELINE_DIAGRAM,
 ) -> None:
     """Draw the compiled pipeline's graph (tasks, conditions, the tuning fan-out, GPU steps) as a PNG."""
     import tempfile
@@ -380,9 +378,7 @@ def pipeline_run(
     local: Annotated[bool, typer.Option("--local", help="run with kfp.local in this environment")] = False,
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = Path(
-        "reports/kfp-local"
-    ),
+    root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
 ) -> None:
     """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger."""
     from pipelines import run_local

@@ -42,3 +42,7 @@ REGISTRATION = REPORTS / "registration.json"  # the version `steelflow register`
 MODEL_CARD = REPORTS / "model_card.md"
 ONNX_MODEL = MODELS / "model.onnx"
 ONNX_REPORT = REPORTS / "onnx.json"  # parity and CPU latency of the ONNX export against eager PyTorch
+
+KFP_PACKAGE = Path("pipelines/steel_defect_pipeline.yaml")  # `steelflow pipeline compile` writes the IR here
+KFP_LOCAL = REPORTS / "kfp-local"  # `steelflow pipeline run --local`: <run>/<task>/<artifact>
+PIPELINE_DIAGRAM = Path("docs/pipeline.png")  # `steelflow pipeline diagram`, shown in the README
