@@ -7,6 +7,7 @@ train a (tiny) CASI-Net, and MLflow on a SQLite file.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import optuna
@@ -135,6 +136,45 @@ def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
     result = runner.invoke(app, ["train", "--no-track", "--set", "train.use_tuned=true"])
     assert result.exit_code == ConfigError.exit_code
     assert "run `steelflow tune` first" in result.output
+
+
+def _claims_study(url: str) -> tuple[optuna.Study, object]:
+    space = {"train.lr": {"kind": "float", "low": 0.1, "high": 0.2}}
+    cfg = config.TuneConfig(n_trials=1, epochs=1, space=space)
+    return tuning._open(tuning.StudyRef("claims", url, {}, "."), cfg, worker=0)
+
+
+def _claim_all(url: str, start: float, out) -> None:
+    study, storage = _claims_study(url)
+    while time.time() < start:  # both processes claim from the same moment on
+        pass
+    claimed = []
+    while (got := tuning._claim(study, storage)) is not None:
+        claimed.append(got[1])
+    out.put(claimed)
+
+
+def test_two_processes_claiming_from_one_sqlite_study_never_take_the_same_trial(tmp_path):
+    """SQLite locks nothing on SELECT … FOR UPDATE: without BEGIN IMMEDIATE, 3-10 of these 60 trials
+    went to both processes (and in CI a tuning worker died on a trial the other had finished)."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    study, storage = _claims_study(url)
+    for _ in range(60):
+        study.enqueue_trial({})
+    storage._backend.engine.dispose()  # no SQLite connection may cross the fork
+    ctx = multiprocessing.get_context("fork")  # forked claimers are ready together, so their claims collide
+    out = ctx.Queue()
+    start = time.time() + 3  # after both have opened the study
+    procs = [ctx.Process(target=_claim_all, args=(url, start, out)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    first, second = out.get(timeout=120), out.get(timeout=120)
+    for proc in procs:
+        proc.join()
+    assert not set(first) & set(second)
+    assert len(first) + len(second) == 60
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])

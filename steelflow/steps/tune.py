@@ -326,6 +326,8 @@ def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, Ba
         )
     except Exception as e:  # SQLAlchemy reports a bad URL or an unreachable server in many ways
         raise ConfigError(f"tune.storage: cannot open {_hide_password(url)}: {e}") from None
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
     sampler = optuna.samplers.TPESampler(
         seed=cfg.sampler.seed + worker,  # one seed per worker, or parallel workers would suggest alike
         n_startup_trials=cfg.sampler.startup_trials,
@@ -342,6 +344,27 @@ def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, Ba
     # Claim and heartbeat through the storage the study wraps (Optuna's trial cache in front of the
     # database), exactly as Study.ask does; the bare RDBStorage would leave that cache behind.
     return study, study._storage
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's ``SELECT … FOR UPDATE``
+    locks nothing there: two workers could both read a trial as WAITING and both claim it (seen in CI:
+    one worker then died updating a trial the other had finished). Taking the lock at BEGIN makes the
+    claim's read and write one step, as on PostgreSQL. SQLAlchemy's recipe for SQLite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 leaves BEGIN to us
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (table creation) are dropped
 
 
 def _pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
