@@ -232,14 +232,10 @@ def _answer(run_dir: Path, task: str) -> bool | None:
 
 
 def _challenger(reg) -> str | None:
-    from mlflow.exceptions import MlflowException
-
     from steelflow.registry import CHALLENGER
 
-    try:
-        return str(reg.call(reg.client.get_model_version_by_alias, reg.name, CHALLENGER).version)
-    except MlflowException:
-        return None
+    version = reg.alias(CHALLENGER)
+    return None if version is None else str(version.version)
 
 
 def _unreachable(e: BaseException) -> bool:

@@ -16,7 +16,7 @@ GROUP_LABELS = {"condition": "if {}", "for-loop": "for each tune worker"}
 
 def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dict[str, str]]:
     """(task → upstream tasks, task → its enclosing groups as "outer/inner", group → condition) from IR."""
-    spec, *platform = yaml.safe_load_all(Path(ir_path).read_text())
+    spec = next(yaml.safe_load_all(Path(ir_path).read_text()))  # the platform spec follows; not needed
     upstream: dict[str, set[str]] = {}
     group_of: dict[str, str] = {}
     conditions: dict[str, str] = {}
@@ -50,8 +50,7 @@ def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dic
 
     walk(spec["root"]["dag"], "", set())
     names = sorted(upstream, key=len, reverse=True)
-    groups = {g for path in group_of.values() if path for g in path.split("/")}
-    members = {g: [n for n, path in group_of.items() if g in path.split("/")] for g in groups}
+    members = _members(group_of)
     for name, deps in upstream.items():
         resolved = set()
         for dep in deps:
@@ -60,6 +59,12 @@ def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dic
             resolved |= {h for h in hits if h and h != name}
         upstream[name] = resolved
     return _reduced(upstream), group_of, conditions
+
+
+def _members(group_of: dict[str, str]) -> dict[str, list[str]]:
+    """Each group (condition or loop) → the tasks inside it, at any depth."""
+    groups = {g for path in group_of.values() if path for g in path.split("/")}
+    return {g: [n for n, path in group_of.items() if g in path.split("/")] for g in groups}
 
 
 def _reduced(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -81,16 +86,18 @@ def _reduced(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
     return {n: {d for d in deps if not reaches(n, d, (n, d))} for n, deps in upstream.items()}
 
 
-def draw(ir_path: str | Path, out: str | Path, gpu_tasks: tuple[str, ...] = ("tune-worker", "train")) -> Path:
-    """Render the pipeline graph, top to bottom, to a PNG."""
+def draw(ir_path: str | Path, out: str | Path) -> Path:
+    """Render the pipeline graph, top to bottom, to a PNG (the GPU steps in their own colour)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    from components import GPU_STEPS
     from steelflow import io
 
+    gpu_tasks = {step.replace("_", "-") for step in GPU_STEPS}  # kfp names tasks with dashes
     upstream, group_of, conditions = graph(ir_path)
     layer: dict[str, int] = {}
 
@@ -111,10 +118,8 @@ def draw(ir_path: str | Path, out: str | Path, gpu_tasks: tuple[str, ...] = ("tu
     }
 
     fig, ax = plt.subplots(figsize=(7.5, 1.05 * len(rows) + 0.8))
-    groups = {g for path in group_of.values() if path for g in path.split("/")}
-    for group in groups:
-        members = [n for n, path in group_of.items() if group in path.split("/")]
-        level = next(path.split("/").index(group) for path in group_of.values() if group in path.split("/"))
+    for group, members in _members(group_of).items():
+        level = group_of[members[0]].split("/").index(group)  # 0 = outermost
         xs, ys = [pos[n][0] for n in members], [pos[n][1] for n in members]
         pad = 1.55 - 0.2 * level
         kind = "for-loop" if group.startswith("for-loop") else "condition"

@@ -125,13 +125,17 @@ class Registry:
                 f"{self.name}: no version {ref!r} in the registry at {self.uri} ({e})"
             ) from None
 
-    def champion(self) -> Any | None:
+    def alias(self, alias: str) -> Any | None:
+        """The version an alias points at, or None when nothing has it."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.call(self.client.get_model_version_by_alias, self.name, CHAMPION)
+            return self.call(self.client.get_model_version_by_alias, self.name, alias)
         except MlflowException:
             return None
+
+    def champion(self) -> Any | None:
+        return self.alias(CHAMPION)
 
     def history(self) -> list[dict[str, Any]]:
         model = self.call(self.client.get_registered_model, self.name)
@@ -399,8 +403,7 @@ def candidate_gates(
     scores = None
     if champion is not None:
         sets = evaluation_sets(params.corrupt, cache_dir)
-        same_data = champion.tags.get("eval_data_hash") == data_hash(sets)
-        scores = _tagged(champion) if same_data else _rescore(reg, champion, sets, params.evaluate.batch_size)
+        scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
     return check_gates(params.registry.gates, candidate, scores)
 
 
@@ -454,13 +457,13 @@ def _comparable(reg, params, candidate, champion, cache_dir, local):
         return (_tagged(candidate), _tagged(champion) if champion is not None else None), local
     sets = evaluation_sets(params.corrupt, cache_dir)
     local = local or data_hash(sets)
-    scores = []
-    for v in (candidate, champion):
-        if v.tags.get("eval_data_hash") == local:
-            scores.append(_tagged(v))
-        else:
-            scores.append(_rescore(reg, v, sets, params.evaluate.batch_size))
+    scores = [_scored_on(reg, v, sets, local, params.evaluate.batch_size) for v in (candidate, champion)]
     return (scores[0], scores[1]), local
+
+
+def _scored_on(reg: Registry, v: Any, sets: dict[str, Path], local: str, batch_size: int) -> dict[str, float]:
+    """A version's accuracies on ``sets`` (hash ``local``): its tags if scored there, else re-scored."""
+    return _tagged(v) if v.tags.get("eval_data_hash") == local else _rescore(reg, v, sets, batch_size)
 
 
 def _accuracy(metrics: dict[str, Any]) -> dict[str, float]:

@@ -47,11 +47,7 @@ class Workspace:
             src, dst = self.root / rel, Path(artifact) / rel
             if not src.exists():
                 raise DataError(f"the step wrote no {rel} (expected in the artifact {artifact})")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst, dirs_exist_ok=True)
-            else:
-                shutil.copy2(src, dst)
+            _copy(src, dst)
 
     def log_metrics(self, metrics: Any, output: str | Path) -> None:
         """Every number of a metrics JSON the step wrote onto a KFP ``Metrics`` artifact."""
@@ -60,12 +56,16 @@ class Workspace:
 
     def copy(self, output: str | Path, target: str | Path) -> None:
         """Copy one output (a file, or a folder such as the Data Docs site) to be the artifact ``target``."""
-        src = self.root / output
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, target)
+        _copy(self.root / output, Path(target))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A file or a whole folder, to ``dst`` (its parents are made)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, dst)
 
 
 @contextlib.contextmanager

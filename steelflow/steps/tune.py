@@ -518,6 +518,9 @@ class _ParentRun:
 
         self._client = MlflowClient(tracking_uri(params.mlflow))
         self._params = params
+        if ref.mlflow_parent_run:  # opened by `start` (here, or in another pod): nothing to look up
+            self.run_id, self.ref = ref.mlflow_parent_run, ref
+            return
         experiment = self._client.get_experiment_by_name(params.mlflow.experiment)
         exp_id = (
             experiment.experiment_id
