@@ -174,10 +174,16 @@ def evaluate(
     from steelflow import runs
 
     result = runs.evaluate(_params(params, set_), track=track)
-    worst = result.summary["worst_condition"]
+    s = result.summary
+    held = (
+        f", worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.3f}"
+        if "holdout_worst_condition" in s
+        else ""
+    )
     out.print(
-        f"evaluate: clean accuracy {result.summary['clean_accuracy']:.3f}, worst {worst} "
-        f"{result.summary['worst_accuracy']:.3f} → {paths.EVALUATE_METRICS}, {paths.ROBUSTNESS_MD}"
+        f"evaluate ({s['training']}): clean accuracy {s['clean_accuracy']:.3f}, worst "
+        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.EVALUATE_METRICS}, "
+        f"{paths.ROBUSTNESS_MD}"
     )
 
 
@@ -459,14 +465,24 @@ def reproduce(
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="folder for the tables and per-variant outputs")
     ] = (Path("reports/reproduce")),
-    track: Annotated[bool, typer.Option("--track/--no-track", help="one MLflow run per variant")] = True,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="one MLflow run per variant and regime")
+    ] = True,
+    training: Annotated[
+        str, typer.Option("--training", help="both | clean (the paper's) | robust (train.robust on)")
+    ] = "both",
 ) -> None:
-    """Train and evaluate the four variants of the paper's Table 1 → <out>/table1.md (ours vs the paper)."""
+    """Train and evaluate the four variants of the paper's Table 1, clean- and robust-trained →
+    <out>/table1.md (ours vs the paper)."""
     from steelflow import runs
+    from steelflow.reproduce import REGIMES
     from steelflow.reproduce import reproduce as run
 
+    if training not in ("both", *REGIMES):
+        raise config.ConfigError(f"--training {training!r}: expected both, clean or robust")
+    regimes = REGIMES if training == "both" else (training,)
     p = _params(params, set_)
-    result = run(p, out_dir, tracker_for=lambda variant: runs.tracker(p, f"reproduce-{variant}", track))
+    result = run(p, out_dir, regimes=regimes, tracker_for=lambda name: runs.tracker(p, name, track))
     out.print(result.table)
 
 

@@ -126,33 +126,87 @@ class BlurCondition(_Condition):
     length: float = Field(gt=0, le=100, description="motion length, pixels")
 
 
-Condition = Annotated[LuminanceCondition | NoiseCondition | BlurCondition, Field(discriminator="kind")]
+# Hold-out kinds: families robust training never augments with (the README's hold-out block).
+
+
+class JpegCondition(_Condition):
+    kind: Literal["jpeg"]
+    quality: int = Field(ge=1, le=95, description="JPEG quality the image is re-encoded at")
+
+
+class SaltPepperCondition(_Condition):
+    kind: Literal["salt_pepper"]
+    amount: float = Field(gt=0, le=0.5, description="fraction of pixels set to black or white")
+
+
+class PixelateCondition(_Condition):
+    kind: Literal["pixelate"]
+    factor: int = Field(ge=2, le=32, description="block size, pixels: resolution lost to a coarse sensor")
+
+
+class StripesCondition(_Condition):
+    kind: Literal["stripes"]
+    strength: float = Field(gt=0, le=1, description="row/column banding, std as a fraction of the mean")
+
+
+_CONDITIONS = (
+    LuminanceCondition,
+    NoiseCondition,
+    BlurCondition,
+    JpegCondition,
+    SaltPepperCondition,
+    PixelateCondition,
+    StripesCondition,
+)
+CONDITION_KINDS = tuple(c.model_fields["kind"].annotation.__args__[0] for c in _CONDITIONS)
+Condition = Annotated[
+    LuminanceCondition
+    | NoiseCondition
+    | BlurCondition
+    | JpegCondition
+    | SaltPepperCondition
+    | PixelateCondition
+    | StripesCondition,
+    Field(discriminator="kind"),
+]
 
 
 class CorruptConfig(Section):
+    """``conditions``: the paper's Table 1 sets. ``holdout``: families training never sees, reported apart."""
+
     seed: int = 0
     conditions: list[Condition] = Field(min_length=1)
+    holdout: list[Condition] = Field(default_factory=list)
     grid_per_class: int = Field(default=1, ge=1, le=4, description="example rows per class in the grid")
 
-    @field_validator("conditions")
-    @classmethod
-    def _unique_names(cls, v: list[Any]) -> list[Any]:
-        names = [c.name for c in v]
+    @model_validator(mode="after")
+    def _unique_names(self) -> CorruptConfig:
+        names = [c.name for c in self.all_conditions]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"condition names repeat: {dup}")
-        return v
+            raise ValueError(f"condition names repeat (conditions and holdout together): {dup}")
+        return self
+
+    @property
+    def all_conditions(self) -> list[Any]:
+        return [*self.conditions, *self.holdout]
 
 
 # --- model, train, evaluate, tracking ---------------------------------------------------------------
 
 
 class ModelConfig(Section):
-    """Which CASI-Net variant, at which input size (paper: casinet at 300 x 300)."""
+    """Which CASI-Net variant, at which input size (paper: casinet at 300 x 300), with which input stage."""
 
     variant: str = Field(min_length=1, description="a name from `steelflow models`")
     image_size: int = Field(ge=8, le=1024, description="side the model resizes its input to")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout before the classifier's last layer")
+    input_norm: Literal["none", "standardize", "flatfield", "local"] = Field(
+        default="none", description="input stage inside the network; none = the paper's"
+    )
+    input_norm_sigma: float = Field(
+        default=0.1, gt=0, le=0.3, description="flatfield/local: low-pass width, fraction of image_size"
+    )
 
 
 class AugmentConfig(Section):
@@ -163,6 +217,107 @@ class AugmentConfig(Section):
     rot90: bool = False
     brightness: float = Field(default=0.0, ge=0, le=1, description="max relative brightness change")
     contrast: float = Field(default=0.0, ge=0, le=1, description="max relative contrast change")
+
+
+Span = tuple[float, float]
+_SPANS = {"strength", "gamma", "gain", "factor", "snr_db", "length", "sigma"}  # the families' [low, high]s
+
+
+class _Family(Section):
+    """One family of robust-training corruptions: drawn for each image with probability ``p``."""
+
+    p: float = Field(ge=0, le=1, description="probability that an image gets this family")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Family:
+        for name, value in self:
+            if name in _SPANS and value[0] > value[1]:
+                raise ValueError(f"{name}: low ({value[0]}) > high ({value[1]})")
+        return self
+
+
+Shape = Literal["spot", "multi_spot", "gradient", "random_field", "glare"]
+
+
+class IlluminationFamily(_Family):
+    """A smooth multiplicative gain ``1 + s·f``, ``f`` a field in [−1, 1] of one of ``shapes``."""
+
+    strength: Span = Field(description="range of s; above 1 parts of the image go black")
+    shapes: tuple[Shape, ...] = Field(min_length=1)
+
+    @field_validator("strength")
+    @classmethod
+    def _strength(cls, v: Span) -> Span:
+        if v[0] < 0 or v[1] > 2:
+            raise ValueError(f"must lie in [0, 2], got {list(v)}")
+        return v
+
+
+class GammaFamily(_Family):
+    gamma: Span = Field(description="range of the exponent (x ** gamma)")
+    gain: Span = Field(default=(1.0, 1.0), description="range of the exposure gain applied with it")
+
+    @field_validator("gamma", "gain")
+    @classmethod
+    def _positive(cls, v: Span) -> Span:
+        if v[0] <= 0:
+            raise ValueError(f"must be > 0, got {list(v)}")
+        return v
+
+
+class ContrastFamily(_Family):
+    factor: Span = Field(description="range of the contrast factor around the image mean (1 = unchanged)")
+
+    @field_validator("factor")
+    @classmethod
+    def _positive(cls, v: Span) -> Span:
+        if v[0] < 0:
+            raise ValueError(f"must be >= 0, got {list(v)}")
+        return v
+
+
+class NoiseFamily(_Family):
+    snr_db: Span = Field(description="range of the signal-to-noise ratio of additive Gaussian noise, dB")
+
+
+class MotionBlurFamily(_Family):
+    length: Span = Field(description="range of the blur length, as a fraction of the image side")
+
+    @field_validator("length")
+    @classmethod
+    def _fraction(cls, v: Span) -> Span:
+        if v[0] < 0 or v[1] > 0.25:
+            raise ValueError(f"must lie in [0, 0.25], got {list(v)}")
+        return v
+
+
+class DefocusFamily(_Family):
+    sigma: Span = Field(description="range of the Gaussian defocus width, as a fraction of the image side")
+
+    @field_validator("sigma")
+    @classmethod
+    def _fraction(cls, v: Span) -> Span:
+        if v[0] <= 0 or v[1] > 0.1:
+            raise ValueError(f"must lie in (0, 0.1], got {list(v)}")
+        return v
+
+
+class RobustConfig(Section):
+    """Robust training: photometric and optical corruptions of every training batch, on the device.
+
+    Its own families (steelflow.data.augment), never the evaluation corruptions. ``enabled: false`` is the
+    paper's clean training.
+    """
+
+    enabled: bool = Field(default=False, description="false = clean training, as in the paper")
+    illumination: IlluminationFamily = IlluminationFamily(
+        p=0.8, strength=(0.2, 1.3), shapes=("spot", "multi_spot", "gradient", "random_field", "glare")
+    )
+    gamma: GammaFamily = GammaFamily(p=0.4, gamma=(0.6, 1.7), gain=(0.8, 1.25))
+    contrast: ContrastFamily = ContrastFamily(p=0.4, factor=(0.4, 1.6))
+    noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0))
+    motion_blur: MotionBlurFamily = MotionBlurFamily(p=0.3, length=(0.01, 0.05))
+    defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.003, 0.012))
 
 
 class TrainConfig(Section):
@@ -182,6 +337,7 @@ class TrainConfig(Section):
     patience: int = Field(ge=0, description="early stopping on val accuracy; 0 = never stop early")
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
+    robust: RobustConfig = RobustConfig()
     threads: int | None = Field(default=None, ge=1, description="CPU threads; null = PyTorch's default")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: fp32 on CPU, bf16 (or fp16) autocast on CUDA"
@@ -218,6 +374,9 @@ class GatesConfig(Section):
     min_worst_accuracy: float = Field(ge=0, le=1, description="accuracy on the hardest corrupted set")
     max_drop: float = Field(
         ge=0, le=1, description="largest allowed accuracy drop against the champion, on every condition"
+    )
+    min_holdout_accuracy: float | None = Field(
+        default=None, ge=0, le=1, description="worst accuracy over corrupt.holdout; null = no such gate"
     )
 
 
@@ -378,6 +537,15 @@ class Params(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _holdout_gate(self) -> Params:
+        gated = self.registry is not None and self.registry.gates.min_holdout_accuracy is not None
+        if gated and not self.corrupt.holdout:
+            raise ValueError(
+                "registry.gates.min_holdout_accuracy is set but corrupt.holdout lists no condition"
+            )
+        return self
+
     def raw(self) -> dict[str, Any]:
         """The tree as params.yaml spells it (for applying overrides and validating again)."""
         return self.model_dump(by_alias=True, mode="json")
@@ -502,7 +670,7 @@ def _describe(err: dict[str, Any]) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in ("luminance", "noise", "blur")
+    return isinstance(part, str) and part in CONDITION_KINDS
 
 
 def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:

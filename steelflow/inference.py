@@ -103,6 +103,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         num_classes=len(meta["classes"]),
         image_size=meta["image_size"],
         dropout=meta["dropout"],
+        # models saved before the input stage existed had none
+        input_norm=meta.get("input_norm", "none"),
+        input_norm_sigma=meta.get("input_norm_sigma", 0.1),
     )
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), meta

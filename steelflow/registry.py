@@ -26,14 +26,21 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
 from steelflow import config, io, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
-from steelflow.steps.evaluate import CLEAN, accuracy_of, data_hash, evaluation_sets, worst_condition
+from steelflow.steps.evaluate import (
+    CLEAN,
+    accuracy_of,
+    data_hash,
+    evaluation_sets,
+    training_label,
+    worst_condition,
+)
 from steelflow.tracking import data_version, git_state, params_hash, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -291,7 +298,8 @@ def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], ta
         f"- evaluation data hash: `{tags['eval_data_hash']}`",
         "",
         "## Training",
-        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}",
+        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}, input stage "
+        f"`{meta.get('input_norm', 'none')}`; {training_label(meta)} (train.robust)",
         f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
         f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
         f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
@@ -299,9 +307,16 @@ def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], ta
         "",
         "## Metrics",
         f"Clean accuracy {s['clean_accuracy']:.4f}; worst condition {s['worst_condition']} "
-        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}.",
+        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}"
+        + (
+            f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
+            if "holdout_worst_condition" in s
+            else "."
+        ),
         "",
-        robustness_table(meta["variant"], accuracy).split("\n", 2)[2],
+        robustness_table(
+            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, _holdout(params)
+        ).split("\n", 2)[2],
         "## Intended use",
         "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
         "classes of the dataset it was trained on), as a screening aid next to human inspection.",
@@ -335,7 +350,7 @@ def promote(
         if champion is not None and _num(champion) == _num(candidate):
             raise RegistryError(f"{reg.name} version {_num(candidate)} is already the champion")
         scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
-        gates = check_gates(params.registry.gates, scores[0], scores[1])
+        gates = check_gates(params.registry.gates, scores[0], scores[1], _holdout(params))
         passed = all(g.passed for g in gates)
         move = {
             "from_version": _num(champion),
@@ -404,11 +419,22 @@ def candidate_gates(
     if champion is not None:
         sets = evaluation_sets(params.corrupt, cache_dir)
         scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
-    return check_gates(params.registry.gates, candidate, scores)
+    return check_gates(params.registry.gates, candidate, scores, _holdout(params))
 
 
-def check_gates(gates: Any, candidate: dict[str, float], champion: dict[str, float] | None) -> list[Gate]:
-    worst = worst_condition(candidate)
+def _holdout(params: Params) -> list[str]:
+    return [c.name for c in params.corrupt.holdout]
+
+
+def check_gates(
+    gates: Any,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    holdout: Collection[str] = (),
+) -> list[Gate]:
+    """Clean and worst accuracy (over the Table 1 conditions), the worst hold-out accuracy when that gate
+    is set, and no drop against the champion on any condition both were scored on."""
+    worst = worst_condition(candidate, exclude=holdout)
     out = [
         Gate(
             "clean accuracy",
@@ -425,6 +451,23 @@ def check_gates(gates: Any, candidate: dict[str, float], champion: dict[str, flo
             "≥",
         ),
     ]
+    held = {k: v for k, v in candidate.items() if k in holdout}
+    if gates.min_holdout_accuracy is not None:
+        if not held:
+            raise DataError(
+                "registry.gates.min_holdout_accuracy is set but the model has no hold-out accuracy: "
+                "run `steelflow corrupt` and `steelflow evaluate` with corrupt.holdout"
+            )
+        worst_held = min(held, key=held.get)
+        out.append(
+            Gate(
+                f"worst hold-out ({worst_held})",
+                held[worst_held],
+                gates.min_holdout_accuracy,
+                held[worst_held] >= gates.min_holdout_accuracy,
+                "≥",
+            )
+        )
     for name, acc in (champion or {}).items():
         drop = acc - candidate.get(name, 0.0)
         out.append(Gate(f"drop vs champion ({name})", drop, gates.max_drop, drop <= gates.max_drop, "≤"))

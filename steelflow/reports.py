@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,21 @@ def corruption_grid(examples: dict[str, list[np.ndarray]], row_labels: list[str]
     _save(fig, out)
 
 
-def accuracy_bars(accuracy: dict[str, float], paper_row: dict[str, float] | None, out: Path) -> None:
-    """Accuracy (%) per condition; the paper's numbers for the same variant beside ours when it has them."""
-    names = list(accuracy)
+def accuracy_bars(
+    accuracy: dict[str, float], paper_row: dict[str, float] | None, out: Path, holdout: Collection[str] = ()
+) -> None:
+    """Accuracy (%) per condition; the paper's numbers for the same variant beside ours when it has them.
+    Hold-out conditions are drawn in their own colour, right of a dashed line."""
+    names = [n for n in accuracy if n not in holdout] + [n for n in accuracy if n in holdout]
     x = np.arange(len(names))
     width = 0.4 if paper_row else 0.6
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4))
-    ax.bar(x - (width / 2 if paper_row else 0), [100 * accuracy[n] for n in names], width, label="steelflow")
+    ours = x - (width / 2 if paper_row else 0)
+    held = np.array([n in holdout for n in names])
+    ax.bar(ours[~held], [100 * accuracy[n] for n in names if n not in holdout], width, label="steelflow")
+    if held.any():
+        ax.bar(ours[held], [100 * accuracy[n] for n in names if n in holdout], width, label="hold-out")
+        ax.axvline(int(np.argmax(held)) - 0.5, color="gray", linestyle="--", linewidth=1)
     if paper_row:
         ax.bar(x + width / 2, [paper_row.get(n, np.nan) for n in names], width, label="paper", alpha=0.6)
     ax.set_xticks(x, names, rotation=30, ha="right")

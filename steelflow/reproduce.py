@@ -1,10 +1,12 @@
 """``steelflow reproduce``: the paper's ablation — train and evaluate all four variants, write Table 1 and 2.
 
-Runs :func:`steelflow.steps.train.train` and :func:`steelflow.steps.evaluate.evaluate` once per variant in
-``steelflow models`` (the rows of the paper's Table 1) on the current data, with params from ``model``
-(its ``variant`` is ignored), ``train``, ``evaluate`` and ``corrupt``. Writes, under ``out_dir``:
-``<variant>/`` (model, metrics, plots), ``table1.md`` (ours beside the paper's numbers, Table 1's layout,
-plus Table 2's parameter column) and ``reproduce.json`` (accuracies, parameter counts, wall times).
+Runs :func:`steelflow.steps.train.train` and :func:`steelflow.steps.evaluate.evaluate` for each variant in
+``steelflow models`` (the rows of the paper's Table 1) and each training regime, ``clean`` (the paper's:
+``train.robust.enabled`` off) and ``robust`` (on), on the current data, with params from ``model`` (its
+``variant`` is ignored), ``train``, ``evaluate`` and ``corrupt``. Writes, under ``out_dir``:
+``<variant>/<regime>/`` (model, metrics, plots), ``table1.md`` (per variant a clean-trained and a
+robust-trained row beside the paper's, Table 1's layout; the hold-out block; Table 2's parameter column)
+and ``reproduce.json`` (accuracies, parameter counts, wall times).
 """
 
 from __future__ import annotations
@@ -20,18 +22,19 @@ from steelflow import io, paper, paths
 from steelflow.config import Params
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
-from steelflow.steps.evaluate import evaluate
+from steelflow.steps.evaluate import evaluate, holdout_lines, table1_lines
 from steelflow.steps.train import train
 from steelflow.tracking import NullTracker
 
 DEFAULT_OUT = paths.REPORTS / "reproduce"
+REGIMES = ("clean", "robust")
 
 
 @dataclass(frozen=True)
 class ReproduceResult:
-    accuracy: dict[str, dict[str, float]]  # variant → condition → accuracy
+    accuracy: dict[str, dict[str, dict[str, float]]]  # variant → regime → condition → accuracy
     params: dict[str, int]
-    seconds: dict[str, float]
+    seconds: dict[str, dict[str, float]]  # variant → regime → seconds
     table: str
 
 
@@ -39,66 +42,88 @@ def reproduce(
     p: Params,
     out_dir: Path = DEFAULT_OUT,
     variants: list[str] | None = None,
+    regimes: tuple[str, ...] = REGIMES,
     tracker_for: Callable[[str], Any] | None = None,
 ) -> ReproduceResult:
-    """Train and evaluate each variant; ``tracker_for(variant)`` may open an MLflow run per variant."""
+    """Train and evaluate each variant in each regime; ``tracker_for(name)`` may open an MLflow run each."""
     out_dir = Path(out_dir)
     variants = variants or list_models()
-    accuracy: dict[str, dict[str, float]] = {}
-    seconds: dict[str, float] = {}
+    accuracy: dict[str, dict[str, dict[str, float]]] = {}
+    seconds: dict[str, dict[str, float]] = {}
     n_params: dict[str, int] = {}
     for variant in variants:
-        folder = out_dir / variant
         model_cfg = p.model.model_copy(update={"variant": variant})
-        start = time.perf_counter()
-        with tracker_for(variant) if tracker_for else contextlib.nullcontext(NullTracker()) as tracker:
-            train(
-                model_cfg,
-                p.train,
-                model_path=folder / "model.pt",
-                checkpoint_path=folder / "checkpoint.pt",
-                metrics_path=folder / "train.json",
-                history_path=folder / "train_history.csv",
-                tracker=tracker,
+        accuracy[variant], seconds[variant] = {}, {}
+        for regime in regimes:
+            folder = out_dir / variant / regime
+            train_cfg = p.train.model_copy(
+                update={"robust": p.train.robust.model_copy(update={"enabled": regime == "robust"})}
             )
-            scored = evaluate(
-                p.evaluate,
-                p.corrupt,
-                model_path=folder / "model.pt",
-                metrics_path=folder / "evaluate.json",
-                details_path=folder / "evaluation.json",
-                robustness_path=folder / "robustness.md",
-                predictions_path=folder / "predictions.csv",
-                plots_dir=folder / "plots",
-                device=p.train.device,
-                tracker=tracker,
-            )
-        seconds[variant] = time.perf_counter() - start
-        accuracy[variant] = scored.accuracy
-        n_params[variant] = count_params(create_model(variant, len(_classes(folder)), p.model.image_size))
+            start = time.perf_counter()
+            name = f"reproduce-{variant}-{regime}"
+            with tracker_for(name) if tracker_for else contextlib.nullcontext(NullTracker()) as tracker:
+                train(
+                    model_cfg,
+                    train_cfg,
+                    model_path=folder / "model.pt",
+                    checkpoint_path=folder / "checkpoint.pt",
+                    metrics_path=folder / "train.json",
+                    history_path=folder / "train_history.csv",
+                    tracker=tracker,
+                )
+                scored = evaluate(
+                    p.evaluate,
+                    p.corrupt,
+                    model_path=folder / "model.pt",
+                    metrics_path=folder / "evaluate.json",
+                    details_path=folder / "evaluation.json",
+                    robustness_path=folder / "robustness.md",
+                    predictions_path=folder / "predictions.csv",
+                    plots_dir=folder / "plots",
+                    device=p.train.device,
+                    tracker=tracker,
+                )
+            seconds[variant][regime] = time.perf_counter() - start
+            accuracy[variant][regime] = scored.accuracy
+            n_classes = len(_classes(folder))
+        n_params[variant] = count_params(create_model(variant, n_classes, p.model.image_size))
 
     table = tables(accuracy, n_params, p)
     io.write_text(out_dir / "table1.md", table)
     io.write_json(
         out_dir / "reproduce.json",
-        {"image_size": p.model.image_size, "accuracy": accuracy, "params": n_params, "seconds": seconds},
+        {
+            "image_size": p.model.image_size,
+            "input_norm": p.model.input_norm,
+            "holdout": [c.name for c in p.corrupt.holdout],
+            "accuracy": accuracy,
+            "params": n_params,
+            "seconds": seconds,
+        },
     )
     return ReproduceResult(accuracy, n_params, seconds, table)
 
 
-def tables(accuracy: dict[str, dict[str, float]], n_params: dict[str, int], p: Params) -> str:
-    """Table 1 (ours, then the paper's row, per variant) and Table 2's parameter column, as Markdown."""
-    conditions = paper.in_table_order(list(next(iter(accuracy.values()))))
+def tables(accuracy: dict[str, dict[str, dict[str, float]]], n_params: dict[str, int], p: Params) -> str:
+    """Table 1 (ours per regime, then the paper's row, per variant), the hold-out block and Table 2's
+    parameter column, as Markdown."""
+    holdout = [c.name for c in p.corrupt.holdout]
     lines = [
         f"# Reproducing CASI-Net's Table 1 ({p.model.image_size} × {p.model.image_size}, "
-        f"{p.train.epochs} epochs max)",
+        f"{p.train.epochs} epochs max, input stage `{p.model.input_norm}`)",
         "",
-        *paper.table1_head(conditions),
     ]
-    for variant, acc in accuracy.items():
-        lines.append(paper.ours_row(f"ours: {paper.VARIANT_LABELS.get(variant, variant)}", acc, conditions))
-        if variant in paper.TABLE1:
-            lines.append(paper.paper_row(variant, conditions))
+    rows: dict[str, dict[str, float]] = {}
+    body: list[str] = []
+    for variant, by_regime in accuracy.items():
+        label = paper.VARIANT_LABELS.get(variant, variant)
+        ours = {f"ours, {regime}-trained: {label}": acc for regime, acc in by_regime.items()}
+        rows |= ours
+        table = table1_lines(ours, holdout, [variant] if variant in paper.TABLE1 else [])
+        body += table if not body else table[2:]  # one header for all variants
+    lines += body
+    if holdout:
+        lines += ["", *holdout_lines(rows, holdout)]
     lines += [
         "",
         "## Parameters (Table 2's column)",
@@ -109,7 +134,12 @@ def tables(accuracy: dict[str, dict[str, float]], n_params: dict[str, int], p: P
     for variant, count in n_params.items():
         theirs = f"{paper.TABLE2['CASI-Net'][0]:.2f} M" if variant == "casinet" else "–"
         lines.append(f"| {paper.VARIANT_LABELS.get(variant, variant)} | {count / 1e6:.3f} M | {theirs} |")
-    lines += ["", f"Paper: {paper.CITATION}. Corruptions are steelflow's Fu-style versions (README).", ""]
+    lines += [
+        "",
+        f"Paper: {paper.CITATION}. Corruptions are steelflow's Fu-style versions (README). Clean-trained: "
+        "`train.robust.enabled: false`, the paper's setting; robust-trained: on.",
+        "",
+    ]
     return "\n".join(lines)
 
 

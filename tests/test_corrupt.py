@@ -30,8 +30,8 @@ def split_done(project):
 def test_every_test_image_under_every_condition(split_done):
     result = corrupt(split_done.data, split_done.corrupt)
     test = manifest.read("data/splits/test.csv")
-    names = [c.name for c in split_done.corrupt.conditions]
-    assert result.conditions == names and result.n_images == len(test)
+    names = [c.name for c in split_done.corrupt.all_conditions]  # the Table 1 six, then the hold-out ones
+    assert split_done.corrupt.holdout and result.conditions == names and result.n_images == len(test)
     index = pd.read_csv("data/corrupted/index.csv")
     assert len(index) == len(test) * len(names)
     assert sorted(set(index["condition"])) == sorted(names)
@@ -49,7 +49,7 @@ def test_corrupted_images_differ_from_the_originals_and_keep_size(split_done):
     test = manifest.read("data/splits/test.csv")
     row = test.iloc[0]
     original = np.asarray(Image.open(Path("data") / row["path"]))
-    for c in split_done.corrupt.conditions:
+    for c in split_done.corrupt.all_conditions:
         out = np.asarray(
             Image.open(Path("data/corrupted") / c.name / row["label"] / (Path(row["path"]).stem + ".png"))
         )
@@ -63,7 +63,7 @@ def test_reruns_are_byte_identical_and_grid_is_drawn(split_done):
     corrupt(split_done.data, split_done.corrupt)
     assert {p: p.read_bytes() for p in Path("data/corrupted").rglob("*.png")} == first
     grid = Image.open("reports/corruptions.png")
-    n_cols, n_rows = 1 + len(split_done.corrupt.conditions), 6 * split_done.corrupt.grid_per_class
+    n_cols, n_rows = 1 + len(split_done.corrupt.all_conditions), 6 * split_done.corrupt.grid_per_class
     assert grid.width / grid.height == pytest.approx(n_cols / n_rows, rel=0.3)  # one square cell per example
 
 
@@ -71,7 +71,8 @@ def test_user_defined_condition_list(project):
     params = load_params(
         overrides=[
             "corrupt.conditions=[{name: dim, kind: luminance, alpha: 0.2},"
-            " {name: shake, kind: blur, length: 3}]"
+            " {name: shake, kind: blur, length: 3}]",
+            "corrupt.holdout=[{name: fog, kind: jpeg, quality: 20}]",
         ]
     )
     ingest(params.data)
@@ -79,4 +80,4 @@ def test_user_defined_condition_list(project):
     Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
     split(params.data, params.split)
     corrupt(params.data, params.corrupt)
-    assert sorted(p.name for p in Path("data/corrupted").iterdir() if p.is_dir()) == ["dim", "shake"]
+    assert sorted(p.name for p in Path("data/corrupted").iterdir() if p.is_dir()) == ["dim", "fog", "shake"]

@@ -42,7 +42,7 @@ def _write_sets(conditions: list[str]) -> None:
 @pytest.fixture
 def fixed_model(project):
     p = load_params()
-    _write_sets([c.name for c in p.corrupt.conditions])
+    _write_sets([c.name for c in p.corrupt.all_conditions])
     meta = {"variant": "casinet", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}
     save_trained(_always(1), meta, Path("models/model.pt"))
     return p
@@ -53,8 +53,13 @@ def test_a_model_that_always_says_rust_gets_the_expected_confusion_matrix(fixed_
     result = evaluate(p.evaluate, p.corrupt)
     n = sum(COUNTS)
     assert result.accuracy == {name: pytest.approx(COUNTS[1] / n) for name in result.accuracy}
-    assert list(result.accuracy) == ["original", *(c.name for c in p.corrupt.conditions)]
+    holdout = [c.name for c in p.corrupt.holdout]
+    assert holdout and list(result.accuracy) == ["original", *(c.name for c in p.corrupt.conditions), *holdout]
     metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    assert metrics["holdout"] == holdout
+    summary = metrics["summary"]
+    assert summary["worst_condition"] not in holdout and summary["holdout_worst_condition"] in holdout
+    assert summary["training"] == "clean-trained"  # a model saved without the robust flag
     assert set(metrics["conditions"]["original"]) == {
         "accuracy",
         "precision_macro",
@@ -93,7 +98,7 @@ def test_robustness_report_puts_the_papers_numbers_beside_ours(fixed_model):
 
 def test_variants_without_attention_draw_no_attention_picture(project):
     p = load_params()
-    _write_sets([c.name for c in p.corrupt.conditions])
+    _write_sets([c.name for c in p.corrupt.all_conditions])
     meta = {"variant": "blfe_mlp", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}
     save_trained(_always(2, "blfe_mlp"), meta, Path("models/model.pt"))
     evaluate(p.evaluate, p.corrupt)
@@ -112,7 +117,19 @@ def test_score_on_hand_made_probabilities():
 
 
 def test_table_layout_follows_the_paper_columns():
-    table = robustness_table("casinet", {"original": 0.9, "luminance_0.4": 0.8, "my_fog": 0.5})
+    rows = {"ours": {"original": 0.9, "luminance_0.4": 0.8, "my_fog": 0.5}}
+    table = robustness_table("casinet", rows)
     header = table.splitlines()[2]
     assert header == "| method | Original | Luminance (α ± 0.4) | my_fog |"
     assert "| paper: BLFE + CA + SI + MLP (CASI-Net) | 95.83 | 94.21 | – |" in table
+    assert "Hold-out" not in table
+
+
+def test_hold_out_conditions_get_a_block_of_their_own_without_paper_rows():
+    acc = {"original": 0.9, "luminance_0.4": 0.8, "jpeg_q10": 0.7}
+    table = robustness_table("casinet", {"clean-trained": acc, "robust-trained": acc}, holdout=["jpeg_q10"])
+    table1, held = table.split("## Hold-out")
+    assert "| method | Original | Luminance (α ± 0.4) |" in table1 and "jpeg_q10" not in table1
+    assert "| method | Original | jpeg_q10 |" in held and "paper:" not in held
+    assert "| **clean-trained** | **90.00** | **70.00** |" in held
+    assert "| **robust-trained** | **90.00** | **70.00** |" in held

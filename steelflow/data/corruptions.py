@@ -20,6 +20,18 @@ returned as uint8 in the input's shape. A colour image gets the same field / ker
   divided by its sum. ``θ`` is uniform in ``[0, 180)``; L below 1 counts as 1 (a single pixel: no blur).
   Integer ``L`` at θ = 0 gives ``L`` equal taps for odd ``L`` and ``[½, 1, …, 1, ½] / L`` for even ``L``.
 
+The **hold-out** kinds (``corrupt.holdout``) are families robust training never augments with
+(:mod:`steelflow.data.augment` has no compression, impulse, resolution or banding family), so accuracy on
+them tells robustness apart from fitting the augmentation:
+
+- **JPEG at quality q**: encoded and decoded by Pillow (4:2:0 for colour); blocking and ringing.
+- **Salt and pepper, amount a**: a fraction ``a`` of the pixels (all channels of each) set to 0 or 255,
+  half each on average; a dead or hot sensor pixel, dust.
+- **Pixelate by k**: the mean of each ``k × k`` block (Pillow's box filter), repeated back to the
+  original size; a coarse sensor or a digital zoom.
+- **Stripes, strength s**: every row (or every column, by a coin flip) gets its own additive offset
+  ``n · s · mean(I)``, ``n ~ N(0, 1)``; the fixed-pattern banding of a line-scan sensor.
+
 The randomness of one image under one condition comes from :func:`rng_for` (global seed, the image's
 sha256, the condition name), so a corrupted image does not depend on processing order or worker count.
 """
@@ -27,14 +39,16 @@ sha256, the condition name), so a corrupted image does not depend on processing 
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import operator
 import re
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
-from steelflow.config import Condition
+from steelflow.config import CONDITION_KINDS, Condition
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _SPOT_SIGMA = (0.25, 0.5)  # spotlight width, as fractions of the image's longer side
@@ -49,7 +63,15 @@ def apply(img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np
         return noise(img, condition.snr_db, rng)
     if kind == "blur":
         return motion_blur(img, condition.length, rng)
-    raise ValueError(f"unknown corruption kind {kind!r} (allowed: luminance, noise, blur)")
+    if kind == "jpeg":
+        return jpeg(img, condition.quality)
+    if kind == "salt_pepper":
+        return salt_pepper(img, condition.amount, rng)
+    if kind == "pixelate":
+        return pixelate(img, condition.factor)
+    if kind == "stripes":
+        return stripes(img, condition.strength, rng)
+    raise ValueError(f"unknown corruption kind {kind!r} (allowed: {', '.join(CONDITION_KINDS)})")
 
 
 def rng_for(seed: int, sha256: str, condition_name: str) -> np.random.Generator:
@@ -146,6 +168,57 @@ def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     if img.ndim == 3:
         kernel = kernel[..., None]  # a channel axis of size 1: channels never mix
     return _to_uint8(ndimage.convolve(img.astype(np.float64), kernel, mode="nearest"))
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """Re-encode as JPEG at ``quality`` (1–95) and decode again."""
+    _check_image(img)
+    if not 1 <= int(quality) <= 95:
+        raise ValueError(f"quality must be in 1..95, got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert(Image.fromarray(img).mode)).reshape(img.shape)
+
+
+def salt_pepper(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Set a fraction ``amount`` of the pixels to black or white (a coin flip each)."""
+    _check_image(img)
+    amount = _finite("amount", amount)
+    if not 0 <= amount <= 1:
+        raise ValueError(f"amount must be in [0, 1], got {amount}")
+    out = img.copy()
+    hit = rng.random(img.shape[:2]) < amount
+    white = rng.random(img.shape[:2]) < 0.5
+    out[hit & white] = 255
+    out[hit & ~white] = 0
+    return out
+
+
+def pixelate(img: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor × factor`` blocks and repeat them back to the original size."""
+    _check_image(img)
+    if int(factor) < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    h, w = img.shape[:2]
+    small = Image.fromarray(img).reduce(int(factor))
+    return np.asarray(small.resize((w, h), Image.Resampling.NEAREST)).reshape(img.shape)
+
+
+def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """An additive offset per row, or per column, of std ``strength · mean(I)``."""
+    _check_image(img)
+    strength = _finite("strength", strength)
+    if strength < 0:
+        raise ValueError(f"strength must be >= 0, got {strength}")
+    h, w = img.shape[:2]
+    signal = img.astype(np.float64)
+    sigma = strength * float(signal.mean())
+    offsets = rng.normal(0.0, sigma, (h, 1)) if rng.random() < 0.5 else rng.normal(0.0, sigma, (1, w))
+    if img.ndim == 3:
+        offsets = offsets[..., None]
+    return _to_uint8(signal + offsets)
 
 
 # --- helpers ----------------------------------------------------------------------------------------

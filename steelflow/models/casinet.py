@@ -11,8 +11,9 @@ does the rest itself:
 - a 1-channel (grayscale) input to a model built with ``in_chans=3`` is repeated to 3 channels;
 - an input whose side is not ``image_size`` is resized to it (bilinear, no antialias) — the paper
   "resize[s] the input images to 300×300×3";
-- no normalisation: the first layer is a bias-free 1×1 conv followed by batch norm, which absorbs any
-  per-channel affine normalisation of the input exactly, so a mean/std step would add nothing.
+- then the input stage ``input_norm`` (:mod:`steelflow.models.input_norm`): ``none`` is the paper's (the
+  first layer, a bias-free 1×1 conv and batch norm, absorbs any fixed per-channel affine normalisation),
+  the others normalise each image on its own, per image or per neighbourhood, against lighting.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from steelflow.models.blocks import BLFE, POOLS, CoordinateAttention, MLPHead, SelfInteraction
+from steelflow.models.input_norm import build_input_norm
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class CASINet(nn.Module):
         image_size: int,
         in_chans: int = 3,
         dropout: float = 0.0,
+        input_norm: str = "none",
+        input_norm_sigma: float = 0.1,
     ) -> None:
         super().__init__()
         if image_size < config.min_image_size:
@@ -86,6 +90,8 @@ class CASINet(nn.Module):
         self.in_chans = in_chans
         self.feature_size = image_size // 2**POOLS
 
+        self.input_norm = build_input_norm(input_norm, image_size, input_norm_sigma)
+        self.input_norm_kind = input_norm
         self.backbone = BLFE(in_chans, config.widths)
         channels = self.backbone.out_chans
         self.attention = (
@@ -97,12 +103,13 @@ class CASINet(nn.Module):
         self.head = MLPHead(channels, config.mlp_hidden, num_classes, dropout)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize to ``image_size`` if needed, then repeat a grayscale channel to ``in_chans``."""
+        """Resize to ``image_size`` if needed, apply the input stage, repeat a grayscale channel."""
         if x.ndim != 4:
             raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
         if x.shape[-2] != self.image_size or x.shape[-1] != self.image_size:
             size = (self.image_size, self.image_size)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+        x = self.input_norm(x)  # on the channels given: a grayscale image is normalised once, then repeated
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
                 raise ValueError(f"expected 1 or {self.in_chans} input channels, got {x.shape[1]}")
@@ -135,4 +142,7 @@ class CASINet(nn.Module):
         return self.attention.gates(self.backbone(self.prepare(x)))
 
     def extra_repr(self) -> str:
-        return f"variant={self.config.name}, num_classes={self.num_classes}, image_size={self.image_size}"
+        return (
+            f"variant={self.config.name}, num_classes={self.num_classes}, image_size={self.image_size}, "
+            f"input_norm={self.input_norm_kind}"
+        )

@@ -34,12 +34,28 @@ def get_config(name: str) -> CASINetConfig:
 
 
 def create_model(
-    name: str, num_classes: int, image_size: int, in_chans: int = 3, dropout: float = 0.0
+    name: str,
+    num_classes: int,
+    image_size: int,
+    in_chans: int = 3,
+    dropout: float = 0.0,
+    input_norm: str = "none",
+    input_norm_sigma: float = 0.1,
 ) -> nn.Module:
     """Build variant ``name`` with freshly initialised weights.
 
     ``image_size`` is the side the model resizes every input to (the paper: 300); ``in_chans`` the
     channels its first conv takes (a 1-channel input is repeated to them); ``dropout`` sits before the
-    last linear layer. Raises ``ValueError`` for an unknown name or a size/count the network cannot take.
+    last linear layer; ``input_norm`` is the input stage (:mod:`steelflow.models.input_norm`), with its
+    low-pass width ``input_norm_sigma`` as a fraction of ``image_size``. Raises ``ValueError`` for an
+    unknown name or a size/count the network cannot take.
     """
-    return CASINet(get_config(name), num_classes, image_size, in_chans=in_chans, dropout=dropout)
+    return CASINet(
+        get_config(name),
+        num_classes,
+        image_size,
+        in_chans=in_chans,
+        dropout=dropout,
+        input_norm=input_norm,
+        input_norm_sigma=input_norm_sigma,
+    )

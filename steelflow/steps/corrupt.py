@@ -52,7 +52,7 @@ def corrupt(
     rows: list[dict[str, str]] = []
     with io.atomic_path(out_dir) as staged_images, io.atomic_path(cache_dir) as staged_cache:
         staged_cache.mkdir()
-        for condition in cfg.conditions:
+        for condition in cfg.all_conditions:
             corrupted = []
             for img, (_, row) in zip(originals, test.iterrows(), strict=True):
                 out = corruptions.apply(
@@ -78,4 +78,4 @@ def corrupt(
         pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(staged_images / "index.csv", index=False)
 
     corruption_grid(examples, [test["label"].iloc[i] for i in picks], grid_path)
-    return CorruptResult([c.name for c in cfg.conditions], len(test))
+    return CorruptResult([c.name for c in cfg.all_conditions], len(test))

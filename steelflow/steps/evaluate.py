@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io as pyio
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,28 +77,28 @@ def evaluate(
             )
 
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
-    corrupted = {k: v for k, v in accuracy.items() if k != CLEAN}
-    worst = worst_condition(accuracy)
-    summary = {
-        "variant": meta["variant"],
-        "clean_accuracy": accuracy[CLEAN],
-        "worst_condition": worst,
-        "worst_accuracy": accuracy[worst],
-        "mean_corrupted_accuracy": float(np.mean(list(corrupted.values()))) if corrupted else accuracy[CLEAN],
-    }
+    holdout = [c.name for c in corrupt_cfg.holdout]
+    summary = {"variant": meta["variant"], "training": training_label(meta), **summarize(accuracy, holdout)}
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
     io.write_json(
         metrics_path,
-        {"summary": summary, "conditions": {n: {k: m[k] for k in SCALARS} for n, m in per_condition.items()}},
+        {
+            "summary": summary,
+            "conditions": {n: {k: m[k] for k in SCALARS} for n, m in per_condition.items()},
+            "holdout": holdout,
+        },
     )
     io.write_json(details_path, per_condition)
-    io.write_text(robustness_path, robustness_table(meta["variant"], accuracy))
+    rows = {f"steelflow {meta['variant']}, {summary['training']}": accuracy}
+    io.write_text(robustness_path, robustness_table(meta["variant"], rows, holdout))
     with io.atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
-    accuracy_bars(accuracy, paper.TABLE1.get(meta["variant"]), plots_dir / "accuracy_by_condition.png")
+    accuracy_bars(
+        accuracy, paper.TABLE1.get(meta["variant"]), plots_dir / "accuracy_by_condition.png", holdout
+    )
     confusion_figure(
         np.array(per_condition[CLEAN]["confusion_matrix"]),
         meta["classes"],
@@ -117,16 +117,44 @@ def evaluate(
 
 
 def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
-    """Condition name → its cache file: the clean test split first, then every corrupted copy."""
+    """Condition name → its cache file: the clean test split, every corrupted copy, then the hold-out ones."""
     sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
-    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.conditions})
+    sets.update(
+        {c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.all_conditions}
+    )
     return sets
 
 
-def worst_condition(accuracy: dict[str, float]) -> str:
-    """The corrupted set with the lowest accuracy (the clean set when there is none)."""
-    corrupted = {k: v for k, v in accuracy.items() if k != CLEAN}
+def worst_condition(accuracy: dict[str, float], exclude: Collection[str] = ()) -> str:
+    """The corrupted set with the lowest accuracy, but ``exclude`` (the clean set when none is left)."""
+    corrupted = {k: v for k, v in accuracy.items() if k != CLEAN and k not in exclude}
     return min(corrupted, key=corrupted.get) if corrupted else CLEAN
+
+
+def summarize(accuracy: dict[str, float], holdout: Collection[str]) -> dict[str, Any]:
+    """Clean, worst and mean accuracy over the Table 1 conditions, and the same over the hold-out block."""
+    corrupted = [v for k, v in accuracy.items() if k != CLEAN and k not in holdout]
+    worst = worst_condition(accuracy, exclude=holdout)
+    out: dict[str, Any] = {
+        "clean_accuracy": accuracy[CLEAN],
+        "worst_condition": worst,
+        "worst_accuracy": accuracy[worst],
+        "mean_corrupted_accuracy": float(np.mean(corrupted)) if corrupted else accuracy[CLEAN],
+    }
+    held = {k: accuracy[k] for k in holdout if k in accuracy}
+    if held:
+        worst_held = min(held, key=held.get)
+        out |= {
+            "holdout_worst_condition": worst_held,
+            "holdout_worst_accuracy": held[worst_held],
+            "holdout_mean_accuracy": float(np.mean(list(held.values()))),
+        }
+    return out
+
+
+def training_label(meta: dict[str, Any]) -> str:
+    """How the saved model was trained: with ``train.robust`` on, or clean (models from before it: clean)."""
+    return "robust-trained" if meta.get("robust") else "clean-trained"
 
 
 def data_hash(sets: dict[str, Path]) -> str:
@@ -187,23 +215,44 @@ def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str
     }
 
 
-def robustness_table(variant: str, accuracy: dict[str, float]) -> str:
-    """Markdown in the layout of the paper's Table 1: our row, then the paper's rows."""
-    columns = paper.in_table_order(list(accuracy))
-    lines = [
-        *paper.table1_head(columns),
-        paper.ours_row(f"steelflow {variant}", accuracy, columns),
-        *(paper.paper_row(v, columns) for v in paper.TABLE1),
-    ]
+def robustness_table(variant: str, rows: dict[str, dict[str, float]], holdout: Collection[str] = ()) -> str:
+    """Markdown: our rows (label → accuracy) in the layout of the paper's Table 1 with the paper's rows,
+    then the hold-out block (conditions no training family resembles), which the paper does not have."""
     out = pyio.StringIO()
     out.write(f"# Robustness: accuracy (%) of `{variant}` on the clean and corrupted test sets\n\n")
-    out.write("\n".join(lines) + "\n\n")
+    out.write("\n".join(table1_lines(rows, holdout, [v for v in paper.TABLE1])) + "\n\n")
     out.write(
         f"Paper rows: {paper.CITATION}, on NEU-CLS at 300 × 300. Our corruptions are Fu-style "
         "re-implementations (see README), and our data and image size come from params.yaml, so compare "
         "the pattern across conditions rather than single numbers.\n"
     )
+    if holdout:
+        out.write("\n" + "\n".join(holdout_lines(rows, holdout)) + "\n")
     return out.getvalue()
+
+
+def table1_lines(
+    rows: dict[str, dict[str, float]], holdout: Collection[str], paper_variants: list[str]
+) -> list[str]:
+    """Table 1's head over the clean set and the paper's conditions, our rows, then the paper's rows."""
+    first = next(iter(rows.values()))
+    columns = paper.in_table_order([c for c in first if c not in holdout])
+    return [
+        *paper.table1_head(columns),
+        *(paper.ours_row(label, acc, columns) for label, acc in rows.items()),
+        *(paper.paper_row(v, columns) for v in paper_variants),
+    ]
+
+
+def holdout_lines(rows: dict[str, dict[str, float]], holdout: Collection[str]) -> list[str]:
+    """The hold-out block: a heading, our rows over the hold-out conditions (the clean set for reference)."""
+    columns = [CLEAN, *holdout]
+    return [
+        "## Hold-out conditions: corruption families training never augments with",
+        "",
+        *paper.table1_head(columns),
+        *(paper.ours_row(label, acc, columns) for label, acc in rows.items()),
+    ]
 
 
 def _auroc(labels: np.ndarray, probs: np.ndarray, k: int) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io as pyio
 import time
 from collections.abc import Callable
@@ -26,7 +27,8 @@ import torch
 from torch import nn
 
 from steelflow import io, paths
-from steelflow.config import ModelConfig, TrainConfig
+from steelflow.config import ModelConfig, RobustConfig, TrainConfig
+from steelflow.data import augment as augmentation
 from steelflow.data import cache
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.inference import (
@@ -109,6 +111,8 @@ def train(
             num_classes=len(classes),
             image_size=model_cfg.image_size,
             dropout=model_cfg.dropout,
+            input_norm=model_cfg.input_norm,
+            input_norm_sigma=model_cfg.input_norm_sigma,
         ).to(device)
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
@@ -125,6 +129,9 @@ def train(
         "variant": model_cfg.variant,
         "image_size": model_cfg.image_size,
         "dropout": model_cfg.dropout,
+        "input_norm": model_cfg.input_norm,
+        "input_norm_sigma": model_cfg.input_norm_sigma,
+        "robust": cfg.robust.enabled,
         "classes": classes,
         "in_chans": int(train_set.images.shape[-1]),
     }
@@ -214,25 +221,16 @@ def train(
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Random flips, quarter turns, brightness and contrast, per image, from torch's global RNG."""
-    a = cfg.augment
-    n = x.shape[0]
-    if a.hflip:
-        x = torch.where(_coin(n, x), x.flip(-1), x)
-    if a.vflip:
-        x = torch.where(_coin(n, x), x.flip(-2), x)
-    if a.rot90 and x.shape[-1] == x.shape[-2]:
-        x = torch.where(_coin(n, x), x.rot90(1, (-2, -1)), x)
-    if a.brightness:
-        x = x * (1 + a.brightness * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1))
-    if a.contrast:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * (1 + a.contrast * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)) + mean
-    return x.clamp_(0, 1)
+    """One training batch's augmentation: ``train.augment``, then ``train.robust``'s families when on."""
+    x = augmentation.augment(x, cfg.augment)
+    if cfg.robust.enabled:
+        x = _robust(cfg.robust)(x)
+    return x
 
 
-def _coin(n: int, like: torch.Tensor) -> torch.Tensor:
-    return (torch.rand(n, 1, 1, 1, device=like.device) < 0.5).expand_as(like)
+@functools.lru_cache(maxsize=4)
+def _robust(cfg: RobustConfig) -> augmentation.RobustAugment:
+    return augmentation.RobustAugment(cfg)
 
 
 def _validate(model, x_val, y_val, batch_size, device, dtype, channels_last, loss_fn) -> dict[str, float]:

@@ -1,0 +1,198 @@
+"""Robustness on real NEU-CLS: clean-trained vs robust-trained CASI-Net, with every input stage.
+
+Builds a throwaway project from profiles/paper.yaml on the real NEU-CLS (the paper's 70/30 split, 20 % of
+train held out for early stopping), at a CPU size (default 64 px), runs ingest → validate → split →
+corrupt once, then trains and evaluates one model per row: training regime (``clean``:
+``train.robust.enabled`` off, the paper's; ``robust``: on) × input stage (``model.input_norm``). Rows run
+as separate processes, ``--jobs`` at a time, one thread each. Columns: the clean test set, the six Table 1
+conditions and the hold-out block (corruption families training never sees).
+
+Prints the table and writes benchmarks/results/robustness.json and robustness.png.
+
+    .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2]
+        [--norms none standardize flatfield local] [--regimes clean robust] [--data DIR] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+FLOORS = {"clean": 0.975, "table1": 0.93, "holdout": 0.85}  # the robustness issue's floors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "NEU-CLS")
+    parser.add_argument("--size", type=int, default=64, help="cache and model image size, px")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--jobs", type=int, default=2, help="rows trained at once (one thread each)")
+    parser.add_argument("--norms", nargs="+", default=["none", "standardize", "flatfield", "local"])
+    parser.add_argument("--regimes", nargs="+", default=["clean", "robust"])
+    parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
+    parser.add_argument("--row", nargs=2, metavar=("REGIME", "NORM"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.row:  # one row, in its own process (what the parent runs --jobs of at once)
+        return _train_row(args.workdir, *args.row)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="steelflow-bench-robust-") as tmp:
+        project = args.workdir or Path(tmp)
+        project.mkdir(parents=True, exist_ok=True)
+        _write_params(project, args)
+        prep = time.perf_counter()
+        for step in ("ingest", "validate", "split", "corrupt"):
+            _steelflow(project, step)
+        prep = time.perf_counter() - prep
+        rows = [(r, n) for r in args.regimes for n in args.norms]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda row: _run_row(project, *row), rows))
+    params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
+    holdout = [c["name"] for c in params["corrupt"]["holdout"]]
+    report = {
+        "data": str(args.data),
+        "image_size": args.size,
+        "epochs": args.epochs,
+        "holdout": holdout,
+        "floors": FLOORS,
+        "rows": results,
+        "prepare_seconds": prep,
+        "total_seconds": time.perf_counter() - started,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": "benchmarks/bench_robustness.py " + " ".join(sys.argv[1:]),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "robustness.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results, holdout))
+    _plot(results, holdout, RESULTS / "robustness.png")
+    print(f"total {report['total_seconds']:.0f} s → {RESULTS / 'robustness.json'}, robustness.png")
+
+
+def _write_params(project: Path, args: argparse.Namespace) -> None:
+    params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
+    params["data"]["source"] = str(args.data.resolve())
+    params["data"]["cache_size"] = args.size
+    params["model"]["image_size"] = args.size
+    params["train"].update(epochs=args.epochs, patience=0, threads=1)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _steelflow(project: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "steelflow", *args], cwd=project, check=True, capture_output=True)
+
+
+def _run_row(project: Path, regime: str, norm: str) -> dict:
+    cmd = [sys.executable, __file__, "--workdir", str(project), "--row", regime, norm]
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    row = json.loads((project / "rows" / f"{regime}-{norm}" / "row.json").read_text())
+    print(f"{regime:>6} {norm:<11} {row['seconds']:6.0f} s  " + _cells(row["accuracy"]), flush=True)
+    return row
+
+
+def _train_row(project: Path, regime: str, norm: str) -> None:
+    os.chdir(project)
+    sys.path.insert(0, str(REPO))
+    from steelflow.config import load_params
+    from steelflow.steps.evaluate import evaluate
+    from steelflow.steps.train import train
+
+    p = load_params(
+        "params.yaml",
+        [f"model.input_norm={norm}", f"train.robust.enabled={'true' if regime == 'robust' else 'false'}"],
+    )
+    out = Path("rows") / f"{regime}-{norm}"
+    start = time.perf_counter()
+    trained = train(
+        p.model,
+        p.train,
+        model_path=out / "model.pt",
+        checkpoint_path=out / "checkpoint.pt",
+        metrics_path=out / "train.json",
+        history_path=out / "train_history.csv",
+    )
+    scored = evaluate(
+        p.evaluate,
+        p.corrupt,
+        model_path=out / "model.pt",
+        metrics_path=out / "evaluate.json",
+        details_path=out / "evaluation.json",
+        robustness_path=out / "robustness.md",
+        predictions_path=out / "predictions.csv",
+        plots_dir=out / "plots",
+    )
+    row = {
+        "regime": regime,
+        "input_norm": norm,
+        "accuracy": scored.accuracy,
+        "summary": scored.summary,
+        "best_epoch": trained.best_epoch,
+        "train_seconds": trained.seconds,
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "row.json").write_text(json.dumps(row, indent=2))
+
+
+def _cells(acc: dict[str, float]) -> str:
+    return " ".join(f"{k}={100 * v:.1f}" for k, v in acc.items())
+
+
+def table(rows: list[dict], holdout: list[str]) -> str:
+    """Markdown: one row per (regime, input stage), the clean set, the six conditions, the hold-out block."""
+    names = list(rows[0]["accuracy"])
+    head = "| training | input stage | " + " | ".join(names) + " | floors met |"
+    lines = [head, "|---|---|" + "---:|" * (len(names) + 1)]
+    for r in rows:
+        acc = r["accuracy"]
+        cells = " | ".join(f"{100 * acc[n]:.1f}" for n in names)
+        lines.append(f"| {r['regime']} | {r['input_norm']} | {cells} | {'yes' if meets(acc, holdout) else 'no'} |")
+    return "\n".join(lines)
+
+
+def meets(acc: dict[str, float], holdout: list[str]) -> bool:
+    table1 = [v for k, v in acc.items() if k != "original" and k not in holdout]
+    held = [acc[k] for k in holdout if k in acc]
+    return (
+        acc["original"] >= FLOORS["clean"]
+        and min(table1) >= FLOORS["table1"]
+        and (not held or min(held) >= FLOORS["holdout"])
+    )
+
+
+def _plot(rows: list[dict], holdout: list[str], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(rows[0]["accuracy"])
+    grid = np.array([[100 * r["accuracy"][n] for n in names] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 3, 0.5 * len(rows) + 1.8))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=50, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+    ax.set_yticks(range(len(rows)), [f"{r['regime']} / {r['input_norm']}" for r in rows])
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8)
+    if holdout:
+        ax.axvline(len(names) - len(holdout) - 0.5, color="black", linewidth=1.5)
+    ax.set_title("NEU-CLS test accuracy (%): training regime / input stage × condition (right: hold-out)")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Training-time augmentation of batches: torch tensors in [0, 1], ``(N, C, H, W)``, on the training device.
+
+Two layers, both drawn from torch's global RNG (which ``train`` seeds per epoch, so ``--resume`` replays
+the same batches):
+
+- :func:`augment` (``train.augment``): flips, quarter turns, a mild brightness and contrast jitter.
+- :class:`RobustAugment` (``train.robust``): the corruptions a camera on a mill makes, each a *family* drawn
+  per image with probability ``p`` and a strength from a range:
+
+  - illumination: a smooth multiplicative gain ``1 + s·f`` (``f`` in [−1, 1]) of one of several shapes, a
+    bright or dark off-centre spot, several light sources, a linear gradient or a low-frequency random
+    field, or an additive glare. ``s`` reaches past 1, where parts of the image go black or saturate;
+  - optics: motion blur (random length and angle) and defocus;
+  - sensor: additive Gaussian noise over a range of SNRs;
+  - tone: global gamma (with an exposure gain) and contrast.
+
+  Applied in the order light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
+
+No peeking: nothing here calls :mod:`steelflow.data.corruptions`, the evaluation's corruptions, and the
+families are broader than those (tests/test_augment.py fails if training imports that module). Kornia does
+what it has a transform for; the rest is written here, and each says why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+
+from steelflow.config import AugmentConfig, RobustConfig
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Random flips, quarter turns, brightness and contrast, per image, from torch's global RNG."""
+    n = x.shape[0]
+    if cfg.hflip:
+        x = torch.where(_coin(n, x), x.flip(-1), x)
+    if cfg.vflip:
+        x = torch.where(_coin(n, x), x.flip(-2), x)
+    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
+        x = torch.where(_coin(n, x), x.rot90(1, (-2, -1)), x)
+    if cfg.brightness:
+        x = x * (1 + cfg.brightness * (2 * _uniform(n, x) - 1))
+    if cfg.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (1 + cfg.contrast * (2 * _uniform(n, x) - 1)) + mean
+    return x.clamp_(0, 1)
+
+
+class RobustAugment:
+    """``train.robust``'s families as one callable over batches; Kornia's transforms are built per side."""
+
+    def __init__(self, cfg: RobustConfig) -> None:
+        self.cfg = cfg
+        self._optics: dict[int, list[K.IntensityAugmentationBase2D]] = {}
+        g = cfg.gamma
+        self._gamma = K.RandomGamma(gamma=g.gamma, gain=g.gain, p=g.p) if g.p else None
+        # Kornia's RandomGaussianIllumination adds a bright or dark Gaussian patch: the additive glare
+        # shape. Its amplitude is a range of its own, tied here to the upper strength.
+        reach = max(0.05, 0.4 * cfg.illumination.strength[1])
+        self._glare = K.RandomGaussianIllumination(gain=(0.05, reach), sigma=(0.1, 0.6), p=1.0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.illumination.p:
+            x = self.illumination(x)
+        for op in self._optics_for(x.shape[-1]):
+            x = op(x).clamp_(0, 1)
+        if cfg.noise.p:
+            x = self.noise(x)
+        if self._gamma is not None:
+            x = self._gamma(x)
+        if cfg.contrast.p:
+            x = self.contrast(x)
+        return x
+
+    # --- light ----------------------------------------------------------------------------------------
+
+    def illumination(self, x: torch.Tensor) -> torch.Tensor:
+        """Each chosen image times ``1 + s·f``, or plus a glare, with its shape drawn from ``shapes``."""
+        fam = self.cfg.illumination
+        n, _, h, w = x.shape
+        s = _between(fam.strength, n, x)
+        lit = []
+        for shape in fam.shapes:
+            if shape == "glare":
+                lit.append(self._glare(x))
+            else:
+                field = _FIELDS[shape](n, h, w, x)
+                lit.append(x * (1 + s * field).clamp_(min=0))
+        pick = torch.randint(len(lit), (n,), device=x.device)
+        out = torch.stack(lit)[pick, torch.arange(n, device=x.device)]
+        return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
+
+    # --- optics ---------------------------------------------------------------------------------------
+
+    def _optics_for(self, side: int) -> list[K.IntensityAugmentationBase2D]:
+        """Kornia's motion blur and defocus (Gaussian) blur, their kernels sized for this image side."""
+        if side not in self._optics:
+            ops: list[K.IntensityAugmentationBase2D] = []
+            mb, df = self.cfg.motion_blur, self.cfg.defocus
+            if mb.p:
+                lo, hi = (_odd(v * side) for v in mb.length)
+                # Kornia draws one kernel size per batch (its angle and direction per image).
+                ops.append(K.RandomMotionBlur(kernel_size=(lo, hi), angle=90.0, direction=0.5, p=mb.p))
+            if df.p:
+                sigma = (df.sigma[0] * side, df.sigma[1] * side)
+                ops.append(K.RandomGaussianBlur(_odd(6 * sigma[1]), sigma, p=df.p))
+            self._optics[side] = ops
+        return self._optics[side]
+
+    # --- sensor and tone ------------------------------------------------------------------------------
+
+    def noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Additive Gaussian noise at an SNR drawn per image (Kornia's noise takes a fixed std, not an SNR)."""
+        fam = self.cfg.noise
+        n = x.shape[0]
+        snr = _between(fam.snr_db, n, x)
+        power = x.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+        sigma = torch.sqrt(power * 10 ** (-snr / 10))
+        noisy = x + sigma * torch.randn_like(x)
+        return torch.where(_chosen(fam.p, n, x), noisy, x).clamp_(0, 1)
+
+    def contrast(self, x: torch.Tensor) -> torch.Tensor:
+        """Contrast around each image's mean (Kornia's RandomContrast is a plain gain, which gamma has)."""
+        fam = self.cfg.contrast
+        n = x.shape[0]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        out = (x - mean) * _between(fam.factor, n, x) + mean
+        return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
+
+
+# --- illumination fields: (N, 1, H, W) in [−1, 1] -------------------------------------------------------
+# Kornia's illumination transforms are additive (a patch or ramp added to the image); lighting on a
+# surface multiplies reflectance, and the shapes below (several sources, low-frequency fields) are not in
+# Kornia, so these few lines make the multiplicative fields.
+
+
+def _grid(n: int, h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates as fractions of the longer side, shaped to broadcast over (N, 1, H, W)."""
+    side = max(h, w)
+    ys = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / side
+    xs = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / side
+    return ys.view(1, 1, h, 1), xs.view(1, 1, 1, w)
+
+
+def _bumps(n: int, h: int, w: int, like: torch.Tensor, k: int) -> torch.Tensor:
+    """The sum of ``k`` Gaussian bumps per image, each with a centre (inside or just outside the image),
+    a width of 0.1–0.6 of the side and a signed weight."""
+    ys, xs = _grid(n, h, w, like)
+    cy = _between((-0.2, h / max(h, w) + 0.2), n * k, like).view(n, k, 1, 1)
+    cx = _between((-0.2, w / max(h, w) + 0.2), n * k, like).view(n, k, 1, 1)
+    sigma = _between((0.1, 0.6), n * k, like).view(n, k, 1, 1)
+    weight = _between((-1.0, 1.0), n * k, like).view(n, k, 1, 1)
+    g = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
+    return (weight * g).sum(dim=1, keepdim=True)
+
+
+def _spot(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    return _span(_bumps(n, h, w, like, 1))
+
+
+def _multi_spot(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    return _span(_bumps(n, h, w, like, 3))
+
+
+def _gradient(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    ys, xs = _grid(n, h, w, like)
+    theta = _between((0.0, 2 * math.pi), n, like)
+    return _span(torch.cos(theta) * xs + torch.sin(theta) * ys)
+
+
+def _random_field(n: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    cells = int(torch.randint(2, 6, (1,)))
+    coarse = torch.randn(n, 1, cells, cells, device=like.device, dtype=like.dtype)
+    return _span(F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False))
+
+
+_FIELDS = {"spot": _spot, "multi_spot": _multi_spot, "gradient": _gradient, "random_field": _random_field}
+
+
+def _span(f: torch.Tensor) -> torch.Tensor:
+    """Rescale each image's field to span [−1, 1] exactly (a constant field becomes 0)."""
+    lo = f.amin(dim=(-2, -1), keepdim=True)
+    hi = f.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(hi > lo, 2 * (f - lo) / (hi - lo).clamp_(min=1e-12) - 1, torch.zeros_like(f))
+
+
+# --- draws ---------------------------------------------------------------------------------------------
+
+
+def _uniform(n: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.rand(n, 1, 1, 1, device=like.device, dtype=like.dtype)
+
+
+def _between(span: tuple[float, float], n: int, like: torch.Tensor) -> torch.Tensor:
+    lo, hi = span
+    return lo + (hi - lo) * _uniform(n, like)
+
+
+def _chosen(p: float, n: int, like: torch.Tensor) -> torch.Tensor:
+    return _uniform(n, like) < p
+
+
+def _coin(n: int, like: torch.Tensor) -> torch.Tensor:
+    return (torch.rand(n, 1, 1, 1, device=like.device) < 0.5).expand_as(like)
+
+
+def _odd(pixels: float) -> int:
+    """The odd kernel size (at least 3, Kornia's smallest) that covers ``pixels``."""
+    k = max(3, math.ceil(pixels))
+    return k if k % 2 else k + 1

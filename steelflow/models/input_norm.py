@@ -1,0 +1,101 @@
+"""The network's input stage (``model.input_norm``): what a batch goes through before the BLFE sees it.
+
+A camera's lighting is a smooth *gain* on the surface: ``I = R · g(x, y)``, with ``R`` the steel's
+reflectance (what the defect is) and ``g`` the lamp, the auto-exposure and the optics' fall-off. The stages:
+
+- ``none``: the paper's behaviour, the [0, 1] image as it is.
+- ``standardize``: per image and channel, ``(x − mean) / std``. Removes a global gain and offset (exposure,
+  contrast), not a smooth field.
+- ``flatfield``: flat-field correction. ``x / (blur(x) + ε)``, the image divided by its own low-pass
+  estimate (a Gaussian of ``σ = input_norm_sigma · side``), then standardised. A gain ``g`` that varies
+  slowly against ``σ`` cancels: ``R g / blur(R g) ≈ R / blur(R)``.
+- ``local``: local contrast normalisation, ``(x − μ_σ) / sqrt(v_σ + ε²)`` with ``μ_σ`` and ``v_σ`` the
+  Gaussian-weighted local mean and variance. Cancels a smooth gain *and* a smooth offset, and evens out
+  local contrast, so a dim corner and a lit centre reach the network at the same scale.
+
+Every stage is a plain module of convolutions, pads and reductions, so it exports to ONNX with the rest of
+the network and the pyfunc and ``mlflow models serve`` carry it without a line of their own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INPUT_NORMS = ("none", "standardize", "flatfield", "local")
+# Floors in [0, 1] intensity units: a black or saturated area (std 0) stays finite, and the few grey
+# levels left in a nearly black corner are not blown up into full-contrast quantisation noise.
+_EPS = 0.02
+
+
+class GaussianLowPass(nn.Module):
+    """A separable Gaussian blur of ``σ = sigma · side`` pixels, per channel, edges reflected.
+
+    The side is the network's ``image_size`` (the stage runs after the resize), so the kernel is fixed
+    when the module is built and kept as a non-persistent buffer: no weights to learn, none saved.
+    """
+
+    def __init__(self, image_size: int, sigma: float) -> None:
+        super().__init__()
+        s = max(sigma * image_size, 0.5)
+        radius = min(math.ceil(3 * s), image_size - 1)  # reflect padding needs radius < side
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-(t**2) / (2 * s * s))
+        self.register_buffer("kernel", (k / k.sum()).view(1, 1, 1, -1), persistent=False)
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        r = self.radius
+        kx = self.kernel.expand(c, 1, 1, -1)
+        ky = kx.transpose(-1, -2)
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kx, groups=c)
+        return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), ky, groups=c)
+
+
+def _standardize(x: torch.Tensor) -> torch.Tensor:
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    var = (x - mean).pow(2).mean(dim=(-2, -1), keepdim=True)
+    return (x - mean) / torch.sqrt(var + _EPS**2)
+
+
+class Standardize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _standardize(x)
+
+
+class FlatField(nn.Module):
+    def __init__(self, image_size: int, sigma: float) -> None:
+        super().__init__()
+        self.low_pass = GaussianLowPass(image_size, sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _standardize(x / (self.low_pass(x) + _EPS))
+
+
+class LocalContrast(nn.Module):
+    def __init__(self, image_size: int, sigma: float) -> None:
+        super().__init__()
+        self.low_pass = GaussianLowPass(image_size, sigma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.low_pass(x)
+        centred = x - mean
+        var = self.low_pass(centred * centred)
+        return centred / torch.sqrt(var + _EPS**2)
+
+
+def build_input_norm(kind: str, image_size: int, sigma: float) -> nn.Module:
+    """The stage ``kind`` (one of :data:`INPUT_NORMS`) for inputs of side ``image_size``."""
+    if kind == "none":
+        return nn.Identity()
+    if kind == "standardize":
+        return Standardize()
+    if kind == "flatfield":
+        return FlatField(image_size, sigma)
+    if kind == "local":
+        return LocalContrast(image_size, sigma)
+    raise ValueError(f"unknown input_norm {kind!r} (allowed: {', '.join(INPUT_NORMS)})")
