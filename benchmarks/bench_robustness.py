@@ -157,7 +157,8 @@ def table(rows: list[dict], holdout: list[str]) -> str:
     for r in rows:
         acc = r["accuracy"]
         cells = " | ".join(f"{100 * acc[n]:.1f}" for n in names)
-        lines.append(f"| {r['regime']} | {r['input_norm']} | {cells} | {'yes' if meets(acc, holdout) else 'no'} |")
+        met = "yes" if meets(acc, holdout) else "no"
+        lines.append(f"| {r['regime']} | {r['input_norm']} | {cells} | {met} |")
     return "\n".join(lines)
 
 

@@ -317,7 +317,7 @@ class RobustConfig(Section):
     contrast: ContrastFamily = ContrastFamily(p=0.4, factor=(0.4, 1.6))
     noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0))
     motion_blur: MotionBlurFamily = MotionBlurFamily(p=0.3, length=(0.01, 0.05))
-    defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.003, 0.012))
+    defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.005, 0.015))
 
 
 class TrainConfig(Section):
@@ -657,7 +657,9 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+    parts = err["loc"]
+    kept = [p for i, p in enumerate(parts) if not _is_union_tag(p, parts[i - 1] if i else None)]
+    loc = ".".join(str(p) for p in kept)
     kind = err["type"]
     if kind == "missing":
         return f"missing key '{loc}'"
@@ -669,17 +671,18 @@ def _describe(err: dict[str, Any]) -> str:
     return f"'{loc}': {err['msg']} (got {err.get('input')!r})"
 
 
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in CONDITION_KINDS
+def _is_union_tag(part: Any, before: Any) -> bool:
+    """Pydantic puts a condition's kind into an error's location, right after the list index."""
+    return isinstance(before, int) and isinstance(part, str) and part in CONDITION_KINDS
 
 
 def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
     """The keys a section accepts, found by walking the config classes along an error's location."""
     candidates: list[type[BaseModel]] = [Params]
-    for part in parent:
+    for i, part in enumerate(parent):
         if isinstance(part, int):
             continue
-        if _is_union_tag(part):  # a condition: pick the class whose ``kind`` is this tag
+        if _is_union_tag(part, parent[i - 1] if i else None):  # a condition: the class of this kind
             candidates = [
                 m
                 for m in candidates

@@ -89,3 +89,36 @@ def test_paper_profile_is_valid_and_paper_faithful():
     assert (p.model.variant, p.model.image_size, p.data.cache_size) == ("casinet", 300, 300)
     assert (p.train.batch_size, p.train.momentum, p.train.weight_decay) == (16, 0.9, 0.001)
     assert p.split.test == 0.3 and len(p.data.classes) == 6
+
+
+def test_robust_training_params_name_the_key_and_the_range():
+    p = load_params(REPO / "params.yaml")
+    assert p.train.robust.enabled and p.model.input_norm != "none"  # the default profile trains robustly
+    assert p.train.robust.illumination.strength[1] > 1.0  # past the test's α = 1
+    with pytest.raises(ConfigError, match=r"'train\.robust\.noise'.*low \(40\.0\) > high \(10\.0\)"):
+        load_params(REPO / "params.yaml", ["train.robust.noise.snr_db=[40, 10]"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.robust\.fog'"):
+        load_params(REPO / "params.yaml", ["train.robust.fog={p: 1}"])
+    with pytest.raises(ConfigError, match=r"'train\.robust\.illumination\.shapes\.0'.*'spot'"):
+        load_params(REPO / "params.yaml", ["train.robust.illumination.shapes=[spots]"])
+    with pytest.raises(ConfigError, match=r"'model\.input_norm'.*'flatfield'"):
+        load_params(REPO / "params.yaml", ["model.input_norm=retinex"])
+
+
+def test_the_paper_profile_trains_robustly_and_clean_training_is_one_switch_away():
+    paper = load_params(REPO / "profiles" / "paper.yaml")
+    assert paper.train.robust.enabled
+    clean = load_params(REPO / "profiles" / "paper.yaml", ["train.robust.enabled=false"])
+    assert not clean.train.robust.enabled and clean.model == paper.model
+
+
+def test_hold_out_conditions_are_their_own_list_with_names_unique_across_both():
+    p = load_params(REPO / "params.yaml")
+    kinds = {c.kind for c in p.corrupt.holdout}
+    assert kinds and not kinds & {c.kind for c in p.corrupt.conditions}
+    with pytest.raises(ConfigError, match=r"condition names repeat.*blur_2px"):
+        load_params(REPO / "params.yaml", ["corrupt.holdout=[{name: blur_2px, kind: jpeg, quality: 20}]"])
+    with pytest.raises(ConfigError, match=r"'corrupt\.holdout\.0\.quality'.*greater than or equal to 1"):
+        load_params(REPO / "params.yaml", ["corrupt.holdout=[{name: q, kind: jpeg, quality: 0}]"])
+    with pytest.raises(ConfigError, match=r"min_holdout_accuracy is set but corrupt\.holdout lists no"):
+        load_params(REPO / "params.yaml", ["corrupt.holdout=[]", "registry.gates.min_holdout_accuracy=0.5"])

@@ -54,7 +54,8 @@ def test_a_model_that_always_says_rust_gets_the_expected_confusion_matrix(fixed_
     n = sum(COUNTS)
     assert result.accuracy == {name: pytest.approx(COUNTS[1] / n) for name in result.accuracy}
     holdout = [c.name for c in p.corrupt.holdout]
-    assert holdout and list(result.accuracy) == ["original", *(c.name for c in p.corrupt.conditions), *holdout]
+    table1 = [c.name for c in p.corrupt.conditions]
+    assert holdout and list(result.accuracy) == ["original", *table1, *holdout]
     metrics = json.loads(Path("metrics/evaluate.json").read_text())
     assert metrics["holdout"] == holdout
     summary = metrics["summary"]

@@ -59,8 +59,8 @@ class RobustAugment:
         self._gamma = K.RandomGamma(gamma=g.gamma, gain=g.gain, p=g.p) if g.p else None
         # Kornia's RandomGaussianIllumination adds a bright or dark Gaussian patch: the additive glare
         # shape. Its amplitude is a range of its own, tied here to the upper strength.
-        reach = max(0.05, 0.4 * cfg.illumination.strength[1])
-        self._glare = K.RandomGaussianIllumination(gain=(0.05, reach), sigma=(0.1, 0.6), p=1.0)
+        reach = max(0.1, 0.4 * cfg.illumination.strength[1])
+        self._glare = K.RandomGaussianIllumination(gain=(0.1, reach), sigma=(0.1, 0.6), p=1.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg

@@ -119,9 +119,7 @@ def evaluate(
 def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
     """Condition name → its cache file: the clean test split, every corrupted copy, then the hold-out ones."""
     sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
-    sets.update(
-        {c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.all_conditions}
-    )
+    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.all_conditions})
     return sets
 
 

@@ -1,0 +1,94 @@
+"""Robust training's augmentation families: each keeps the batch a valid image batch, is seeded, is
+broader than nothing, and training never touches the evaluation's corruptions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from steelflow.config import AugmentConfig, RobustConfig
+from steelflow.data.augment import RobustAugment, augment
+
+FAMILIES = ("illumination", "gamma", "contrast", "noise", "motion_blur", "defocus")
+SHAPES = ("spot", "multi_spot", "gradient", "random_field", "glare")
+
+
+def _only(family: str, **changes) -> RobustConfig:
+    """Robust training with one family always on and every other family off."""
+    base = RobustConfig(enabled=True)
+    update = {f: getattr(base, f).model_copy(update={"p": 1.0 if f == family else 0.0}) for f in FAMILIES}
+    if changes:
+        update[family] = update[family].model_copy(update=changes)
+    return base.model_copy(update=update)
+
+
+def _batch(channels: int = 1, side: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return 0.2 + 0.6 * torch.rand(8, channels, side, side, generator=g)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_keeps_shape_dtype_and_range_and_changes_the_images(family, channels):
+    x = _batch(channels)
+    torch.manual_seed(1)
+    y = RobustAugment(_only(family))(x.clone())
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0 and torch.isfinite(y).all()
+    changed = (y - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.all(), f"{family}: {int(changed.sum())} of {len(x)} images changed"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_illumination_shape_is_smooth_and_uneven(shape):
+    x = torch.full((6, 1, 64, 64), 0.5)  # a flat grey surface shows the field alone
+    torch.manual_seed(2)
+    y = RobustAugment(_only("illumination", shapes=(shape,), strength=(0.8, 0.8)))(x)
+    spread = y.flatten(1).amax(1) - y.flatten(1).amin(1)
+    assert (spread > 0.08).all(), spread  # uneven: part of the image lit, part dimmed
+    step = (y[..., 1:] - y[..., :-1]).abs().amax()
+    assert step < 0.1, step  # smooth: neighbouring pixels differ little
+
+
+def test_strength_past_one_blacks_out_part_of_the_image():
+    x = torch.full((8, 1, 64, 64), 0.5)
+    torch.manual_seed(3)
+    y = RobustAugment(_only("illumination", shapes=("spot",), strength=(1.3, 1.3)))(x)
+    black = (y < 0.01).flatten(1).float().mean(1)
+    assert (black > 0).all(), black
+
+
+def test_noise_follows_the_snr_it_draws():
+    x = _batch()
+    torch.manual_seed(4)
+    y = RobustAugment(_only("noise", snr_db=(20.0, 20.0)))(x)
+    snr = 10 * torch.log10(x.pow(2).mean() / (y - x).pow(2).mean())
+    assert abs(float(snr) - 20.0) < 1.0
+
+
+def test_same_seed_same_batch_other_seed_other_batch():
+    aug = RobustAugment(RobustConfig(enabled=True))
+    x = _batch()
+    runs = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        runs.append(aug(augment(x.clone(), AugmentConfig(hflip=True, vflip=True))))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_training_never_imports_the_evaluation_corruptions():
+    code = (
+        "import sys\n"
+        "import steelflow.steps.train, steelflow.data.augment, steelflow.steps.tune\n"
+        "from steelflow.config import RobustConfig\n"
+        "import torch\n"
+        "steelflow.data.augment.RobustAugment(RobustConfig(enabled=True))(torch.rand(2, 1, 32, 32))\n"
+        "bad = [m for m in sys.modules if m == 'steelflow.data.corruptions']\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,92 @@
+"""The network's input stages: what each one cancels, and that each survives ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steelflow.inference import load_trained, save_trained
+from steelflow.models import create_model
+from steelflow.models.input_norm import INPUT_NORMS, build_input_norm
+
+
+def _surface(n: int = 4, side: int = 64) -> torch.Tensor:
+    """Textured grey images in [0.3, 0.6]: room to light and dim them without clipping."""
+    g = torch.Generator().manual_seed(0)
+    return 0.3 + 0.3 * torch.rand(n, 1, side, side, generator=g)
+
+
+def _smooth_gain(side: int = 64) -> torch.Tensor:
+    """A slow gain from 0.6 in one corner to 1.5 in the other: a lamp off to one side."""
+    t = torch.linspace(0, 1, side)
+    return (0.6 + 0.9 * (t.view(1, 1, -1, 1) + t.view(1, 1, 1, -1)) / 2).expand(1, 1, side, side)
+
+
+def _interior(x: torch.Tensor, margin: int = 12) -> torch.Tensor:
+    return x[..., margin:-margin, margin:-margin]
+
+
+def test_standardize_cancels_a_global_gain_and_offset():
+    stage = build_input_norm("standardize", 64, 0.1)
+    x = 0.1 + 0.8 * torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    # up to the stage's floor on the std, which keeps a flat image finite
+    assert torch.allclose(stage(x), stage(0.7 * x + 0.1), atol=0.02)
+    assert not torch.allclose(x, 0.7 * x + 0.1, atol=0.02)
+
+
+@pytest.mark.parametrize("kind", ["flatfield", "local"])
+def test_illumination_stages_cancel_a_smooth_gain_the_others_do_not(kind):
+    x = _surface()
+    lit = x * _smooth_gain()
+    stage = build_input_norm(kind, 64, 0.1)
+    err = (_interior(stage(x)) - _interior(stage(lit))).abs().mean()
+    plain = build_input_norm("standardize", 64, 0.1)
+    err_plain = (_interior(plain(x)) - _interior(plain(lit))).abs().mean()
+    assert err < 0.25 * err_plain, (float(err), float(err_plain))
+
+
+@pytest.mark.parametrize("kind", INPUT_NORMS)
+def test_every_stage_is_finite_on_black_white_and_flat_images(kind):
+    stage = build_input_norm(kind, 32, 0.1)
+    for value in (0.0, 1.0, 0.5):
+        out = stage(torch.full((2, 1, 32, 32), value))
+        assert torch.isfinite(out).all() and out.shape == (2, 1, 32, 32), (kind, value)
+
+
+@pytest.mark.parametrize("kind", INPUT_NORMS)
+def test_a_saved_model_keeps_its_input_stage(kind, tmp_path):
+    model = create_model("casinet", num_classes=3, image_size=32, input_norm=kind).eval()
+    meta = {"variant": "casinet", "image_size": 32, "dropout": 0.0, "classes": list("abc"), "in_chans": 3}
+    meta |= {"input_norm": kind, "input_norm_sigma": 0.1}
+    save_trained(model, meta, tmp_path / "model.pt")
+    loaded, _ = load_trained(tmp_path / "model.pt")
+    x = _surface(2, 40)  # another side: the network resizes first, then normalises
+    with torch.no_grad():
+        assert torch.allclose(model(x), loaded(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", INPUT_NORMS)
+def test_every_input_stage_exports_to_onnx_with_parity(kind, tmp_path):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = create_model("casinet", num_classes=4, image_size=32, input_norm=kind).eval()
+    x = torch.cat([_surface(3, 32), _surface(3, 32) * _smooth_gain(32)])
+    path = tmp_path / f"{kind}.onnx"
+    torch.onnx.export(
+        model,
+        (x[:2],),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        verbose=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        eager = model(x).numpy()
+    onnx = session.run(None, {"x": x.numpy()})[0]
+    assert np.abs(eager - onnx).max() < 1e-4
