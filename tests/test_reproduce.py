@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from steelflow.cli import app
@@ -30,16 +31,33 @@ def test_models_rejects_a_size_the_network_cannot_take():
     assert result.exit_code == 2 and "image_size 4 is too small" in result.output
 
 
-def test_reproduce_writes_table_1_with_all_four_variants(project):
+def test_reproduce_writes_table_1_with_a_clean_and_a_robust_row_per_variant(project):
     runner = CliRunner()
     for step in ("ingest", "validate", "split", "corrupt"):
         assert runner.invoke(app, [step]).exit_code == 0
     result = runner.invoke(app, ["reproduce", "--no-track", "--set", "train.epochs=1"])
     assert result.exit_code == 0, result.output
     table = Path("reports/reproduce/table1.md").read_text()
+    table1, held = table.split("## Hold-out")
     for label in ("BLFE + MLP", "BLFE + SI + MLP", "BLFE + CA + MLP", "BLFE + CA + SI + MLP"):
-        assert f"| **ours: {label}" in table and f"| paper: {label}" in table
+        for regime in ("clean", "robust"):
+            assert f"| **ours, {regime}-trained: {label}" in table1, (regime, label)
+            assert f"| **ours, {regime}-trained: {label}" in held, (regime, label)
+        assert f"| paper: {label}" in table1 and f"| paper: {label}" not in held
     assert "| BLFE + CA + SI + MLP (CASI-Net) | 2.203 M | 2.22 M |" in table
     summary = json.loads(Path("reports/reproduce/reproduce.json").read_text())
     assert set(summary["accuracy"]) == set(list_models())
-    assert all(len(acc) == 7 for acc in summary["accuracy"].values())  # original + six conditions
+    n_sets = 1 + 6 + len(summary["holdout"])  # original, the six conditions, the hold-out block
+    assert summary["holdout"] and all(
+        set(by_regime) == {"clean", "robust"} and all(len(acc) == n_sets for acc in by_regime.values())
+        for by_regime in summary["accuracy"].values()
+    )
+    for variant in list_models():  # each regime's model was trained as it says
+        for regime in ("clean", "robust"):
+            meta = torch.load(f"reports/reproduce/{variant}/{regime}/model.pt", weights_only=True)["meta"]
+            assert meta["robust"] is (regime == "robust")
+
+
+def test_reproduce_refuses_an_unknown_training_regime(project):
+    result = CliRunner().invoke(app, ["reproduce", "--no-track", "--training", "dirty"])
+    assert result.exit_code == 2 and "expected both, clean or robust" in result.output

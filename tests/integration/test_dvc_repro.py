@@ -99,3 +99,17 @@ def test_metrics_are_declared_for_dvc(clone):
     ):
         assert name in files, name
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone)
+
+
+# Last in the file: it changes params.yaml in the shared clone (and so adds a study), which the tests
+# above, counting one study's trials, must not see.
+def test_a_robust_training_param_reruns_the_model_stages_not_the_data_stages(clone):
+    sh("dvc", "repro", cwd=clone)
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train"]["robust"]["noise"]["snr_db"] = [15, 35]
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    retrained = sh("dvc", "repro", cwd=clone)
+    for stage in ("tune", "train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in retrained
+    for stage in ("ingest", "validate", "split", "corrupt"):
+        assert f"Running stage '{stage}'" not in retrained

@@ -57,6 +57,10 @@ def test_one_run_holds_training_and_evaluation(tracked_run):
     # final metrics per condition
     for condition in ("original", "luminance_1.0", "noise_20db", "blur_5px"):
         assert 0.0 <= run.data.metrics[f"eval.{condition}.accuracy"] <= 1.0
+    # the hold-out block, per condition and summarised apart from the Table 1 six
+    for condition in (c["name"] for c in repo_params()["corrupt"]["holdout"]):
+        assert 0.0 <= run.data.metrics[f"eval.{condition}.accuracy"] <= 1.0
+    assert 0.0 <= run.data.metrics["eval.holdout_worst_accuracy"] <= 1.0
     # tags
     tags = run.data.tags
     for key in ("git_commit", "git_dirty", "data_version", "params_hash", "device"):

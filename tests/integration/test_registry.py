@@ -45,7 +45,14 @@ def registry(tmp_path_factory):
         data={"synthetic": {"per_class": 40, "image_size": 64, "seed": 0}, "cache_size": 32},
         model={"image_size": 32},
         train={"epochs": 10, "lr": 0.02, "batch_size": 8},
-        registry={"gates": {"min_clean_accuracy": 0.3, "min_worst_accuracy": 0.0, "max_drop": 0.05}},
+        registry={
+            "gates": {
+                "min_clean_accuracy": 0.3,
+                "min_worst_accuracy": 0.0,
+                "min_holdout_accuracy": None,
+                "max_drop": 0.05,
+            }
+        },
     )
     write_params(project, tree)
     cwd = os.getcwd()
