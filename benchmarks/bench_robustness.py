@@ -7,7 +7,8 @@ corrupt once, then trains and evaluates one model per row: training regime (``cl
 as separate processes, ``--jobs`` at a time, one thread each. Columns: the clean test set, the six Table 1
 conditions and the hold-out block (corruption families training never sees).
 
-Prints the table and writes benchmarks/results/robustness.json and robustness.png.
+Prints the table and writes benchmarks/results/robustness.json, robustness.png (the table as a heat map)
+and robust_training_examples.png (training images and what robust training makes of them).
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2]
         [--norms none standardize flatfield local] [--regimes clean robust] [--data DIR] [--workdir DIR]
@@ -56,6 +57,7 @@ def main() -> None:
         for step in ("ingest", "validate", "split", "corrupt"):
             _steelflow(project, step)
         prep = time.perf_counter() - prep
+        examples(project, RESULTS / "robust_training_examples.png")
         rows = [(r, n) for r in args.regimes for n in args.norms]
         with ThreadPoolExecutor(args.jobs) as pool:
             results = list(pool.map(lambda row: _run_row(project, *row), rows))
@@ -170,6 +172,32 @@ def meets(acc: dict[str, float], holdout: list[str]) -> bool:
         and min(table1) >= FLOORS["table1"]
         and (not held or min(held) >= FLOORS["holdout"])
     )
+
+
+def examples(project: Path, out: Path, n: int = 8, draws: int = 3) -> None:
+    """The first training image of each class (and more), then ``draws`` robust-training draws of each."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from steelflow.config import load_params
+    from steelflow.data import cache
+    from steelflow.steps.train import augment
+
+    p = load_params(project / "params.yaml")
+    data = cache.load(project / "data" / "cache" / "splits" / "train.npz")
+    picks = [int(np.flatnonzero(data.labels == k)[0]) for k in range(len(data.classes))]
+    picks += [i for i in range(len(data)) if i not in picks][: max(0, n - len(picks))]
+    x = torch.from_numpy(data.images[picks]).permute(0, 3, 1, 2).float() / 255
+    rows = [x]
+    for d in range(draws):
+        torch.manual_seed(d)
+        rows.append(augment(x.clone(), p.train))
+    grid = torch.cat([torch.cat(list(r[:, 0]), dim=1) for r in rows], dim=0)
+    img = Image.fromarray((grid.numpy() * 255).round().astype(np.uint8))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST).save(out)
 
 
 def _plot(rows: list[dict], holdout: list[str], out: Path) -> None:

@@ -85,7 +85,7 @@ def test_register_tags_each_version_and_attaches_a_model_card(registry):
     assert client.get_model_version_by_alias(NAME, "challenger").version == "2"
     for key in ("git_commit", "data_version", "params_hash", "run_id", "eval_data_hash", "accuracy.original"):
         assert v1.tags[key], key
-    conditions = {c.name for c in load_params().corrupt.conditions}
+    conditions = {c.name for c in load_params().corrupt.all_conditions}  # the hold-out block too
     assert {k.removeprefix("accuracy.") for k in v1.tags if k.startswith("accuracy.")} == {
         "original",
         *conditions,
