@@ -12,6 +12,7 @@ and robust_training_examples.png (training images and what robust training makes
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2]
         [--norms none standardize flatfield local] [--regimes clean robust] [--data DIR] [--workdir DIR]
+        [--out NAME]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--norms", nargs="+", default=["none", "standardize", "flatfield", "local"])
     parser.add_argument("--regimes", nargs="+", default=["clean", "robust"])
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
+    parser.add_argument("--out", default="robustness", help="name of the JSON and PNG under results/")
     parser.add_argument("--row", nargs=2, metavar=("REGIME", "NORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:  # one row, in its own process (what the parent runs --jobs of at once)
@@ -77,10 +79,10 @@ def main() -> None:
         "command": "benchmarks/bench_robustness.py " + " ".join(sys.argv[1:]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "robustness.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, holdout))
-    _plot(results, holdout, RESULTS / "robustness.png")
-    print(f"total {report['total_seconds']:.0f} s → {RESULTS / 'robustness.json'}, robustness.png")
+    _plot(results, holdout, RESULTS / f"{args.out}.png")
+    print(f"total {report['total_seconds']:.0f} s → {RESULTS / args.out}.json, {args.out}.png")
 
 
 def _write_params(project: Path, args: argparse.Namespace) -> None:

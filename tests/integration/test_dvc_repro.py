@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """The repository in a fresh git repo, with small params (train takes tune's values, as in the repo)."""
+    """The repository in a fresh git repo, with small params (train takes tune's values)."""
     tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}}
     return clone_repo(tmp_path_factory.mktemp("clone"), tuned)
 

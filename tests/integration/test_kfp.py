@@ -57,7 +57,7 @@ def image_pythons(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    tuned = deep_update(SMALL, {"train": {"use_tuned": True}})  # train takes tune's values, as in the repo
+    tuned = deep_update(SMALL, {"train": {"use_tuned": True}})  # train takes tune's values
     return clone_repo(tmp_path_factory.mktemp("kfp-clone"), deep_update(tuned, LENIENT_GATES))
 
 
