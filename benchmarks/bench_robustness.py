@@ -110,8 +110,7 @@ def _train_row(project: Path, regime: str, norm: str) -> None:
     os.chdir(project)
     sys.path.insert(0, str(REPO))
     from steelflow.config import load_params
-    from steelflow.steps.evaluate import evaluate
-    from steelflow.steps.train import train
+    from steelflow.reproduce import train_and_evaluate
 
     p = load_params(
         "params.yaml",
@@ -119,24 +118,7 @@ def _train_row(project: Path, regime: str, norm: str) -> None:
     )
     out = Path("rows") / f"{regime}-{norm}"
     start = time.perf_counter()
-    trained = train(
-        p.model,
-        p.train,
-        model_path=out / "model.pt",
-        checkpoint_path=out / "checkpoint.pt",
-        metrics_path=out / "train.json",
-        history_path=out / "train_history.csv",
-    )
-    scored = evaluate(
-        p.evaluate,
-        p.corrupt,
-        model_path=out / "model.pt",
-        metrics_path=out / "evaluate.json",
-        details_path=out / "evaluation.json",
-        robustness_path=out / "robustness.md",
-        predictions_path=out / "predictions.csv",
-        plots_dir=out / "plots",
-    )
+    trained, scored = train_and_evaluate(p, p.model, p.train, out)
     row = {
         "regime": regime,
         "input_norm": norm,

@@ -51,17 +51,7 @@ def export_onnx(
         x = as_float(to_tensor(images))
         with io.atomic_path(out_path) as staged:
             example = x[:2] if len(x) >= 2 else x.repeat(2, 1, 1, 1)
-            torch.onnx.export(
-                model,
-                (example,),
-                str(staged),
-                dynamo=True,
-                external_data=False,  # one self-contained file (the weights are ~9 MB)
-                input_names=["x"],
-                output_names=["logits"],
-                dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                verbose=False,
-            )
+            export_network(model, example, staged)
             session = ort.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
             with torch.no_grad():
                 eager = model(x).numpy()
@@ -118,6 +108,21 @@ def _test_images(cache_dir: Path, classes: list[str], size: int) -> np.ndarray:
         raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
     images = data.images[:64]
     return preprocess(list(images), channels=images.shape[-1], size=size)
+
+
+def export_network(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The network (input stage included) as one ONNX file: input ``x`` (batch dynamic), output ``logits``."""
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        external_data=False,  # one self-contained file (the weights are ~9 MB)
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        verbose=False,
+    )
 
 
 def _latency(

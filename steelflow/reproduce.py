@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from steelflow import io, paper, paths
-from steelflow.config import Params
+from steelflow.config import ModelConfig, Params, TrainConfig
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
-from steelflow.steps.evaluate import evaluate, holdout_lines, table1_lines
-from steelflow.steps.train import train
+from steelflow.steps.evaluate import EvaluateResult, evaluate, holdout_lines, table1_lines
+from steelflow.steps.train import TrainResult, train
 from steelflow.tracking import NullTracker
 
 DEFAULT_OUT = paths.REPORTS / "reproduce"
@@ -62,27 +62,7 @@ def reproduce(
             start = time.perf_counter()
             name = f"reproduce-{variant}-{regime}"
             with tracker_for(name) if tracker_for else contextlib.nullcontext(NullTracker()) as tracker:
-                train(
-                    model_cfg,
-                    train_cfg,
-                    model_path=folder / "model.pt",
-                    checkpoint_path=folder / "checkpoint.pt",
-                    metrics_path=folder / "train.json",
-                    history_path=folder / "train_history.csv",
-                    tracker=tracker,
-                )
-                scored = evaluate(
-                    p.evaluate,
-                    p.corrupt,
-                    model_path=folder / "model.pt",
-                    metrics_path=folder / "evaluate.json",
-                    details_path=folder / "evaluation.json",
-                    robustness_path=folder / "robustness.md",
-                    predictions_path=folder / "predictions.csv",
-                    plots_dir=folder / "plots",
-                    device=p.train.device,
-                    tracker=tracker,
-                )
+                _, scored = train_and_evaluate(p, model_cfg, train_cfg, folder, tracker)
             seconds[variant][regime] = time.perf_counter() - start
             accuracy[variant][regime] = scored.accuracy
             n_classes = len(_classes(folder))
@@ -102,6 +82,35 @@ def reproduce(
         },
     )
     return ReproduceResult(accuracy, n_params, seconds, table)
+
+
+def train_and_evaluate(
+    p: Params, model_cfg: ModelConfig, train_cfg: TrainConfig, folder: Path, tracker: Any = None
+) -> tuple[TrainResult, EvaluateResult]:
+    """Train one model into ``folder`` and evaluate it there (its model, metrics, report and plots)."""
+    tracker = tracker or NullTracker()
+    trained = train(
+        model_cfg,
+        train_cfg,
+        model_path=folder / "model.pt",
+        checkpoint_path=folder / "checkpoint.pt",
+        metrics_path=folder / "train.json",
+        history_path=folder / "train_history.csv",
+        tracker=tracker,
+    )
+    scored = evaluate(
+        p.evaluate,
+        p.corrupt,
+        model_path=folder / "model.pt",
+        metrics_path=folder / "evaluate.json",
+        details_path=folder / "evaluation.json",
+        robustness_path=folder / "robustness.md",
+        predictions_path=folder / "predictions.csv",
+        plots_dir=folder / "plots",
+        device=train_cfg.device,
+        tracker=tracker,
+    )
+    return trained, scored
 
 
 def tables(accuracy: dict[str, dict[str, dict[str, float]]], n_params: dict[str, int], p: Params) -> str:

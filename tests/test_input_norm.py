@@ -9,6 +9,7 @@ import torch
 from steelflow.inference import load_trained, save_trained
 from steelflow.models import create_model
 from steelflow.models.input_norm import INPUT_NORMS, build_input_norm
+from steelflow.onnx_export import export_network
 
 
 def _surface(n: int = 4, side: int = 64) -> torch.Tensor:
@@ -74,17 +75,7 @@ def test_every_input_stage_exports_to_onnx_with_parity(kind, tmp_path):
     model = create_model("casinet", num_classes=4, image_size=32, input_norm=kind).eval()
     x = torch.cat([_surface(3, 32), _surface(3, 32) * _smooth_gain(32)])
     path = tmp_path / f"{kind}.onnx"
-    torch.onnx.export(
-        model,
-        (x[:2],),
-        str(path),
-        dynamo=True,
-        external_data=False,
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        verbose=False,
-    )
+    export_network(model, x[:2], path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         eager = model(x).numpy()
