@@ -191,6 +191,10 @@ class CorruptConfig(Section):
     def all_conditions(self) -> list[Any]:
         return [*self.conditions, *self.holdout]
 
+    @property
+    def holdout_names(self) -> list[str]:
+        return [c.name for c in self.holdout]
+
 
 # --- model, train, evaluate, tracking ---------------------------------------------------------------
 
@@ -220,7 +224,6 @@ class AugmentConfig(Section):
 
 
 Span = tuple[float, float]
-_SPANS = {"strength", "gamma", "gain", "factor", "snr_db", "length", "sigma"}  # the families' [low, high]s
 
 
 class _Family(Section):
@@ -231,7 +234,7 @@ class _Family(Section):
     @model_validator(mode="after")
     def _ordered(self) -> _Family:
         for name, value in self:
-            if name in _SPANS and value[0] > value[1]:
+            if type(self).model_fields[name].annotation == Span and value[0] > value[1]:
                 raise ValueError(f"{name}: low ({value[0]}) > high ({value[1]})")
         return self
 

@@ -315,7 +315,7 @@ def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], ta
         ),
         "",
         robustness_table(
-            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, _holdout(params)
+            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
         ).split("\n", 2)[2],
         "## Intended use",
         "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
@@ -350,7 +350,7 @@ def promote(
         if champion is not None and _num(champion) == _num(candidate):
             raise RegistryError(f"{reg.name} version {_num(candidate)} is already the champion")
         scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
-        gates = check_gates(params.registry.gates, scores[0], scores[1], _holdout(params))
+        gates = check_gates(params.registry.gates, scores[0], scores[1], params.corrupt.holdout_names)
         passed = all(g.passed for g in gates)
         move = {
             "from_version": _num(champion),
@@ -419,11 +419,7 @@ def candidate_gates(
     if champion is not None:
         sets = evaluation_sets(params.corrupt, cache_dir)
         scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
-    return check_gates(params.registry.gates, candidate, scores, _holdout(params))
-
-
-def _holdout(params: Params) -> list[str]:
-    return [c.name for c in params.corrupt.holdout]
+    return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names)
 
 
 def check_gates(

@@ -75,7 +75,7 @@ def reproduce(
         {
             "image_size": p.model.image_size,
             "input_norm": p.model.input_norm,
-            "holdout": [c.name for c in p.corrupt.holdout],
+            "holdout": p.corrupt.holdout_names,
             "accuracy": accuracy,
             "params": n_params,
             "seconds": seconds,
@@ -116,7 +116,7 @@ def train_and_evaluate(
 def tables(accuracy: dict[str, dict[str, dict[str, float]]], n_params: dict[str, int], p: Params) -> str:
     """Table 1 (ours per regime, then the paper's row, per variant), the hold-out block and Table 2's
     parameter column, as Markdown."""
-    holdout = [c.name for c in p.corrupt.holdout]
+    holdout = p.corrupt.holdout_names
     lines = [
         f"# Reproducing CASI-Net's Table 1 ({p.model.image_size} × {p.model.image_size}, "
         f"{p.train.epochs} epochs max, input stage `{p.model.input_norm}`)",

@@ -77,7 +77,7 @@ def evaluate(
             )
 
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
-    holdout = [c.name for c in corrupt_cfg.holdout]
+    holdout = corrupt_cfg.holdout_names
     summary = {"variant": meta["variant"], "training": training_label(meta), **summarize(accuracy, holdout)}
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
