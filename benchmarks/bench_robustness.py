@@ -12,7 +12,10 @@ and robust_training_examples.png (training images and what robust training makes
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2]
         [--norms none standardize flatfield local] [--regimes clean robust] [--data DIR] [--workdir DIR]
-        [--out NAME]
+        [--set KEY=VALUE ...] [--out NAME]
+
+``--set`` applies params overrides to every row, for an ablation
+(e.g. ``--set train.robust.noise.spectrum=[0,0]``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=["clean", "robust"])
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     parser.add_argument("--out", default="robustness", help="name of the JSON and PNG under results/")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="params overrides")
     parser.add_argument("--row", nargs=2, metavar=("REGIME", "NORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:  # one row, in its own process (what the parent runs --jobs of at once)
@@ -70,6 +74,7 @@ def main() -> None:
         "image_size": args.size,
         "epochs": args.epochs,
         "holdout": holdout,
+        "overrides": args.set,
         "floors": FLOORS,
         "rows": results,
         "prepare_seconds": prep,
@@ -92,6 +97,12 @@ def _write_params(project: Path, args: argparse.Namespace) -> None:
     params["model"]["image_size"] = args.size
     params["train"].update(epochs=args.epochs, patience=0, threads=1)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if args.set:  # validated here, once, so a typo fails before any training
+        sys.path.insert(0, str(REPO))
+        from steelflow.config import load_params
+
+        load_params(project / "params.yaml", args.set)
+        (project / "overrides.json").write_text(json.dumps(args.set))
 
 
 def _steelflow(project: Path, *args: str) -> None:
@@ -112,10 +123,9 @@ def _train_row(project: Path, regime: str, norm: str) -> None:
     from steelflow.config import load_params
     from steelflow.reproduce import train_and_evaluate
 
-    p = load_params(
-        "params.yaml",
-        [f"model.input_norm={norm}", f"train.robust.enabled={'true' if regime == 'robust' else 'false'}"],
-    )
+    overrides = json.loads(Path("overrides.json").read_text()) if Path("overrides.json").exists() else []
+    robust = "true" if regime == "robust" else "false"
+    p = load_params("params.yaml", [*overrides, f"model.input_norm={norm}", f"train.robust.enabled={robust}"])
     out = Path("rows") / f"{regime}-{norm}"
     start = time.perf_counter()
     trained, scored = train_and_evaluate(p, p.model, p.train, out)

@@ -281,6 +281,17 @@ class ContrastFamily(_Family):
 
 class NoiseFamily(_Family):
     snr_db: Span = Field(description="range of the signal-to-noise ratio of additive Gaussian noise, dB")
+    spectrum: Span = Field(
+        default=(0.0, 0.0),
+        description="range of β in the noise's isotropic power spectrum 1/f^β: 0 white, 1 pink, 2 blotchy",
+    )
+
+    @field_validator("spectrum")
+    @classmethod
+    def _spectrum(cls, v: Span) -> Span:
+        if not 0 <= v[0] <= v[1] <= 4:
+            raise ValueError(f"must satisfy 0 <= low <= high <= 4, got {list(v)}")
+        return v
 
 
 class MotionBlurFamily(_Family):

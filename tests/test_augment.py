@@ -69,6 +69,24 @@ def test_noise_follows_the_snr_it_draws():
     assert abs(float(snr) - 20.0) < 1.0
 
 
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
+def test_coloured_noise_keeps_its_snr_grows_grain_and_favours_no_direction(beta):
+    x = _batch(side=96)
+    torch.manual_seed(5)
+    y = RobustAugment(_only("noise", snr_db=(20.0, 20.0), spectrum=(beta, beta)))(x)
+    d = y - x
+    snr = 10 * torch.log10(x.pow(2).mean() / d.pow(2).mean())
+    assert abs(float(snr) - 20.0) < 1.0
+    d = d - d.mean(dim=(-2, -1), keepdim=True)
+    down = float((d[..., 1:, :] * d[..., :-1, :]).mean() / d.pow(2).mean())  # neighbour correlation
+    across = float((d[..., :, 1:] * d[..., :, :-1]).mean() / d.pow(2).mean())
+    if beta == 0:
+        assert abs(down) < 0.05 and abs(across) < 0.05  # white: pixels independent
+    else:
+        assert down > 0.25 and across > 0.25  # grain a few pixels wide
+    assert abs(down - across) < 0.1  # isotropic: no row or column banding
+
+
 def test_same_seed_same_batch_other_seed_other_batch():
     aug = RobustAugment(RobustConfig(enabled=True))
     x = _batch()

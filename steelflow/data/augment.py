@@ -11,7 +11,7 @@ the same batches):
     bright or dark off-centre spot, several light sources, a linear gradient or a low-frequency random
     field, or an additive glare. ``s`` reaches past 1, where parts of the image go black or saturate;
   - optics: motion blur (random length and angle) and defocus;
-  - sensor: additive Gaussian noise over a range of SNRs;
+  - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches);
   - tone: global gamma (with an exposure gain) and contrast.
 
   Applied in the order light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
@@ -120,7 +120,7 @@ class RobustAugment:
         snr = _between(fam.snr_db, n, x)
         power = x.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         sigma = torch.sqrt(power * 10 ** (-snr / 10))
-        noisy = x + sigma * torch.randn_like(x)
+        noisy = x + sigma * _coloured(torch.randn_like(x), _between(fam.spectrum, n, x))
         return torch.where(_chosen(fam.p, n, x), noisy, x).clamp_(0, 1)
 
     def contrast(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +130,24 @@ class RobustAugment:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         out = (x - mean) * _between(fam.factor, n, x) + mean
         return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
+
+
+def _coloured(white: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """White noise shaped to an isotropic power spectrum ``1/f^β`` (per image ``β``), unit std per image.
+
+    β = 0 leaves it white (pixel noise); β = 1–2 gives grain and blotches a few pixels to a few tens wide,
+    as sensor read-out, dust and surface haze make. Isotropic by construction: no direction is favoured.
+    Kornia's noise is white only, hence these lines.
+    """
+    if not bool((beta > 0).any()):
+        return white
+    h, w = white.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=white.device, dtype=white.dtype).view(h, 1)
+    fx = torch.fft.rfftfreq(w, device=white.device, dtype=white.dtype).view(1, -1)
+    radius = torch.sqrt(fy**2 + fx**2).clamp_(min=1.0 / max(h, w))  # the DC term gets the lowest frequency's
+    shaped = torch.fft.irfft2(torch.fft.rfft2(white) * radius ** (-beta / 2), s=(h, w))
+    shaped = shaped - shaped.mean(dim=(-2, -1), keepdim=True)
+    return shaped / shaped.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
 
 
 # --- illumination fields: (N, 1, H, W) in [−1, 1] -------------------------------------------------------
