@@ -294,6 +294,19 @@ class NoiseFamily(_Family):
         return v
 
 
+class OverlayFamily(_Family):
+    weight: Span = Field(
+        default=(0.1, 0.4), description="range of the weight of another image's texture added to this one"
+    )
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, v: Span) -> Span:
+        if not 0 <= v[0] <= v[1] <= 1:
+            raise ValueError(f"must satisfy 0 <= low <= high <= 1, got {list(v)}")
+        return v
+
+
 class MotionBlurFamily(_Family):
     length: Span = Field(description="range of the blur length, as a fraction of the image side")
 
@@ -324,6 +337,7 @@ class RobustConfig(Section):
     """
 
     enabled: bool = Field(default=False, description="false = clean training, as in the paper")
+    overlay: OverlayFamily = OverlayFamily(p=0.0)
     illumination: IlluminationFamily = IlluminationFamily(
         p=0.8, strength=(0.2, 1.3), shapes=("spot", "multi_spot", "gradient", "random_field", "glare")
     )

@@ -12,7 +12,7 @@ import torch
 from steelflow.config import AugmentConfig, RobustConfig
 from steelflow.data.augment import RobustAugment, augment
 
-FAMILIES = ("illumination", "gamma", "contrast", "noise", "motion_blur", "defocus")
+FAMILIES = ("overlay", "illumination", "gamma", "contrast", "noise", "motion_blur", "defocus")
 SHAPES = ("spot", "multi_spot", "gradient", "random_field", "glare")
 
 
@@ -85,6 +85,19 @@ def test_coloured_noise_keeps_its_snr_grows_grain_and_favours_no_direction(beta)
     else:
         assert down > 0.25 and across > 0.25  # grain a few pixels wide
     assert abs(down - across) < 0.1  # isotropic: no row or column banding
+
+
+def test_overlay_adds_another_images_texture_never_its_own():
+    x = torch.full((6, 1, 32, 32), 0.5)
+    for i in range(6):  # every image its own pattern, so a mix shows whose texture came in
+        x[i, 0, :, i * 5 : i * 5 + 3] += 0.3
+    torch.manual_seed(6)
+    y = RobustAugment(_only("overlay", weight=(0.25, 0.25)))(x.clone())
+    for i in range(6):
+        added = (y[i] - x[i]).abs().sum(dim=(0, 1))  # per column
+        own = set(range(i * 5, i * 5 + 3))
+        foreign = {int(c) for c in torch.nonzero(added > 0.05)}
+        assert foreign and not foreign <= own, (i, foreign)
 
 
 def test_same_seed_same_batch_other_seed_other_batch():

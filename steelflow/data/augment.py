@@ -64,6 +64,8 @@ class RobustAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
+        if cfg.overlay.p:
+            x = self.overlay(x)
         if cfg.illumination.p:
             x = self.illumination(x)
         for op in self._optics_for(x.shape[-1]):
@@ -75,6 +77,27 @@ class RobustAugment:
         if cfg.contrast.p:
             x = self.contrast(x)
         return x
+
+    # --- scene ----------------------------------------------------------------------------------------
+
+    def overlay(self, x: torch.Tensor) -> torch.Tensor:
+        """Each chosen image plus ``w`` times the mean-free texture of another image of the batch.
+
+        The label stays the base image's: faint foreign structure (marks, scale, another surface showing
+        through) must not decide the class. A mixing augmentation, after PixMix and mixup; written here
+        because Kornia's mixes (RandomMixUpV2, CutMix) mix the labels too.
+        """
+        fam = self.cfg.overlay
+        n = x.shape[0]
+        if n < 2:
+            return x
+        shift = int(torch.randint(1, n, (1,)))  # a rotation of the batch: never an image onto itself
+        other = x.roll(shift, dims=0)
+        other = torch.where(_coin(n, other), other.flip(-1), other)
+        other = torch.where(_coin(n, other), other.flip(-2), other)
+        texture = other - other.mean(dim=(-2, -1), keepdim=True)
+        out = x + _between(fam.weight, n, x) * texture
+        return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
 
     # --- light ----------------------------------------------------------------------------------------
 
