@@ -7,6 +7,7 @@ the same batches):
 - :class:`RobustAugment` (``train.robust``): the corruptions a camera on a mill makes, each a *family* drawn
   per image with probability ``p`` and a strength from a range:
 
+  - scene: another image's faint texture over this one, the label kept (off by default);
   - illumination: a smooth multiplicative gain ``1 + s·f`` (``f`` in [−1, 1]) of one of several shapes, a
     bright or dark off-centre spot, several light sources, a linear gradient or a low-frequency random
     field, or an additive glare. ``s`` reaches past 1, where parts of the image go black or saturate;
@@ -14,7 +15,7 @@ the same batches):
   - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches);
   - tone: global gamma (with an exposure gain) and contrast.
 
-  Applied in the order light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
+  Applied in the order scene → light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
 
 No peeking: nothing here calls :mod:`steelflow.data.corruptions`, the evaluation's corruptions, and the
 families are broader than those (tests/test_augment.py fails if training imports that module). Kornia does
