@@ -144,7 +144,8 @@ class RobustAugment:
         snr = _between(fam.snr_db, n, x)
         power = x.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         sigma = torch.sqrt(power * 10 ** (-snr / 10))
-        noisy = x + sigma * _coloured(torch.randn_like(x), _between(fam.spectrum, n, x))
+        white = torch.randn_like(x)
+        noisy = x + sigma * (_coloured(white, _between(fam.spectrum, n, x)) if fam.spectrum[1] else white)
         return torch.where(_chosen(fam.p, n, x), noisy, x).clamp_(0, 1)
 
     def contrast(self, x: torch.Tensor) -> torch.Tensor:
