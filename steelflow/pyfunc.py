@@ -77,7 +77,7 @@ def decode(cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise BadInput(
-            f"image of {width}×{height} px is larger than the {max_pixels:,} pixels accepted "
+            f"image of {width}x{height} px is larger than the {max_pixels:,} pixels accepted "
             "(registry.serving.max_image_pixels)"
         )
 
@@ -105,8 +105,8 @@ def preprocess(
 def cells_of(model_input: Any) -> list[Any]:
     """The ``image`` column of a request, or :class:`BadInput` saying what came instead."""
     if not isinstance(model_input, pd.DataFrame) or COLUMN not in model_input.columns:
-        got = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input)
-        raise BadInput(f"expected a column {COLUMN!r} of images, got {got}")
+        # (MLflow's schema check has already dropped any other column, so there is no name to quote)
+        raise BadInput(f"the request has no column {COLUMN!r}: send one column {COLUMN!r} of images")
     return list(model_input[COLUMN])
 
 

@@ -192,7 +192,6 @@ def register(
     import mlflow
     import mlflow.pyfunc
 
-    from steelflow import pyfunc, serving_model
     from steelflow.inference import load_trained
 
     for needed in (model_path, run_id_path, metrics_path):
@@ -222,29 +221,13 @@ def register(
         }
         card = model_card(params, meta, metrics, tags)
         io.write_text(card_path, card)
-        serving = params.registry.serving
-        model_config = {
-            "cache_size": params.data.cache_size,
-            "classes": list(meta["classes"]),
-            "in_chans": int(meta["in_chans"]),
-            **serving.model_dump(),
-            "quantize": params.registry.quantize,
-        }
-        # A small real input example: one test image as base64 PNG text, what an HTTP client sends.
-        example = _example(sets[CLEAN])
         mlflow.set_tracking_uri(reg.uri)
         mlflow.set_registry_uri(reg.uri)
         with mlflow.start_run(run_id=run_id):
             info = reg.call(
                 mlflow.pyfunc.log_model,
                 name="classifier",
-                python_model=serving_model.__file__,
-                artifacts={"onnx": str(graph), "model": str(model_path)},
-                model_config=model_config,
-                signature=pyfunc.signature(meta["classes"]),
-                input_example=example,
-                code_paths=[str(Path(pyfunc.__file__).parent)],
-                pip_requirements=requirements(serving.engine),
+                **pyfunc_model(params, meta, graph, model_path, sets[CLEAN]),
                 registered_model_name=reg.name,
             )
             version = str(info.registered_model_version)
@@ -273,6 +256,32 @@ def register(
     }
     io.write_json(out_path, result)
     return result
+
+
+def pyfunc_model(
+    params: Params, meta: dict[str, Any], graph: Path, weights: Path, test_set: Path
+) -> dict[str, Any]:
+    """What ``mlflow.pyfunc.log_model`` (or ``save_model``) gets: the model as code (no pickle), its ONNX
+    graph and weights as artifacts, its ``model_config``, signature, input example and requirements."""
+    from steelflow import pyfunc, serving_model
+
+    serving = params.registry.serving
+    return {
+        "python_model": serving_model.__file__,
+        "artifacts": {"onnx": str(graph), "model": str(weights)},
+        "model_config": {
+            "cache_size": params.data.cache_size,
+            "classes": list(meta["classes"]),
+            "in_chans": int(meta["in_chans"]),
+            **serving.model_dump(),
+            "quantize": params.registry.quantize,
+        },
+        "signature": pyfunc.signature(meta["classes"]),
+        # a small real input example: one test image as base64 PNG text, what an HTTP client sends
+        "input_example": _example(test_set),
+        "code_paths": [str(Path(pyfunc.__file__).parent)],
+        "pip_requirements": requirements(serving.engine),
+    }
 
 
 def _serving_graph(
