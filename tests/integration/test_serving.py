@@ -17,56 +17,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.predict import PredictionsFailed
 from steelflow.registry import GateFailed, RegistryError, register
-from tests.helpers import repo_params, write_params
-from tests.servers import VENV_BIN, free_port, mlflow_server, running
+from tests.integration.registered import NAME, cli, registered_project
+from tests.servers import VENV_BIN, free_port, running
 
 pytestmark = pytest.mark.integration
-NAME = "steel-defect-classifier"
-runner = CliRunner()
-
-
-def _cli(*args: str, code: int = 0) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, f"steelflow {' '.join(args)} → {result.exit_code}:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tracking server and a project that trained, evaluated and registered one decent model (v1)."""
-    root = tmp_path_factory.mktemp("serving")
-    project = root / "project"
-    project.mkdir()
-    tree = repo_params(
-        data={"synthetic": {"per_class": 40, "image_size": 64, "seed": 0}, "cache_size": 32},
-        model={"image_size": 32},
-        train={"epochs": 10, "lr": 0.02, "batch_size": 8},
-        registry={
-            "gates": {
-                "min_clean_accuracy": 0.3,
-                "min_worst_accuracy": 0.0,
-                "min_holdout_accuracy": None,
-                "max_drop": 0.05,
-            }
-        },
-    )
-    write_params(project, tree)
-    cwd = os.getcwd()
-    with mlflow_server(root / "server") as uri, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        os.chdir(project)
-        try:
-            for step in ("ingest", "validate", "split", "corrupt", "train", "evaluate", "register"):
-                _cli(step)
-            yield {"uri": uri, "project": project, "client": mlflow.MlflowClient(uri, uri)}
-        finally:
-            os.chdir(cwd)
+    with registered_project(tmp_path_factory.mktemp("serving")) as (uri, project):
+        yield {"uri": uri, "project": project, "client": mlflow.MlflowClient(uri, uri)}
 
 
 def _test_files(n: int) -> list[Path]:
@@ -80,7 +45,7 @@ def _versions(client) -> int:
 
 def test_predict_without_a_champion_exits_7_with_what_to_do(served, tmp_path):
     image = str(_test_files(1)[0])
-    out = _cli("predict", image, "--out", str(tmp_path / "p.csv"), code=RegistryError.exit_code)
+    out = cli("predict", image, "--out", str(tmp_path / "p.csv"), code=RegistryError.exit_code)
     assert "steelflow promote" in out and "@champion" in out
     assert not (tmp_path / "p.csv").exists()
 
@@ -112,7 +77,7 @@ def test_predict_keeps_going_past_bad_files_and_names_each(served, tmp_path):
     folder = tmp_path / "mixed"
     _folder_with_bad_files(folder, good)
     out = tmp_path / "rows.csv"
-    printed = _cli(
+    printed = cli(
         "predict", str(folder), "--model", f"models:/{NAME}/1", "--out", str(out),
         "--set", "predict.batch_size=3",  # the bad files fall into different batches
         code=PredictionsFailed.exit_code,
@@ -140,7 +105,7 @@ def test_predict_from_another_folder_resolves_paths_from_there(served, tmp_path,
         shutil.copy(f, elsewhere / "batch" / f.name)
     params = served["project"] / "params.yaml"
     monkeypatch.chdir(elsewhere)
-    printed = _cli(
+    printed = cli(
         "predict", "batch", "--params", str(params), "--model", f"models:/{NAME}/1",
         "--out", "out/rows.parquet",
     )  # fmt: skip
@@ -149,7 +114,7 @@ def test_predict_from_another_folder_resolves_paths_from_there(served, tmp_path,
     assert sorted(rows["path"]) == sorted(f"batch/{f.name}" for f in good)
     assert (rows["error"] == "").all()
     monkeypatch.chdir(served["project"])
-    out = _cli("predict", "batch", "--model", f"models:/{NAME}/1", code=3)  # not there from the project
+    out = cli("predict", "batch", "--model", f"models:/{NAME}/1", code=3)  # not there from the project
     assert "batch: no such file or folder" in out
 
 
@@ -234,13 +199,13 @@ def test_a_version_pickled_before_models_from_code_keeps_loading_or_says_how_to_
         )
     files = _test_files(4)
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
-    _cli("predict", *map(str, files), "--model", f"models:/old-style/{info.registered_model_version}",
+    cli("predict", *map(str, files), "--model", f"models:/old-style/{info.registered_model_version}",
          "--out", str(old))  # fmt: skip
-    _cli("predict", *map(str, files), "--model", f"models:/{NAME}/1", "--out", str(new))
+    cli("predict", *map(str, files), "--model", f"models:/{NAME}/1", "--out", str(new))
     assert list(pd.read_csv(old)["label"]) == list(pd.read_csv(new)["label"])
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # where pickles are refused
-    out = _cli("predict", str(files[0]), "--model", "models:/old-style/1", code=RegistryError.exit_code)
+    out = cli("predict", str(files[0]), "--model", "models:/old-style/1", code=RegistryError.exit_code)
     assert "register it again with `steelflow register`" in out
 
 
