@@ -90,7 +90,7 @@ def quantize(fp32: Path, out: Path, mode: str, calibration: np.ndarray | None = 
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     try:
         if mode == "dynamic":
-            # the head's matrices only: dynamic ConvInteger was 5-15x slower than fp32 here (bench_serving)
+            # the head's matrices only: dynamic ConvInteger was 6-16x slower than fp32 here (bench_serving)
             quantize_dynamic(
                 str(prepared),
                 str(out),
