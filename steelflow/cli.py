@@ -270,28 +270,36 @@ def registry_history(
 @app.command()
 @_step
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="image files or folders")],
+    inputs: Annotated[list[Path], typer.Argument(help="image files or folders (relative to this folder)")],
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     model: Annotated[
         str | None, typer.Option(help="model URI (default: models:/<registry.name>@champion)")
     ] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="CSV with the probabilities")] = Path(
+    out_path: Annotated[Path, typer.Option("--out", help="the rows: .csv, or .parquet")] = Path(
         "predictions.csv"
     ),
 ) -> None:
-    """Classify images with a registered model: a table here, every probability in a CSV."""
+    """Classify images with a registered model: one row per file (its error if it has one) in a CSV or
+    Parquet file; exit 12 when any file could not be classified."""
     from rich.table import Table
 
     from steelflow.predict import predict as run
+    from steelflow.progress import counter
 
-    frame = run(_params(params, set_), inputs, model, out_path)
-    probs = [c for c in frame.columns if c.startswith("p_")]
-    table = Table("image", "class", "probability")
-    for _, row in frame.iterrows():
-        table.add_row(row["path"], row["label"], f"{row['p_' + row['label']]:.3f}")
-    out.print(table)
-    out.print(f"predict: {len(frame)} images, {len(probs)} classes → {out_path}")
+    p = _params(params, set_)
+    with counter("predict") as done:
+        result = run(p, inputs, model, out_path, progress=done)
+    frame = result.frame
+    if len(frame) <= 50:
+        table = Table("image", "class", "probability", "error")
+        for _, row in frame.iterrows():
+            prob = f"{row['p_' + row['label']]:.3f}" if row["label"] else ""
+            table.add_row(row["path"], row["label"], prob, row["error"])
+        out.print(table)
+    ok = len(frame) - len(result.failed)
+    out.print(f"predict: {ok} of {len(frame)} images classified, {len(result.failed)} failed → {out_path}")
+    result.raise_for_failures()
 
 
 @app.command("export-onnx")

@@ -408,6 +408,19 @@ class GatesConfig(Section):
     )
 
 
+class ServingConfig(Section):
+    """How the registered model runs wherever it is loaded (its ``model_config``)."""
+
+    engine: Literal["onnx", "pytorch"] = Field(
+        default="onnx", description="ONNX Runtime, or the PyTorch weights as a fallback"
+    )
+    intra_op_threads: int = Field(default=2, ge=0, description="threads inside an operator; 0 = all cores")
+    inter_op_threads: int = Field(default=1, ge=0, description="operators run in parallel; 0 = ORT's choice")
+    max_image_pixels: int = Field(
+        default=25_000_000, ge=64, description="larger images are refused (HTTP 400), not decoded"
+    )
+
+
 class RegistryConfig(Section):
     name: str = Field(default="steel-defect-classifier", min_length=1, description="registered model name")
     gates: GatesConfig
@@ -415,6 +428,31 @@ class RegistryConfig(Section):
     backoff_seconds: float = Field(default=1.0, ge=0, description="first retry's wait; doubles each time")
     onnx_tolerance: float = Field(default=1e-4, gt=0, description="export-onnx: max |logit difference|")
     latency_runs: int = Field(default=20, ge=1, description="export-onnx: timed runs per batch size")
+    serving: ServingConfig = ServingConfig()
+    max_parity_diff: float = Field(
+        default=1e-4, gt=0, description="register: max |Δp| between ONNX fp32 and PyTorch on the test set"
+    )
+    min_label_agreement: float = Field(
+        default=1.0, ge=0, le=1, description="register: share of test images where both give one label"
+    )
+    quantize: Literal["none", "dynamic", "static"] = Field(
+        default="none", description="int8 with ONNX Runtime: none, dynamic, or static (calibrated)"
+    )
+    max_quantized_drop: float = Field(
+        default=0.005, ge=0, le=1, description="int8 may lose at most this accuracy on every condition"
+    )
+    calibration_images: int = Field(
+        default=64, ge=1, description="training images that calibrate static quantization"
+    )
+
+
+# --- predict ----------------------------------------------------------------------------------------
+
+
+class PredictConfig(Section):
+    """``steelflow predict``: how many images it holds in memory at once."""
+
+    batch_size: int = Field(default=64, ge=1, description="images read, decoded and classified at once")
 
 
 # --- tune -------------------------------------------------------------------------------------------
@@ -562,6 +600,7 @@ class Params(Section):
     tune: TuneConfig | None = None
     registry: RegistryConfig | None = None
     kubeflow: KubeflowConfig | None = None
+    predict: PredictConfig = PredictConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

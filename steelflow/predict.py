@@ -1,27 +1,66 @@
-"""`steelflow predict`: classify image files or folders with a registered model (default: the champion)."""
+"""`steelflow predict`: classify image files or folders with a registered model (default: the champion).
+
+Reads ``predict.batch_size`` files at a time (memory stays bounded however large the folder), runs the
+registered model on them, and writes one row per file: ``path``, ``label``, ``p_<class>`` for every class
+and ``error`` (empty, or why the file could not be classified: unreadable, not an image, too large). One
+bad file never stops the others. Paths resolve from the current folder, as a shell user expects. The
+output is CSV, or Parquet when ``--out`` ends in ``.parquet``, written whole or not at all.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from steelflow import io
 from steelflow.config import Params, RegistryConfig
 from steelflow.data.sources import IMAGE_SUFFIXES
-from steelflow.errors import DataError
+from steelflow.errors import ConfigError, DataError, SteelflowError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class PredictionsFailed(SteelflowError):
+    """Some files could not be classified; their rows say why, and every other row was written."""
+
+    exit_code = 12
+
+
+@dataclasses.dataclass
+class PredictResult:
+    frame: pd.DataFrame
+    out_path: Path
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.frame[self.frame["error"] != ""]
+
+    def raise_for_failures(self) -> None:
+        bad = self.failed
+        if len(bad):
+            first = bad.iloc[0]
+            raise PredictionsFailed(
+                f"{len(bad)} of {len(self.frame)} files could not be classified (the 'error' column of "
+                f"{self.out_path} says why); first: {first['path']}: {first['error']}"
+            )
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
-    """The images named, and every image under the folders named, in a stable order."""
+    """The images named, and every image under the folders named, in a stable order (relative paths are
+    taken from the current folder)."""
     files: list[Path] = []
     for path in inputs:
+        path = Path(path).expanduser()
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
         elif path.is_file():
             files.append(path)
         else:
-            raise DataError(f"{path}: no such file or folder")
+            raise DataError(f"{path}: no such file or folder (from {Path.cwd()})")
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
     return files
@@ -32,23 +71,116 @@ def default_model_uri(params: Params) -> str:
     return f"models:/{name}@champion"
 
 
-def predict(params: Params, inputs: list[Path], model_uri: str | None, out_path: Path) -> pd.DataFrame:
-    """One row per image: path, label, and p_<class> for every class; also written to ``out_path``."""
+def output_format(out_path: Path) -> str:
+    suffix = Path(out_path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigError(f"--out {out_path}: the file must end in {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def predict(
+    params: Params,
+    inputs: list[Path],
+    model_uri: str | None,
+    out_path: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """One row per file (path, label, p_<class>…, error), also written to ``out_path``.
+
+    ``progress(done, total)`` is called after every batch.
+    """
+    fmt = output_format(out_path)
+    files = image_files(inputs)
+    model = load_model(params, model_uri)
+    frames = []
+    done = 0
+    for chunk in _chunks(files, params.predict.batch_size):
+        frames.append(_classify(model, chunk))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(files))
+    frame = pd.concat(frames, ignore_index=True)
+    with io.atomic_path(out_path) as tmp:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return PredictResult(frame, Path(out_path))
+
+
+def load_model(params: Params, model_uri: str | None) -> Any:
+    """The registered pyfunc; a missing version or alias, or an unreachable registry, is exit 7."""
     import mlflow
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
+    from steelflow.registry import RegistryError
     from steelflow.tracking import tracking_uri
 
-    files = image_files(inputs)
     uri = model_uri or default_model_uri(params)
-    mlflow.set_tracking_uri(tracking_uri(params.mlflow))
-    mlflow.set_registry_uri(tracking_uri(params.mlflow))
+    where = tracking_uri(params.mlflow)
+    mlflow.set_tracking_uri(where)
+    mlflow.set_registry_uri(where)
     try:
-        model = mlflow.pyfunc.load_model(uri)
-    except Exception as e:
-        raise DataError(f"cannot load model {uri}: {e}") from None
-    frame = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}))
-    frame.insert(0, "path", [str(f) for f in files])
-    with io.atomic_path(out_path) as tmp:
-        frame.to_csv(tmp, index=False)
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as e:
+        text = str(e)
+        if "pickle" in text.lower():
+            raise RegistryError(
+                f"{uri} was registered before steelflow's models-from-code pyfunc (a pickled Python "
+                "object, which MLflow no longer loads by default): register it again with `steelflow "
+                "register`, or load it as before with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true"
+            ) from None
+        hint = ""
+        if uri.endswith("@champion"):
+            hint = " (promote a version with `steelflow promote`, or pass --model)"
+        raise RegistryError(f"cannot load model {uri} from {where}{hint}: {' '.join(text.split())}") from None
+    except OSError as e:
+        raise RegistryError(f"cannot load model {uri} from {where}: {e}") from None
+
+
+def _chunks(files: list[Path], size: int) -> Iterator[list[Path]]:
+    for i in range(0, len(files), size):
+        yield files[i : i + size]
+
+
+def _classify(model: Any, files: list[Path]) -> pd.DataFrame:
+    """The model's rows for ``files``; a file that cannot be read or classified gets its error instead."""
+    errors = [""] * len(files)
+    cells: dict[int, bytes] = {}
+    for i, f in enumerate(files):
+        try:
+            cells[i] = f.read_bytes()
+        except OSError as e:
+            errors[i] = f"cannot read: {e.strerror or e}"
+    answers: dict[int, pd.DataFrame] = {}
+    batch = _answer(model, list(cells.values())) if cells else None
+    if isinstance(batch, pd.DataFrame):
+        answers = {i: batch.iloc[[k]] for k, i in enumerate(cells)}
+    else:  # some file is bad: classify one by one to find it (rare, so the cost is fine)
+        for i, cell in cells.items():
+            one = _answer(model, [cell])
+            if isinstance(one, pd.DataFrame):
+                answers[i] = one
+            else:
+                errors[i] = one
+    frame = pd.DataFrame({"path": [str(f) for f in files], "label": ""})
+    if answers:
+        rows = pd.concat(answers.values(), ignore_index=True)
+        for column in rows.columns:
+            if column != "label":
+                frame[column] = float("nan")
+            frame.loc[list(answers), column] = rows[column].to_numpy()
+    frame["error"] = errors
     return frame
+
+
+def _answer(model: Any, cells: list[bytes]) -> pd.DataFrame | str:
+    """The model's rows for ``cells``, or why it refused them (one line)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(pd.DataFrame({"image": cells}))
+    except (MlflowException, ValueError) as e:  # a bad file: BadRequest / BadInput (ValueError, older)
+        message = " ".join(str(getattr(e, "message", None) or e).split())
+        return message.removeprefix("row 0: ")

@@ -1,10 +1,14 @@
-"""The registered model: an MLflow pyfunc that takes raw images and returns the class and its probabilities.
+"""The registered model's contract: raw images in, the class and its probabilities out.
 
 Input: a DataFrame with one column ``image``; each cell is an encoded image file (bytes, or base64 text as
 it arrives over HTTP) in any format Pillow reads, or a pixel array (H, W) / (H, W, 3) of any size.
 Preprocessing is inside: decode → grayscale or RGB as in training → resize to the training cache's side →
 the network (which resizes to its own input size). Output: a DataFrame with ``label`` and one
 ``p_<class>`` column per class.
+
+The model itself is code, not a pickle: :mod:`steelflow.serving_model` (MLflow models-from-code), which
+runs the network with :mod:`steelflow.engine`. A cell that is not an image raises :class:`BadInput`
+naming its row; served over HTTP that is a 400 with one line.
 
 Serving: ``mlflow models serve -m models:/steel-defect-classifier@champion --env-manager local``, then
 POST ``{"dataframe_split": {"columns": ["image"], "data": [["<base64 of a .bmp/.png/.jpg>"]]}}`` to
@@ -16,87 +20,127 @@ from __future__ import annotations
 import base64
 import binascii
 import io as pyio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from steelflow.data.images import resize
 from steelflow.errors import DataError
 
 COLUMN = "image"
+DEFAULT_MAX_PIXELS = 25_000_000  # registry.serving.max_image_pixels
 
 
-def decode(cell: Any, channels: int) -> np.ndarray:
+class BadInput(ValueError):
+    """A request or file the model cannot classify; the message is one line meant for the sender."""
+
+
+def decode(cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One input cell → uint8 (H, W) for one channel or (H, W, 3) for three."""
     if isinstance(cell, str):
         try:
             cell = base64.b64decode(cell, validate=True)
         except (binascii.Error, ValueError) as e:
-            raise ValueError(f"an {COLUMN!r} string must be a base64-encoded image file: {e}") from None
+            raise BadInput(f"an {COLUMN!r} string must be a base64-encoded image file: {e}") from None
     if isinstance(cell, bytes | bytearray):
+        if not cell:
+            raise BadInput("an empty file (0 bytes) is not an image")
         try:
             with Image.open(pyio.BytesIO(cell)) as im:
+                _check_size(im.width, im.height, max_pixels)
                 return np.asarray(im.convert("L" if channels == 1 else "RGB"))
-        except OSError as e:
-            raise ValueError(f"not a readable image file ({len(cell)} bytes): {e}") from None
-    array = np.asarray(cell)
+        except UnidentifiedImageError:
+            raise BadInput(f"not a readable image file ({len(cell)} bytes): no known format") from None
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise BadInput(f"not a readable image file ({len(cell)} bytes): {_one_line(e)}") from None
+    try:
+        array = np.asarray(cell)
+    except ValueError as e:  # ragged nested lists
+        raise BadInput(f"not an image array: {_one_line(e)}") from None
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ValueError(f"an image array must be (H, W) or (H, W, 3), got shape {array.shape}")
+        raise BadInput(f"an image array must be (H, W) or (H, W, 3), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+        raise BadInput(f"an image array must hold numbers, got {array.dtype}")
+    _check_size(array.shape[1], array.shape[0], max_pixels)
     if array.dtype != np.uint8:
         array = np.clip(array, 0, 255).astype(np.uint8)
     mode = "L" if array.ndim == 2 else ("RGBA" if array.shape[-1] == 4 else "RGB")
     return np.asarray(Image.fromarray(array, mode).convert("L" if channels == 1 else "RGB"))
 
 
-def preprocess(cells: list[Any], channels: int, size: int) -> np.ndarray:
-    """Cells → uint8 (N, size, size, C), exactly as the training cache stores images."""
-    images = [resize(decode(c, channels), size) for c in cells]
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise BadInput(
+            f"image of {width}x{height} px is larger than the {max_pixels:,} pixels accepted "
+            "(registry.serving.max_image_pixels)"
+        )
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def preprocess(
+    cells: list[Any], channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Cells → uint8 (N, size, size, C), exactly as the training cache stores images; a bad cell raises
+    :class:`BadInput` naming its row."""
+    images = []
+    for row, cell in enumerate(cells):
+        try:
+            images.append(resize(decode(cell, channels, max_pixels), size))
+        except BadInput as e:
+            raise BadInput(f"row {row}: {e}") from None
+    if not images:
+        return np.zeros((0, size, size, channels), np.uint8)
     return np.stack(images).reshape(len(images), size, size, channels)
 
 
-def python_model() -> Any:
-    """The pyfunc (its class is defined here so that importing this module does not import MLflow)."""
-    import mlflow.pyfunc
+def cells_of(model_input: Any) -> list[Any]:
+    """The ``image`` column of a request, or :class:`BadInput` saying what came instead."""
+    if not isinstance(model_input, pd.DataFrame) or COLUMN not in model_input.columns:
+        # (MLflow's schema check has already dropped any other column, so there is no name to quote)
+        raise BadInput(f"the request has no column {COLUMN!r}: send one column {COLUMN!r} of images")
+    return list(model_input[COLUMN])
 
-    class _Classifier(mlflow.pyfunc.PythonModel):
-        def load_context(self, context: Any) -> None:
-            import torch  # noqa: F401  (loaded with the model, not per request)
 
-            from steelflow.inference import load_trained
+def classify_with(
+    logits: Callable[[np.ndarray], np.ndarray],
+    config: dict[str, Any],
+    cells: list[Any],
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Labels and probabilities for raw image cells, the network run by ``logits`` (an engine)."""
+    from steelflow.engine import run_batches, softmax
 
-            self.model, self.meta = load_trained(context.artifacts["model"])
-            self.size = int(context.model_config["cache_size"])
-
-        def predict(
-            self, context: Any, model_input: pd.DataFrame, params: dict | None = None
-        ) -> pd.DataFrame:
-            return classify(self.model, self.meta, self.size, list(model_input[COLUMN]))
-
-    return _Classifier()
+    classes = list(config["classes"])
+    max_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+    images = preprocess(cells, int(config["in_chans"]), int(config["cache_size"]), max_pixels)
+    probs = softmax(run_batches(logits, images, batch_size)) if len(images) else np.zeros((0, len(classes)))
+    frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
+    frame.insert(0, "label", [classes[i] for i in probs.argmax(1)] if len(probs) else [])
+    return frame
 
 
 def classify(
     model: Any, meta: dict[str, Any], size: int, cells: list[Any], batch_size: int = 32
 ) -> pd.DataFrame:
-    """Labels and probabilities for raw image cells (the pyfunc's predict)."""
+    """The PyTorch network ``model`` on raw image cells (what versions pickled before models-from-code
+    call, when loaded with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``)."""
     import torch
 
-    from steelflow.inference import predict_logits, to_tensor
+    def logits(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).float().numpy()
 
-    classes = meta["classes"]
-    if not cells:
-        return pd.DataFrame(columns=["label", *(f"p_{c}" for c in classes)])
-    images = to_tensor(preprocess(cells, int(meta["in_chans"]), size))
-    logits = predict_logits(model, images, batch_size, torch.device("cpu"))
-    probs = torch.softmax(logits, dim=1).numpy()
-    frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
-    frame.insert(0, "label", [classes[i] for i in probs.argmax(1)])
-    return frame
+    config = {"classes": meta["classes"], "in_chans": meta["in_chans"], "cache_size": size}
+    return classify_with(logits, config, cells, batch_size)
 
 
 def weights_in(folder: Path, uri: str) -> tuple[Path, dict[str, Any]]:
@@ -115,6 +159,8 @@ def signature(classes: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inputs = Schema([ColSpec(AnyType(), COLUMN)])  # bytes, base64 text or a pixel array, any size
+    # bytes, base64 text or a pixel array, any size. Not "required": MLflow's own check of a missing
+    # column answers with the whole request in a multi-line message; ours is one line naming the column.
+    inputs = Schema([ColSpec(AnyType(), COLUMN, required=False)])
     outputs = Schema([ColSpec("string", "label"), *(ColSpec("double", f"p_{c}") for c in classes)])
     return ModelSignature(inputs=inputs, outputs=outputs)

@@ -23,6 +23,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -183,13 +184,14 @@ def register(
 ) -> dict[str, Any]:
     """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
 
-    The params recorded (model card, params hash) are the ones training used: ``params`` plus tune's best
-    values when ``train.use_tuned`` is on.
+    The version is models-from-code (:mod:`steelflow.serving_model`) with the network as ONNX (checked
+    against PyTorch on the test set, int8 when ``registry.quantize`` asks and the int8 gate passes) and the
+    weights as artifacts. The params recorded (model card, params hash) are the ones training used:
+    ``params`` plus tune's best values when ``train.use_tuned`` is on.
     """
     import mlflow
     import mlflow.pyfunc
 
-    from steelflow import pyfunc
     from steelflow.inference import load_trained
 
     for needed in (model_path, run_id_path, metrics_path):
@@ -202,36 +204,30 @@ def register(
     accuracy = _accuracy(metrics)
     sets = evaluation_sets(params.corrupt, cache_dir)
     eval_hash = data_hash(sets)
-    _, meta = load_trained(model_path)
+    model, meta = load_trained(model_path)
     tree = params.raw()
-    tags = {
-        **git_state(),
-        "data_version": data_version(),
-        "params_hash": params_hash(tree),
-        "run_id": run_id,
-        "eval_data_hash": eval_hash,
-        **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
-    }
-    card = model_card(params, meta, metrics, tags)
-    io.write_text(card_path, card)
-
-    # A small real input example: one test image as base64 PNG text, what an HTTP client sends.
-    example = _example(sets[CLEAN])
-    mlflow.set_tracking_uri(reg.uri)
-    mlflow.set_registry_uri(reg.uri)
+    staging = Path(tempfile.mkdtemp(prefix="steelflow-register-"))
     version = None
     try:
+        graph, serving_tags = _serving_graph(params, model, sets, cache_dir, staging)
+        tags = {
+            **git_state(),
+            "data_version": data_version(),
+            "params_hash": params_hash(tree),
+            "run_id": run_id,
+            "eval_data_hash": eval_hash,
+            **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
+            **serving_tags,
+        }
+        card = model_card(params, meta, metrics, tags)
+        io.write_text(card_path, card)
+        mlflow.set_tracking_uri(reg.uri)
+        mlflow.set_registry_uri(reg.uri)
         with mlflow.start_run(run_id=run_id):
             info = reg.call(
                 mlflow.pyfunc.log_model,
                 name="classifier",
-                python_model=pyfunc.python_model(),
-                artifacts={"model": str(model_path)},
-                model_config={"cache_size": params.data.cache_size},
-                signature=pyfunc.signature(meta["classes"]),
-                input_example=example,
-                code_paths=[str(Path(pyfunc.__file__).parent)],
-                pip_requirements=_requirements(),
+                **pyfunc_model(params, meta, graph, model_path, sets[CLEAN]),
                 registered_model_name=reg.name,
             )
             version = str(info.registered_model_version)
@@ -245,6 +241,8 @@ def register(
             with contextlib.suppress(Exception):
                 reg.client.delete_model_version(reg.name, version)
         raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     result = {
         "name": reg.name,
         "version": int(version),
@@ -254,9 +252,81 @@ def register(
         "tracking_uri": reg.uri,
         "eval_data_hash": eval_hash,
         "accuracy": accuracy,
+        "serving": serving_tags,
     }
     io.write_json(out_path, result)
     return result
+
+
+def pyfunc_model(
+    params: Params, meta: dict[str, Any], graph: Path, weights: Path, test_set: Path
+) -> dict[str, Any]:
+    """What ``mlflow.pyfunc.log_model`` (or ``save_model``) gets: the model as code (no pickle), its ONNX
+    graph and weights as artifacts, its ``model_config``, signature, input example and requirements."""
+    from steelflow import pyfunc, serving_model
+
+    serving = params.registry.serving
+    return {
+        "python_model": serving_model.__file__,
+        "artifacts": {"onnx": str(graph), "model": str(weights)},
+        "model_config": {
+            "cache_size": params.data.cache_size,
+            "classes": list(meta["classes"]),
+            "in_chans": int(meta["in_chans"]),
+            **serving.model_dump(),
+            "quantize": params.registry.quantize,
+        },
+        "signature": pyfunc.signature(meta["classes"]),
+        # a small real input example: one test image as base64 PNG text, what an HTTP client sends
+        "input_example": _example(test_set),
+        "code_paths": [str(Path(pyfunc.__file__).parent)],
+        "pip_requirements": requirements(serving.engine),
+    }
+
+
+def _serving_graph(
+    params: Params, model: Any, sets: dict[str, Path], cache_dir: Path, staging: Path
+) -> tuple[Path, dict[str, str]]:
+    """The ONNX graph the version serves, checked: fp32 against PyTorch (exit 9 on a mismatch), and int8
+    against fp32 on every evaluation condition when ``registry.quantize`` asks (exit 8 past the drop)."""
+    from steelflow import serving_build
+    from steelflow.data import cache
+
+    cfg = params.registry
+    fp32 = staging / "model.onnx"
+    parity = serving_build.export_checked(
+        model, cache.load(sets[CLEAN]).images, fp32, cfg.max_parity_diff, cfg.min_label_agreement
+    )
+    tags = {"engine": cfg.serving.engine, "quantize": cfg.quantize, **parity.tags()}
+    if cfg.quantize == "none":
+        return fp32, tags
+    calibration = None
+    if cfg.quantize == "static":
+        train = Path(cache_dir) / "splits" / "train.npz"
+        calibration = serving_build.calibration_images(train, cfg.calibration_images)
+    int8 = serving_build.quantize(fp32, staging / "model.int8.onnx", cfg.quantize, calibration)
+    threads = cfg.serving.intra_op_threads
+    before = serving_build.accuracies(fp32, sets, threads)
+    after = serving_build.accuracies(int8, sets, threads)
+    gates = quantization_gates(before, after, cfg.max_quantized_drop)
+    if not all(g.passed for g in gates):
+        raise GateFailed(
+            f"the {cfg.quantize} int8 model loses more than registry.max_quantized_drop "
+            f"({cfg.max_quantized_drop}) against fp32; nothing was registered:\n{gate_table(gates)}\n"
+            "set registry.quantize=none to register fp32, or try the other mode"
+        )
+    tags.update({f"fp32_accuracy.{k}": f"{v:.6f}" for k, v in before.items()})
+    tags.update({f"int8_accuracy.{k}": f"{v:.6f}" for k, v in after.items()})
+    return int8, tags
+
+
+def quantization_gates(fp32: dict[str, float], int8: dict[str, float], max_drop: float) -> list[Gate]:
+    """One gate per evaluation condition (hold-out ones included): int8 accuracy within ``max_drop``."""
+    return [
+        Gate(f"int8 {name} ({fp32[name]:.3f} → {int8[name]:.3f})", drop, max_drop, drop <= max_drop, "≤")
+        for name in fp32
+        for drop in [fp32[name] - int8[name]]
+    ]
 
 
 def _example(path: Path) -> Any:
@@ -274,10 +344,13 @@ def _example(path: Path) -> Any:
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
-def _requirements() -> list[str]:
+def requirements(engine: str) -> list[str]:
+    """What the served model imports: ONNX Runtime's path needs no torch (nor pydantic or PyYAML)."""
     from importlib.metadata import version
 
-    names = ("torch", "numpy", "pandas", "pillow", "pydantic", "pyyaml", "mlflow")
+    names = ["mlflow", "numpy", "pandas", "pillow", "onnxruntime"]
+    if engine == "pytorch":
+        names.append("torch")
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
 
 

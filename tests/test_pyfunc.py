@@ -10,12 +10,18 @@ import pytest
 from PIL import Image
 
 from steelflow.data.images import resize
-from steelflow.pyfunc import decode, preprocess
+from steelflow.pyfunc import BadInput, cells_of, decode, preprocess
 
 
 def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _bmp(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="BMP")
     return buf.getvalue()
 
 
@@ -46,8 +52,36 @@ def test_rgb_and_gray_inputs_of_any_size_fit_either_channel_count(gray):
         ("not base64!", "base64-encoded image file"),
         (base64.b64encode(b"hello").decode(), "not a readable image file"),
         (np.zeros((2, 3, 4, 5)), "(H, W) or (H, W, 3)"),
+        (b"", "empty file (0 bytes)"),
+        (b"hello, not a png", "not a readable image file (16 bytes)"),
+        (_bmp(np.full((64, 64), 7, np.uint8))[:2000], "file (2000 bytes): image file is truncated"),
+        ([[1, 2], [3]], "not an image array"),
+        (np.array([["a", "b"]]), "must hold numbers"),
     ],
 )
 def test_bad_cells_say_what_was_expected(cell, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         decode(cell, channels=1)
+
+
+def test_a_bad_cell_is_named_by_its_row_and_stays_one_line(gray):
+    with pytest.raises(BadInput, match=r"^row 2: not a readable image file") as e:
+        preprocess([_png(gray), gray, b"GIF89a broken"], channels=1, size=8)
+    assert "\n" not in str(e.value)
+
+
+def test_an_image_larger_than_allowed_is_refused_before_decoding(gray):
+    big = _png(np.zeros((300, 400), np.uint8))
+    with pytest.raises(BadInput, match=r"400x300 px is larger than the 100,000 pixels"):
+        decode(big, channels=1, max_pixels=100_000)
+    with pytest.raises(BadInput, match=r"70x50 px is larger"):
+        decode(gray, channels=1, max_pixels=1000)
+    assert decode(big, channels=1, max_pixels=120_000).shape == (300, 400)
+
+
+def test_a_request_without_the_image_column_says_which_column_it_needs():
+    import pandas as pd
+
+    with pytest.raises(BadInput, match="no column 'image'"):
+        cells_of(pd.DataFrame({"picture": [b"x"]}))
+    assert cells_of(pd.DataFrame({"image": [b"x", b"y"]})) == [b"x", b"y"]

@@ -16,63 +16,29 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.registry import GateFailed, RegistryError, register
-from tests.helpers import repo_params, write_params
-from tests.servers import VENV_BIN, free_port, mlflow_server, running
+from tests.integration.registered import NAME, registered_project
+from tests.integration.registered import cli as _cli
+from tests.servers import VENV_BIN, free_port, running
 
 pytestmark = pytest.mark.integration
-NAME = "steel-defect-classifier"
-runner = CliRunner()
-
-
-def _cli(*args: str, code: int = 0) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, f"steelflow {' '.join(args)} → {result.exit_code}:\n{result.output}"
-    return result.output
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A tracking server, and a project that registered a decent model (v1) then a useless one (v2)."""
-    root = tmp_path_factory.mktemp("registry")
-    project = root / "project"
-    project.mkdir()
-    tree = repo_params(
-        data={"synthetic": {"per_class": 40, "image_size": 64, "seed": 0}, "cache_size": 32},
-        model={"image_size": 32},
-        train={"epochs": 10, "lr": 0.02, "batch_size": 8},
-        registry={
-            "gates": {
-                "min_clean_accuracy": 0.3,
-                "min_worst_accuracy": 0.0,
-                "min_holdout_accuracy": None,
-                "max_drop": 0.05,
-            }
-        },
-    )
-    write_params(project, tree)
-    cwd = os.getcwd()
-    with mlflow_server(root / "server") as uri, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        os.chdir(project)
-        try:
-            for step in ("ingest", "validate", "split", "corrupt", "train", "evaluate", "register"):
-                _cli(step)
-            good = project / "good"
-            good.mkdir()
-            for f in ("models/model.pt", "metrics/evaluate.json", "metrics/mlflow_run_id.txt"):
-                shutil.copy(f, good)
-            # a deliberately worse model: it learns nothing
-            _cli("train", "--set", "train.lr=1e-7", "--set", "train.epochs=1")
-            _cli("evaluate")
-            _cli("register")
-            yield {"uri": uri, "project": project, "good": good, "client": mlflow.MlflowClient(uri, uri)}
-        finally:
-            os.chdir(cwd)
+    with registered_project(tmp_path_factory.mktemp("registry")) as (uri, project):
+        good = project / "good"
+        good.mkdir()
+        for f in ("models/model.pt", "metrics/evaluate.json", "metrics/mlflow_run_id.txt"):
+            shutil.copy(f, good)
+        # a deliberately worse model: it learns nothing
+        _cli("train", "--set", "train.lr=1e-7", "--set", "train.epochs=1")
+        _cli("evaluate")
+        _cli("register")
+        yield {"uri": uri, "project": project, "good": good, "client": mlflow.MlflowClient(uri, uri)}
 
 
 def _champion(client) -> str:

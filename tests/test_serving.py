@@ -1,0 +1,191 @@
+"""The registered model as code on ONNX Runtime: saved and loaded through MLflow for real (no tracking server
+needed for ``save_model``), checked against PyTorch, quantized to int8 with ONNX Runtime."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from steelflow import serving_build
+from steelflow.config import parse_params
+from steelflow.data import cache
+from steelflow.errors import DataError
+from steelflow.inference import save_trained
+from steelflow.models import create_model
+from steelflow.onnx_export import ParityFailed
+from steelflow.pyfunc import classify
+from steelflow.registry import GateFailed, gate_table, pyfunc_model, quantization_gates, requirements
+from tests.helpers import repo_params
+
+CLASSES = ["crazing", "inclusion", "patches"]
+SIZE = 16
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _meta() -> dict:
+    return {
+        "variant": "casinet",
+        "image_size": SIZE,
+        "dropout": 0.0,
+        "input_norm": "local",
+        "input_norm_sigma": 0.1,
+        "robust": True,
+        "classes": CLASSES,
+        "in_chans": 1,
+    }
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("casinet", len(CLASSES), SIZE, input_norm="local").eval()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    """An untrained network (weights do not matter for what is tested here), its test set, its ONNX
+    export and the pyfunc saved from code."""
+    root = tmp_path_factory.mktemp("serving")
+    model = _model()
+    weights = root / "model.pt"
+    save_trained(model, _meta(), weights)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, SIZE, SIZE, 1), dtype=np.uint8)
+    test_set = root / "test.npz"
+    labels = [CLASSES[i % 3] for i in range(len(images))]
+    ids = [str(i) for i in range(len(images))]
+    cache.save(cache.build(list(images[..., 0]), labels, ids, CLASSES, SIZE), test_set)
+    graph = root / "model.onnx"
+    parity = serving_build.export_checked(model, images, graph, max_diff=1e-4, min_agreement=1.0)
+    params = parse_params(repo_params(data={"cache_size": SIZE}))
+    saved = root / "pyfunc"
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(str(saved), **pyfunc_model(params, _meta(), graph, weights, test_set))
+    return {
+        "root": root,
+        "model": model,
+        "weights": weights,
+        "images": images,
+        "graph": graph,
+        "parity": parity,
+        "saved": saved,
+        "params": params,
+        "test_set": test_set,
+    }
+
+
+def test_the_model_is_saved_as_code_with_no_pickle_anywhere(built):
+    saved = built["saved"]
+    assert not list(saved.rglob("*.pkl")), list(saved.rglob("*.pkl"))
+    mlmodel = (saved / "MLmodel").read_text()
+    assert "model_code_path" in mlmodel and "serving_model.py" in mlmodel
+    assert "python_model.pkl" not in mlmodel
+    assert {p.name for p in (saved / "artifacts").iterdir()} == {"model.onnx", "model.pt"}
+
+
+def test_models_from_code_round_trip_gives_pytorchs_probabilities(built):
+    import mlflow.pyfunc
+
+    loaded = mlflow.pyfunc.load_model(str(built["saved"]))
+    cells = [_png(img[..., 0]) for img in built["images"][:8]]
+    served = loaded.predict(pd.DataFrame({"image": cells}))
+    direct = classify(built["model"], _meta(), SIZE, cells)
+    assert list(served["label"]) == list(direct["label"])
+    probs = [f"p_{c}" for c in CLASSES]
+    assert served[probs].to_numpy() == pytest.approx(direct[probs].to_numpy(), abs=1e-5)
+
+
+def test_parity_figures_are_measured_on_every_test_image(built):
+    parity = built["parity"]
+    assert parity.images == len(built["images"])
+    assert parity.max_abs_prob_diff < 1e-5 and parity.label_agreement == 1.0
+    assert parity.tags()["parity.label_agreement"] == "1.000000"
+
+
+def test_an_export_that_differs_from_pytorch_is_refused(built, monkeypatch, tmp_path):
+    """A planted mismatch: the graph written is another network's, not the one checked."""
+    real_export = serving_build.export_network
+    other = _model(seed=1)
+    monkeypatch.setattr(serving_build, "export_network", lambda model, x, path: real_export(other, x, path))
+    with pytest.raises(ParityFailed, match="max |Δp|") as e:
+        serving_build.export_checked(built["model"], built["images"], tmp_path / "m.onnx", 1e-4, 1.0)
+    assert e.value.exit_code == 9
+
+
+def test_the_onnx_engine_serves_without_importing_torch(built):
+    """What the requirements promise: the served model runs in an environment without PyTorch."""
+    script = (
+        "import sys, base64, pandas as pd, mlflow.pyfunc\n"
+        f"m = mlflow.pyfunc.load_model({str(built['saved'])!r})\n"
+        f"png = open({str(built['root'] / 'one.png')!r}, 'rb').read()\n"
+        "print(m.predict(pd.DataFrame({'image': [png]}))['label'][0])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    (built["root"] / "one.png").write_bytes(_png(built["images"][0][..., 0]))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    label, torch_loaded = out.stdout.split()[-2:]
+    assert label in CLASSES and torch_loaded == "False"
+    listed = (built["saved"] / "requirements.txt").read_text()
+    assert "onnxruntime==" in listed and "torch" not in listed
+    assert any(r.startswith("torch==") for r in requirements("pytorch"))
+
+
+def test_the_pytorch_fallback_is_one_config_key_away(built, tmp_path):
+    import mlflow.pyfunc
+
+    params = parse_params(repo_params(data={"cache_size": SIZE}, registry={"serving": {"engine": "pytorch"}}))
+    spec = pyfunc_model(params, _meta(), built["graph"], built["weights"], built["test_set"])
+    mlflow.pyfunc.save_model(str(tmp_path / "torch"), **spec)
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "torch"))
+    cells = [_png(img[..., 0]) for img in built["images"][:4]]
+    onnx = mlflow.pyfunc.load_model(str(built["saved"])).predict(pd.DataFrame({"image": cells}))
+    fallback = loaded.predict(pd.DataFrame({"image": cells}))
+    assert list(fallback["label"]) == list(onnx["label"])
+    assert "torch==" in (tmp_path / "torch" / "requirements.txt").read_text()
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_graphs_are_quantized_and_run(built, tmp_path, mode):
+    import onnx
+
+    calibration = built["images"][:8] if mode == "static" else None
+    out = serving_build.quantize(built["graph"], tmp_path / f"{mode}.onnx", mode, calibration)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    int8_ops = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+    assert ops & int8_ops, ops
+    assert out.stat().st_size < 0.5 * built["graph"].stat().st_size  # weights stored as int8
+    logits = serving_build.engine.run_batches(
+        serving_build.engine.onnx_logits(serving_build.engine.onnx_session(out)), built["images"]
+    )
+    assert logits.shape == (len(built["images"]), len(CLASSES)) and np.isfinite(logits).all()
+    assert not list(tmp_path.glob("*.pre.onnx"))  # the pre-processed copy is cleaned up
+
+
+def test_static_quantization_without_calibration_images_says_so(built, tmp_path):
+    with pytest.raises(DataError, match="calibration images"):
+        serving_build.quantize(built["graph"], tmp_path / "s.onnx", "static", np.zeros((0, SIZE, SIZE, 1)))
+    with pytest.raises(DataError, match="train.npz not found"):
+        serving_build.calibration_images(tmp_path / "train.npz", 8)
+
+
+def test_the_int8_gate_fails_any_condition_past_the_drop_and_shows_both_accuracies():
+    fp32 = {"original": 0.95, "noise_20db": 0.90, "jpeg_q10": 0.80}
+    int8 = {"original": 0.948, "noise_20db": 0.90, "jpeg_q10": 0.70}  # the hold-out set drops 10 points
+    gates = quantization_gates(fp32, int8, max_drop=0.005)
+    assert [g.passed for g in gates] == [True, True, False]
+    table = gate_table(gates)
+    assert "0.800 → 0.700" in table and "FAIL" in table
+    assert GateFailed.exit_code == 8
