@@ -2,7 +2,9 @@
 
 Input: a DataFrame with one column ``image``; each cell is an encoded image file (bytes, or base64 text as
 it arrives over HTTP) in any format Pillow reads, or a pixel array (H, W) / (H, W, 3) of any size.
-Preprocessing is inside: decode → grayscale or RGB as in training → resize to the training cache's side →
+Preprocessing is inside: decode by the same rules as ingest (:mod:`steelflow.data.images`: EXIF orientation,
+16-bit scaling by ``data.white_level``, explicit palette/alpha/CMYK conversions) → grayscale or RGB as in
+training → resize to the training cache's side →
 the network (which resizes to its own input size). Output: a DataFrame with ``label`` and one
 ``p_<class>`` column per class.
 
@@ -23,13 +25,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from steelflow.data.images import resize
+from steelflow.data import images
 from steelflow.errors import DataError
 
 COLUMN = "image"
 
 
-def decode(cell: Any, channels: int) -> np.ndarray:
+def decode(cell: Any, channels: int, white_level: float | None = None) -> np.ndarray:
     """One input cell → uint8 (H, W) for one channel or (H, W, 3) for three."""
     if isinstance(cell, str):
         try:
@@ -39,7 +41,7 @@ def decode(cell: Any, channels: int) -> np.ndarray:
     if isinstance(cell, bytes | bytearray):
         try:
             with Image.open(pyio.BytesIO(cell)) as im:
-                return np.asarray(im.convert("L" if channels == 1 else "RGB"))
+                return images.decode(im, channels, white_level).array
         except OSError as e:
             raise ValueError(f"not a readable image file ({len(cell)} bytes): {e}") from None
     array = np.asarray(cell)
@@ -47,16 +49,16 @@ def decode(cell: Any, channels: int) -> np.ndarray:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ValueError(f"an image array must be (H, W) or (H, W, 3), got shape {array.shape}")
-    if array.dtype != np.uint8:
-        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.dtype != np.uint8:  # wider samples are scaled as a 16-bit file would be, never clipped
+        array = images.scale_to_8bit(array, white_level)
     mode = "L" if array.ndim == 2 else ("RGBA" if array.shape[-1] == 4 else "RGB")
-    return np.asarray(Image.fromarray(array, mode).convert("L" if channels == 1 else "RGB"))
+    return images.decode(Image.fromarray(array, mode), channels).array
 
 
-def preprocess(cells: list[Any], channels: int, size: int) -> np.ndarray:
+def preprocess(cells: list[Any], channels: int, size: int, white_level: float | None = None) -> np.ndarray:
     """Cells → uint8 (N, size, size, C), exactly as the training cache stores images."""
-    images = [resize(decode(c, channels), size) for c in cells]
-    return np.stack(images).reshape(len(images), size, size, channels)
+    decoded = [images.resize(decode(c, channels, white_level), size) for c in cells]
+    return np.stack(decoded).reshape(len(decoded), size, size, channels)
 
 
 def python_model() -> Any:
@@ -71,17 +73,24 @@ def python_model() -> Any:
 
             self.model, self.meta = load_trained(context.artifacts["model"])
             self.size = int(context.model_config["cache_size"])
+            self.white_level = context.model_config.get("white_level")
 
         def predict(
             self, context: Any, model_input: pd.DataFrame, params: dict | None = None
         ) -> pd.DataFrame:
-            return classify(self.model, self.meta, self.size, list(model_input[COLUMN]))
+            cells = list(model_input[COLUMN])
+            return classify(self.model, self.meta, self.size, cells, white_level=self.white_level)
 
     return _Classifier()
 
 
 def classify(
-    model: Any, meta: dict[str, Any], size: int, cells: list[Any], batch_size: int = 32
+    model: Any,
+    meta: dict[str, Any],
+    size: int,
+    cells: list[Any],
+    batch_size: int = 32,
+    white_level: float | None = None,
 ) -> pd.DataFrame:
     """Labels and probabilities for raw image cells (the pyfunc's predict)."""
     import torch
@@ -91,8 +100,8 @@ def classify(
     classes = meta["classes"]
     if not cells:
         return pd.DataFrame(columns=["label", *(f"p_{c}" for c in classes)])
-    images = to_tensor(preprocess(cells, int(meta["in_chans"]), size))
-    logits = predict_logits(model, images, batch_size, torch.device("cpu"))
+    batch = to_tensor(preprocess(cells, int(meta["in_chans"]), size, white_level))
+    logits = predict_logits(model, batch, batch_size, torch.device("cpu"))
     probs = torch.softmax(logits, dim=1).numpy()
     frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
     frame.insert(0, "label", [classes[i] for i in probs.argmax(1)])

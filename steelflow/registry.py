@@ -227,7 +227,7 @@ def register(
                 name="classifier",
                 python_model=pyfunc.python_model(),
                 artifacts={"model": str(model_path)},
-                model_config={"cache_size": params.data.cache_size},
+                model_config={"cache_size": params.data.cache_size, "white_level": params.data.white_level},
                 signature=pyfunc.signature(meta["classes"]),
                 input_example=example,
                 code_paths=[str(Path(pyfunc.__file__).parent)],

@@ -45,7 +45,10 @@ def corrupt(
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
     channels = images.channels_for(test["mode"].tolist())
-    originals = [images.load(Path(data_root) / p, channels) for p in track(test["path"], "load test split")]
+    originals = [
+        images.load(Path(data_root) / p, channels, data.white_level)
+        for p in track(test["path"], "load test split")
+    ]
 
     picks = grid_picks(test["label"].tolist(), classes, cfg.grid_per_class)
     examples: dict[str, list[np.ndarray]] = {"original": [originals[i] for i in picks]}

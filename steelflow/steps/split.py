@@ -55,7 +55,7 @@ def split(
         staged.mkdir()
         for name, part in parts.items():
             files = [manifest_path.parent / p for p in part["path"]]
-            decoded = (images.load(f, channels) for f in track(files, f"cache {name}"))
+            decoded = (images.load(f, channels, data.white_level) for f in track(files, f"cache {name}"))
             cached = cache.build(
                 decoded, part["label"].tolist(), part["sha256"].tolist(), classes, data.cache_size
             )
