@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,14 @@ from steelflow.data import cache, manifest
 from steelflow.steps.corrupt import corrupt
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import split
+from tests.helpers import mark_validated
 
 
 @pytest.fixture
 def split_done(project):
     params = load_params()
     ingest(params.data)
-    Path("reports").mkdir()
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
+    mark_validated()
     split(params.data, params.split)
     return params
 
@@ -76,8 +75,7 @@ def test_user_defined_condition_list(project):
         ]
     )
     ingest(params.data)
-    Path("reports").mkdir()
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
+    mark_validated()
     split(params.data, params.split)
     corrupt(params.data, params.corrupt)
     assert sorted(p.name for p in Path("data/corrupted").iterdir() if p.is_dir()) == ["dim", "fog", "shake"]

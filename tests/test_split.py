@@ -14,11 +14,11 @@ from steelflow.data import cache, manifest
 from steelflow.errors import DataError
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import find_leaks, split
+from tests.helpers import mark_validated
 
 
 def _passed_validation(dropped: list[str] | None = None) -> None:
-    Path("reports").mkdir(exist_ok=True)
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": dropped or []}))
+    mark_validated(dropped)
 
 
 @pytest.fixture

@@ -1,26 +1,20 @@
-"""Image-quality measures (at ingest, into the manifest) and the flags validation raises from them.
+"""Image-quality measures, taken at ingest into the manifest; validation flags images from them.
 
 Measured on the decoded grayscale image (reduced to at most ``MEASURE_SIDE`` pixels a side, so the figures do
 not depend on resolution): ``brightness`` (mean, 0..255), ``sharpness`` (standard deviation of the Laplacian
 over that of the image: low when detail is missing for the image's contrast, i.e. blur) and ``entropy``
 (of the 256-bin histogram, bits: near 0 for a blank or saturated image). Odd size compares each image's
-sides with the median of the data set.
+sides with the median of the data set (in validation, which sees them all).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import pandas as pd
 from PIL import Image
-
-from steelflow.config import QualityConfig
 
 MEASURE_SIDE = 512
 COLUMNS = ("brightness", "sharpness", "entropy")
 EMPTY = dict.fromkeys(COLUMNS, 0.0)  # an undecodable file: no measures (validation skips it)
-EXAMPLES = 5  # files named per flag
 
 
 def measure(gray: np.ndarray) -> dict[str, float]:
@@ -37,24 +31,4 @@ def measure(gray: np.ndarray) -> dict[str, float]:
         "brightness": round(float(x.mean()), 3),
         "sharpness": round(float(sharpness), 4),
         "entropy": round(float(-(p * np.log2(p)).sum()), 4) + 0.0,
-    }
-
-
-def flags(table: pd.DataFrame, cfg: QualityConfig) -> dict[str, dict[str, Any]]:
-    """Each flag: its rule, how many decodable images raise it, and the first few of them."""
-    ok = table[table["error"] == ""]
-    width, height = ok["width"].median(), ok["height"].median()
-    odd = ~(ok["width"].between(width / cfg.odd_size, width * cfg.odd_size)) | ~(
-        ok["height"].between(height / cfg.odd_size, height * cfg.odd_size)
-    )
-    rules = {
-        "dark": (ok["brightness"] < cfg.dark, f"mean brightness < {cfg.dark:g}"),
-        "bright": (ok["brightness"] > cfg.bright, f"mean brightness > {cfg.bright:g}"),
-        "blurry": (ok["sharpness"] < cfg.blurry, f"sharpness < {cfg.blurry:g}"),
-        "low_information": (ok["entropy"] < cfg.low_information, f"entropy < {cfg.low_information:g} bits"),
-        "odd_size": (odd, f"a side over {cfg.odd_size:g}× off the median {width:g}×{height:g}"),
-    }
-    return {
-        name: {"rule": rule, "count": int(hit.sum()), "examples": ok.loc[hit, "path"].head(EXAMPLES).tolist()}
-        for name, (hit, rule) in rules.items()
     }
