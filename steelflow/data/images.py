@@ -108,7 +108,10 @@ def open_image(source: Path | IO[bytes]) -> Iterator[Image.Image]:
 
 def displayed_size(im: Image.Image) -> tuple[int, int]:
     """(width, height) as displayed: EXIF orientations 5-8 swap the stored sides. Reads only the header."""
-    orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+    # PNG keeps EXIF anywhere in the file, and Pillow decodes the whole image to look past the pixels: use
+    # what the header holds (an eXIf chunk before the pixel data, where writers put it).
+    header_only = im.format == "PNG" and "exif" not in im.info
+    orientation = 1 if header_only else im.getexif().get(_ORIENTATION_TAG, 1)
     return (im.height, im.width) if orientation in _ROTATED else (im.width, im.height)
 
 
