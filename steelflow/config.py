@@ -82,7 +82,7 @@ class QualityConfig(Section):
 
     action: Literal["warn", "fail"] = "warn"
     dark: float = Field(default=20, ge=0, le=255, description="mean brightness below this is dark")
-    bright: float = Field(default=235, ge=0, le=255, description="mean brightness above this is bright")
+    bright: float = Field(default=240, ge=0, le=255, description="mean brightness above this is bright")
     blurry: float = Field(default=0.15, ge=0, description="sharpness below this is blurry")
     low_information: float = Field(default=2.0, ge=0, le=8, description="entropy (bits) below this")
     odd_size: float = Field(default=2.0, gt=1, description="a side more than this factor off the median")
