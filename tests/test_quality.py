@@ -29,13 +29,13 @@ def smooth(seed: int, sigma: float) -> np.ndarray:
 
 @pytest.fixture
 def flawed(image_folder: Path) -> Path:
-    """The clean set plus one image of each flaw, in the dent class."""
+    """The clean set plus one image of each flaw, in the dent class (seeds apart from the clean set's)."""
     dent = image_folder / "dent"
-    Image.fromarray(np.asarray(noise(1)) // 20).save(dent / "dark.png")  # mean ~6
-    Image.fromarray(255 - np.asarray(noise(2)) // 30).save(dent / "bright.png")  # mean ~251
-    Image.fromarray(smooth(3, sigma=4)).save(dent / "blurry.png")
+    Image.fromarray(np.asarray(noise(1001)) // 20).save(dent / "dark.png")  # mean ~6
+    Image.fromarray(255 - np.asarray(noise(1002)) // 30).save(dent / "bright.png")  # mean ~251
+    Image.fromarray(smooth(1003, sigma=4)).save(dent / "blurry.png")
     Image.new("L", (40, 40), 128).save(dent / "blank.png")
-    noise(4, size=(200, 40)).save(dent / "wide.png")
+    noise(1004, size=(200, 40)).save(dent / "wide.png")
     return image_folder
 
 
