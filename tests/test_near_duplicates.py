@@ -58,6 +58,8 @@ def test_reencodes_in_one_class_are_grouped_kept_with_a_warning_and_split_togeth
     assert all(g["max_distance"] <= 4 and g["dropped"] == [] for g in groups)
     assert result.dropped == [] and result.report["n_kept"] == 38
     assert any("near-duplicates within a class" in w and "img_0_q95.jpg" in w for w in result.warnings)
+    docs = Path("reports/validation/expectations/manifest.html").read_text()
+    assert "images/rust/img_3_q95.jpg" in docs and docs.count("data:image/png;base64,") == 16  # thumbnails
 
     split(params.data, params.split)
     parts = {n: manifest.read(f"data/splits/{n}.csv") for n in ("train", "val", "test")}

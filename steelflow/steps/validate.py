@@ -23,7 +23,9 @@ The report records the sha256 of the manifest it checked: later steps refuse any
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io as pyio
 import logging
 import warnings
 from collections.abc import Iterator
@@ -35,7 +37,7 @@ import pandas as pd
 
 from steelflow import io, paths
 from steelflow.config import DataConfig, ValidateConfig
-from steelflow.data import manifest, near_duplicates, shortcuts
+from steelflow.data import images, manifest, near_duplicates, shortcuts
 from steelflow.errors import ValidationFailed
 
 if TYPE_CHECKING:  # GX takes seconds to import: load it only when validating
@@ -50,6 +52,9 @@ IN_CLASS_COPY = "in_class_copy"  # helper column: a later copy of content alread
 NEAR_IN_CLASS = "near_duplicate_group"  # helper column: the in-class near-duplicate group of a row
 NEAR_ACROSS = "near_duplicate_across_classes"  # helper column: the group of a row, when it spans labels
 SIZE_RATIO = "size_ratio"  # helper column: the larger side's factor off the data set's median size
+GX_SEVERITY = {"fail": "critical", "warn": "warning", "info": "info"}  # ours → how Data Docs shows it
+THUMBNAIL = 64  # side of a near-duplicate's picture in the Data Docs, pixels
+THUMBNAIL_GROUPS = 20  # groups pictured per expectation (the report lists them all)
 _MESSAGE_ONLY = ("details", "raised", "observed")  # check fields the error message uses, not the JSON
 QUALITY_CHECKS = {  # report name → the column its expectation reads and the bound it uses
     "dark": ("brightness", "min"),
@@ -89,7 +94,8 @@ def validate(
         MANIFEST_TABLE: (gx_frame(table, copies, groups), ["path", "label"]),
         CLASS_TABLE: (pd.DataFrame({"label": list(counts), "images": list(counts.values())}), ["label"]),
     }
-    suites = {MANIFEST_TABLE: manifest_expectations(data, cfg), CLASS_TABLE: class_expectations(cfg)}
+    notes = group_notes(groups, Path(manifest_path).parent)
+    suites = {MANIFEST_TABLE: manifest_expectations(data, cfg, notes), CLASS_TABLE: class_expectations(cfg)}
     with io.atomic_path(docs_dir) as site:
         outcomes = _run_great_expectations(tables, suites, site)
 
@@ -129,8 +135,12 @@ def validate(
 # --- what is expected ---------------------------------------------------------------------------------
 
 
-def manifest_expectations(data: DataConfig, cfg: ValidateConfig) -> list[Expectation]:
-    """Row-level expectations on the manifest; image properties are checked on decodable rows only."""
+def manifest_expectations(
+    data: DataConfig, cfg: ValidateConfig, notes: dict[str, str] | None = None
+) -> list[Expectation]:
+    """Row-level expectations on the manifest; image properties are checked on decodable rows only.
+
+    ``notes``: Data Docs text (markdown) per helper column, e.g. the near-duplicate groups' thumbnails."""
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
@@ -175,28 +185,31 @@ def manifest_expectations(data: DataConfig, cfg: ValidateConfig) -> list[Expecta
     else:
         unique = ex.ExpectColumnValuesToBeUnique(column="sha256", meta={"check": "no duplicate content"})
     expected.append(unique)
-    expected.append(
-        ex.ExpectColumnValuesToBeNull(
-            column=NEAR_ACROSS, meta={"check": "no near-duplicates under two labels", "severity": "fail"}
-        )
-    )
-    if cfg.near_duplicates != "drop":
-        expected.append(
-            ex.ExpectColumnValuesToBeNull(
-                column=NEAR_IN_CLASS,
-                meta={
-                    "check": "no near-duplicates within a class"
-                    + (
-                        " (kept: split keeps each group in one split)"
-                        if cfg.near_duplicates == "warn"
-                        else ""
-                    ),
-                    "severity": "fail" if cfg.near_duplicates == "fail" else "warn",
-                },
-            )
-        )
+    expected.extend(near_duplicate_expectations(cfg, notes or {}))
     expected.extend(quality_expectations(cfg))
     return expected
+
+
+def near_duplicate_expectations(cfg: ValidateConfig, notes: dict[str, str]) -> list[Expectation]:
+    """Across labels: always a failure. Within a class: by ``validate.near_duplicates`` — a failure, a
+    warning (kept), or for the record only (dropped but the first)."""
+    import great_expectations as gx
+
+    within = {
+        "fail": ("no near-duplicates within a class", "fail"),
+        "warn": ("no near-duplicates within a class (kept: split keeps each group in one split)", "warn"),
+        "drop": ("near-duplicates within a class: all but the first dropped", "info"),
+    }[cfg.near_duplicates]
+    checks = [(NEAR_ACROSS, "no near-duplicates under two labels", "fail"), (NEAR_IN_CLASS, *within)]
+    return [
+        gx.expectations.ExpectColumnValuesToBeNull(
+            column=column,
+            meta={"check": check, "severity": severity},
+            severity=GX_SEVERITY[severity],
+            notes=notes.get(column),
+        )
+        for column, check, severity in checks
+    ]
 
 
 def quality_expectations(cfg: ValidateConfig) -> list[Expectation]:
@@ -317,6 +330,28 @@ def size_ratio(frame: pd.DataFrame, decodable: pd.Series) -> pd.Series:
             r = frame.loc[decodable, side] / frame.loc[decodable, side].median()
             ratio[decodable] = ratio[decodable].combine(r.where(r >= 1, 1 / r), max)
     return ratio
+
+
+def group_notes(groups: list[dict[str, Any]], root: Path) -> dict[str, str]:
+    """Markdown for the Data Docs: each group's files with thumbnails (when the images are at hand)."""
+    notes: dict[str, list[str]] = {NEAR_ACROSS: [], NEAR_IN_CLASS: []}
+    for g in groups:
+        column = NEAR_ACROSS if len(g["labels"]) > 1 else NEAR_IN_CLASS
+        if len(notes[column]) < THUMBNAIL_GROUPS:
+            pictures = " ".join(_thumbnail(root / p, p) for p in g["paths"])
+            notes[column].append(f"**{_group_name(g)}**, hashes ≤ {g['max_distance']} bits apart: {pictures}")
+    return {column: "\n\n".join(lines) for column, lines in notes.items() if lines}
+
+
+def _thumbnail(path: Path, name: str) -> str:
+    """A markdown image of ``path`` as an inline PNG; just its name when it cannot be read."""
+    try:
+        picture = images.resize(images.load(path, 1), THUMBNAIL)
+    except (OSError, ValueError):
+        return f"`{name}`"
+    buf = pyio.BytesIO()
+    images.save_png(picture, buf)
+    return f"![{name}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}) `{name}`"
 
 
 def _group_name(group: dict[str, Any]) -> str:
