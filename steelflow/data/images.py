@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io as pyio
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from steelflow.data import near_duplicates, quality
+from steelflow.errors import DataError
 
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})  # more than 8 bits per sample
@@ -120,9 +122,20 @@ def channels_for(modes: list[str]) -> int:
     return 1 if all(m in GRAYSCALE_MODES for m in modes) else 3
 
 
-def load(path: Path, channels: int, white_level: float | None = None) -> np.ndarray:
-    """Decode a file to uint8 (H, W) for ``channels == 1`` or (H, W, 3) for ``channels == 3``."""
-    with open_image(path) as im:
+def load(
+    path: Path, channels: int, white_level: float | None = None, sha256: str | None = None
+) -> np.ndarray:
+    """Decode a file to uint8 (H, W) for ``channels == 1`` or (H, W, 3) for ``channels == 3``.
+
+    With ``sha256`` (the manifest's), a file whose bytes changed since it was validated is refused.
+    """
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise DataError(
+            f"{path} changed since it was validated (sha256 {hashlib.sha256(data).hexdigest()[:12]}…, the "
+            f"manifest records {sha256[:12]}…): rerun ingest, validate and split"
+        )
+    with open_image(pyio.BytesIO(data)) as im:
         return decode(im, channels, white_level).array
 
 

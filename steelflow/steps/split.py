@@ -51,19 +51,22 @@ def split(
 
     classes = manifest.class_names(table["label"], data.classes)
     channels = images.channels_for(table["mode"].tolist())
-    with io.atomic_path(splits_dir) as staged:
-        staged.mkdir()
+    # Both outputs or neither: a file that fails its sha256 check leaves the previous splits and cache.
+    with io.atomic_path(splits_dir) as staged_splits, io.atomic_path(cache_dir) as staged_cache:
+        staged_splits.mkdir()
+        staged_cache.mkdir()
         for name, part in parts.items():
-            part.to_csv(staged / f"{name}.csv", index=False)
-    with io.atomic_path(cache_dir) as staged:
-        staged.mkdir()
-        for name, part in parts.items():
-            files = [manifest_path.parent / p for p in part["path"]]
-            decoded = (images.load(f, channels, data.white_level) for f in track(files, f"cache {name}"))
+            part.to_csv(staged_splits / f"{name}.csv", index=False)
+            files = [
+                (manifest_path.parent / p, sha) for p, sha in zip(part["path"], part["sha256"], strict=True)
+            ]
+            decoded = (
+                images.load(f, channels, data.white_level, sha) for f, sha in track(files, f"cache {name}")
+            )
             cached = cache.build(
                 decoded, part["label"].tolist(), part["sha256"].tolist(), classes, data.cache_size
             )
-            cache.save(cached, staged / f"{name}.npz")
+            cache.save(cached, staged_cache / f"{name}.npz")
 
     counts = {name: {c: int((part["label"] == c).sum()) for c in classes} for name, part in parts.items()}
     io.write_json(
