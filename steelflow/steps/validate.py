@@ -84,6 +84,7 @@ def validate(
 ) -> ValidationResult:
     """Run the expectations on the manifest, write both reports, and raise if any expectation fails."""
     table = manifest.read(manifest_path)
+    checked = manifest.sha256(manifest_path)
     copies = in_class_copies(table)
     groups = near_duplicate_groups(table, cfg.near_duplicate_distance, cfg.near_duplicates)
     dropped = table.loc[copies, "path"].tolist() if cfg.duplicates == "drop" else []
@@ -113,7 +114,7 @@ def validate(
         "expectations": [{k: v for k, v in c.items() if k not in _MESSAGE_ONLY} for c in checks],
         "duplicates": duplicate_groups(table) if cfg.duplicates == "drop" else [],
         "dropped": dropped,
-        "manifest_sha256": manifest.sha256(manifest_path),
+        "manifest_sha256": checked,
         "near_duplicates": {
             "policy": cfg.near_duplicates,
             "max_distance": cfg.near_duplicate_distance,
@@ -227,6 +228,7 @@ def quality_expectations(cfg: ValidateConfig) -> list[Expectation]:
             column=column,
             **{f"{side}_value": bounds[name]},
             row_condition=Column("error").is_null(),
+            severity=GX_SEVERITY[q.action],
             meta={
                 "check": f"{words[name]}: {column} {'≥' if side == 'min' else '≤'} {bounds[name]:g}",
                 "severity": q.action,
