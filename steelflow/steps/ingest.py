@@ -10,9 +10,11 @@ are skipped and counted in the result.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +48,7 @@ def ingest(
             generated = synthetic.generate(staged, data.synthetic)
             found = [sources.SourceImage(p.relative_to(staged), label) for p, label in generated]
         else:
-            with tempfile.TemporaryDirectory(prefix="steelflow-s3-") as tmp:
-                root = Path(tmp) if s3.is_s3(data.source) else Path(data.source)
-                if s3.is_s3(data.source):
-                    s3.download(data.source, root, data.s3_retries)
+            with _local_copy(data) as root:
                 discovered = sources.discover(root)
                 layout = discovered.layout
                 skipped = [p.relative_to(root).as_posix() for p in discovered.skipped]
@@ -59,6 +58,17 @@ def ingest(
             _verify(table, manifest_path, data.source)
     manifest.write(table, manifest_path)
     return IngestResult(layout, len(table), table.groupby("label").size().to_dict(), skipped)
+
+
+@contextlib.contextmanager
+def _local_copy(data: DataConfig) -> Iterator[Path]:
+    """The source as a local folder: itself, or an s3:// prefix downloaded into a temporary one."""
+    if not s3.is_s3(data.source):
+        yield Path(data.source)
+        return
+    with tempfile.TemporaryDirectory(prefix="steelflow-s3-") as tmp:
+        s3.download(data.source, Path(tmp), data.s3_retries)
+        yield Path(tmp)
 
 
 def _verify(table: pd.DataFrame, manifest_path: Path, source: str) -> None:
