@@ -49,7 +49,8 @@ def validate(
 
     with workspace(params, overrides, [dataset.path]) as ws:
         try:
-            step(paths.MANIFEST, ws.params.data, ws.params.validate_)
+            for line in step(paths.MANIFEST, ws.params.data, ws.params.validate_).warnings:
+                print(f"validate: warning: {line}")
             passed = True
         except ValidationFailed as e:
             print(f"validate: {e}")

@@ -36,6 +36,7 @@ SetOpt = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+SHOWN = 5  # names listed in a one-line warning
 
 
 def _step(fn: F) -> F:
@@ -52,6 +53,10 @@ def _step(fn: F) -> F:
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warn(line: str) -> None:
+    err.print(Text.assemble(("warning: ", "bold yellow"), line), highlight=False, soft_wrap=True)
 
 
 def _params(params: Path, overrides: list[str] | None) -> config.Params:
@@ -75,6 +80,9 @@ def ingest(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> No
         f"ingest: {result.n_images} images, {len(result.per_class)} classes ({result.layout}) "
         f"→ data/manifest.csv"
     )
+    if result.skipped:
+        shown = ", ".join(result.skipped[:SHOWN]) + (", …" if len(result.skipped) > SHOWN else "")
+        _warn(f"ingest: skipped {len(result.skipped)} file(s) that are not images: {shown}")
 
 
 @app.command()
@@ -85,8 +93,11 @@ def validate(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> 
 
     p = _params(params, set_)
     result = run(paths.MANIFEST, p.data, p.validate_)
+    for line in result.warnings:
+        _warn(f"validate: {line}")
     dropped = f", {len(result.dropped)} duplicate(s) dropped" if result.dropped else ""
-    out.print(f"validate: {result.n_images} images passed{dropped} → reports/validation.json")
+    warned = f", {len(result.warnings)} warning(s)" if result.warnings else ""
+    out.print(f"validate: {result.n_images} images passed{dropped}{warned} → reports/validation.json")
 
 
 @app.command()
@@ -281,7 +292,7 @@ def predict(
     ),
 ) -> None:
     """Classify images with a registered model: one row per file (its error if it has one) in a CSV or
-    Parquet file; exit 12 when any file could not be classified."""
+    Parquet file; exit 13 when any file could not be classified."""
     from rich.table import Table
 
     from steelflow.predict import predict as run

@@ -49,6 +49,15 @@ class DataConfig(Section):
     synthetic: SyntheticConfig
     cache_size: int = Field(ge=8, le=1024, description="side the decoded-image cache stores images at")
     s3_retries: int = Field(default=5, ge=1, description="attempts per S3 request (an s3:// source)")
+    max_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="images larger than this are not decoded (header only)"
+    )
+    white_level: float | None = Field(
+        default=None, gt=0, description="16/32-bit images: value shown as white; null = each image's range"
+    )
+    reencode: Literal["png"] | None = Field(
+        default=None, description="ingest stores every image as this lossless format; null = as the source"
+    )
 
     @field_validator("classes")
     @classmethod
@@ -68,9 +77,35 @@ class DataConfig(Section):
 # --- validate ---------------------------------------------------------------------------------------
 
 
+class QualityConfig(Section):
+    """Image-quality flags (steelflow.data.quality): a flag is a warning unless ``action`` is fail."""
+
+    action: Literal["warn", "fail"] = "warn"
+    dark: float = Field(default=20, ge=0, le=255, description="mean brightness below this is dark")
+    bright: float = Field(default=240, ge=0, le=255, description="mean brightness above this is bright")
+    blurry: float = Field(default=0.15, ge=0, description="sharpness below this is blurry")
+    low_information: float = Field(default=2.0, ge=0, le=8, description="entropy (bits) below this")
+    odd_size: float = Field(default=2.0, gt=1, description="a side more than this factor off the median")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualityConfig:
+        if self.dark >= self.bright:
+            raise ValueError(f"dark ({self.dark:g}) must be below bright ({self.bright:g})")
+        return self
+
+
 class ValidateConfig(Section):
     min_per_class: int = Field(ge=1)
     duplicates: Literal["drop", "fail"] = "drop"
+    near_duplicates: Literal["drop", "fail", "warn"] = "warn"
+    near_duplicate_distance: int = Field(
+        default=8, ge=0, le=32, description="max differing bits of two 64-bit perceptual hashes"
+    )
+    shortcuts: Literal["fail", "warn", "off"] = "fail"
+    shortcut_margin: float = Field(
+        default=0.1, ge=0, le=1, description="metadata-only accuracy allowed above the majority baseline"
+    )
+    quality: QualityConfig = QualityConfig()
     min_width: int = Field(ge=1)
     max_width: int = Field(ge=1)
     min_height: int = Field(ge=1)

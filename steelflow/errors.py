@@ -34,6 +34,12 @@ class TuningFailed(SteelflowError):
     exit_code = 6
 
 
+class OutputError(SteelflowError):
+    """An output cannot be written: its folder is read-only or not ours, or the disk is full."""
+
+    exit_code = 12
+
+
 class TrackingError(SteelflowError):
     """The tracking server (or the artifact store behind it) failed while a step logged to it."""
 

@@ -1,12 +1,15 @@
 """Atomic writes: every output appears whole or not at all.
 
 A step writes into a temporary sibling and renames it into place, so a failure (bad input, Ctrl-C, a
-killed worker) leaves the previous output intact and never a half-written one.
+killed worker) leaves the previous output intact and never a half-written one. A folder that cannot be
+written (read-only, not ours) or a full disk becomes an :class:`~steelflow.errors.OutputError` naming the
+output, not an ``OSError`` traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -14,6 +17,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from steelflow.errors import OutputError
+
+# What an unwritable output folder or a full disk raises (EACCES, EPERM only when about the output itself).
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 @contextlib.contextmanager
@@ -24,16 +33,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     On an exception the temporary is removed and ``target`` is left untouched.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as e:
+        _raise_if_output(e, target)
+        raise
     staged = tmp / target.name
     try:
         yield staged
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written to {staged} for {target}")
         _replace(staged, target)
+    except OSError as e:
+        _raise_if_output(e, target)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raise_if_output(e: OSError, target: Path) -> None:
+    """An OutputError when ``e`` means ``target`` cannot be written; nothing when it is about something else
+    (a source file that cannot be read, say)."""
+    if e.errno in _FULL:
+        raise OutputError(f"cannot write {target}: {_FULL[e.errno]}") from None
+    where = target.parent.resolve()
+    involved = [Path(f).resolve() for f in (e.filename, e.filename2) if f]
+    if e.errno in _DENIED and (not involved or any(where in (f, *f.parents) for f in involved)):
+        folder = next((p for p in (target.parent, *target.parent.parents) if p.exists()), target.parent)
+        raise OutputError(
+            f"cannot write {target}: {folder} is not writable ({e.strerror}); make it writable or run "
+            f"from a folder you can write to"
+        ) from None
 
 
 def _replace(src: Path, dst: Path) -> None:

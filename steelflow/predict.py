@@ -27,7 +27,7 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 class PredictionsFailed(SteelflowError):
     """Some files could not be classified; their rows say why, and every other row was written."""
 
-    exit_code = 12
+    exit_code = 13
 
 
 @dataclasses.dataclass

@@ -2,7 +2,9 @@
 
 Input: a DataFrame with one column ``image``; each cell is an encoded image file (bytes, or base64 text as
 it arrives over HTTP) in any format Pillow reads, or a pixel array (H, W) / (H, W, 3) of any size.
-Preprocessing is inside: decode → grayscale or RGB as in training → resize to the training cache's side →
+Preprocessing is inside: decode by the same rules as ingest (:mod:`steelflow.data.images`: EXIF orientation,
+16-bit scaling by ``data.white_level``, explicit palette/alpha/CMYK conversions) → grayscale or RGB as in
+training → resize to the training cache's side →
 the network (which resizes to its own input size). Output: a DataFrame with ``label`` and one
 ``p_<class>`` column per class.
 
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from steelflow.data.images import resize
+from steelflow.data import images
 from steelflow.errors import DataError
 
 COLUMN = "image"
@@ -39,7 +41,9 @@ class BadInput(ValueError):
     """A request or file the model cannot classify; the message is one line meant for the sender."""
 
 
-def decode(cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode(
+    cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, white_level: float | None = None
+) -> np.ndarray:
     """One input cell → uint8 (H, W) for one channel or (H, W, 3) for three."""
     if isinstance(cell, str):
         try:
@@ -51,11 +55,11 @@ def decode(cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
             raise BadInput("an empty file (0 bytes) is not an image")
         try:
             with Image.open(pyio.BytesIO(cell)) as im:
-                _check_size(im.width, im.height, max_pixels)
-                return np.asarray(im.convert("L" if channels == 1 else "RGB"))
+                _check_size(*images.displayed_size(im), max_pixels)
+                return images.decode(im, channels, white_level).array
         except UnidentifiedImageError:
             raise BadInput(f"not a readable image file ({len(cell)} bytes): no known format") from None
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise BadInput(f"not a readable image file ({len(cell)} bytes): {_one_line(e)}") from None
     try:
         array = np.asarray(cell)
@@ -68,10 +72,25 @@ def decode(cell: Any, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
     if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
         raise BadInput(f"an image array must hold numbers, got {array.dtype}")
     _check_size(array.shape[1], array.shape[0], max_pixels)
-    if array.dtype != np.uint8:
-        array = np.clip(array, 0, 255).astype(np.uint8)
+    array = _as_8bit(array, white_level)
     mode = "L" if array.ndim == 2 else ("RGBA" if array.shape[-1] == 4 else "RGB")
-    return np.asarray(Image.fromarray(array, mode).convert("L" if channels == 1 else "RGB"))
+    return images.decode(Image.fromarray(array, mode), channels).array
+
+
+def _as_8bit(array: np.ndarray, white_level: float | None) -> np.ndarray:
+    """uint8 as it is; JSON's integers within 0..255 (they arrive as int64) as 8-bit samples; anything
+    wider (uint16, floats, values past 255) scaled as a 16-bit file would be, never clipped."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    narrow = np.issubdtype(array.dtype, np.signedinteger) or array.dtype == np.uint64
+    if narrow and array.size and array.min() >= 0 and array.max() <= 255:
+        return array.astype(np.uint8)
+    try:
+        return images.scale_to_8bit(array, white_level)
+    except ValueError as e:
+        raise BadInput(_one_line(e)) from None
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:
@@ -87,19 +106,23 @@ def _one_line(e: Exception) -> str:
 
 
 def preprocess(
-    cells: list[Any], channels: int, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    cells: list[Any],
+    channels: int,
+    size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    white_level: float | None = None,
 ) -> np.ndarray:
     """Cells → uint8 (N, size, size, C), exactly as the training cache stores images; a bad cell raises
     :class:`BadInput` naming its row."""
-    images = []
+    decoded = []
     for row, cell in enumerate(cells):
         try:
-            images.append(resize(decode(cell, channels, max_pixels), size))
+            decoded.append(images.resize(decode(cell, channels, max_pixels, white_level), size))
         except BadInput as e:
             raise BadInput(f"row {row}: {e}") from None
-    if not images:
+    if not decoded:
         return np.zeros((0, size, size, channels), np.uint8)
-    return np.stack(images).reshape(len(images), size, size, channels)
+    return np.stack(decoded).reshape(len(decoded), size, size, channels)
 
 
 def cells_of(model_input: Any) -> list[Any]:
@@ -121,15 +144,22 @@ def classify_with(
 
     classes = list(config["classes"])
     max_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
-    images = preprocess(cells, int(config["in_chans"]), int(config["cache_size"]), max_pixels)
-    probs = softmax(run_batches(logits, images, batch_size)) if len(images) else np.zeros((0, len(classes)))
+    decoded = preprocess(
+        cells, int(config["in_chans"]), int(config["cache_size"]), max_pixels, config.get("white_level")
+    )
+    probs = softmax(run_batches(logits, decoded, batch_size)) if len(decoded) else np.zeros((0, len(classes)))
     frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
     frame.insert(0, "label", [classes[i] for i in probs.argmax(1)] if len(probs) else [])
     return frame
 
 
 def classify(
-    model: Any, meta: dict[str, Any], size: int, cells: list[Any], batch_size: int = 32
+    model: Any,
+    meta: dict[str, Any],
+    size: int,
+    cells: list[Any],
+    batch_size: int = 32,
+    white_level: float | None = None,
 ) -> pd.DataFrame:
     """The PyTorch network ``model`` on raw image cells (what versions pickled before models-from-code
     call, when loaded with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``)."""
@@ -140,7 +170,7 @@ def classify(
             return model(torch.from_numpy(x)).float().numpy()
 
     config = {"classes": meta["classes"], "in_chans": meta["in_chans"], "cache_size": size}
-    return classify_with(logits, config, cells, batch_size)
+    return classify_with(logits, config | {"white_level": white_level}, cells, batch_size)
 
 
 def weights_in(folder: Path, uri: str) -> tuple[Path, dict[str, Any]]:

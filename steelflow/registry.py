@@ -271,6 +271,7 @@ def pyfunc_model(
         "artifacts": {"onnx": str(graph), "model": str(weights)},
         "model_config": {
             "cache_size": params.data.cache_size,
+            "white_level": params.data.white_level,
             "classes": list(meta["classes"]),
             "in_chans": int(meta["in_chans"]),
             **serving.model_dump(),

@@ -93,3 +93,14 @@ def clone_repo(dest: Path, params_changes: dict) -> Path:
     sh("git", "add", "-A", cwd=dest)
     sh("git", "commit", "-qm", "clone", cwd=dest)
     return dest
+
+
+def mark_validated(dropped: list[str] | None = None, manifest_path: Path = Path("data/manifest.csv")) -> None:
+    """A passing reports/validation.json for the manifest as it is now (what `steelflow validate` writes)."""
+    import json
+
+    from steelflow.data import manifest
+
+    Path("reports").mkdir(exist_ok=True)
+    report = {"success": True, "dropped": dropped or [], "manifest_sha256": manifest.sha256(manifest_path)}
+    Path("reports/validation.json").write_text(json.dumps(report))

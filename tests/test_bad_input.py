@@ -5,10 +5,15 @@ Each test first runs the steps once on good data, then breaks one thing and reru
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -127,3 +132,51 @@ def test_debug_shows_the_traceback(good_run):
 def test_params_file_option(good_run, tmp_path):
     code, output = run("split", "--params", str(tmp_path / "missing.yaml"))
     assert code == 2 and "missing.yaml" in output
+
+
+# --- outputs that cannot be written: one red line, exit 12, nothing half-written -------------------------
+
+DROP_ROOT_OVERRIDE = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def _as_a_plain_user() -> list[str]:
+    """A prefix that runs a command without root's permission override (tests here often run as root)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root and setpriv is not installed: cannot drop dac_override")
+    return DROP_ROOT_OVERRIDE
+
+
+@pytest.mark.parametrize(("step", "folder"), [("ingest", "data"), ("validate", "reports"), ("split", "data")])
+def test_read_only_output_folder_gives_one_red_line_and_exit_12(good_run, step, folder):
+    before = snapshot([*OUTPUTS, "reports"])
+    os.chmod(folder, 0o555)
+    try:
+        proc = subprocess.run(
+            [*_as_a_plain_user(), sys.executable, "-m", "steelflow", step],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.chmod(folder, 0o755)
+
+    assert proc.returncode == 12, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: cannot write {folder}/") and f"{folder} is not writable" in lines[0]
+    assert snapshot([*OUTPUTS, "reports"]) == before, "outputs changed"
+    assert not [p for p in Path(folder).iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_full_disk_gives_one_red_line_and_exit_12(good_run, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", no_space)
+    before = snapshot(OUTPUTS)
+    code, output = run("ingest")
+    assert code == 12
+    assert " ".join(output.split()) == "error: cannot write data/manifest.csv: no space left on the device"
+    assert snapshot(OUTPUTS) == before

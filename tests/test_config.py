@@ -122,3 +122,30 @@ def test_hold_out_conditions_are_their_own_list_with_names_unique_across_both():
         load_params(REPO / "params.yaml", ["corrupt.holdout=[{name: q, kind: jpeg, quality: 0}]"])
     with pytest.raises(ConfigError, match=r"min_holdout_accuracy is set but corrupt\.holdout lists no"):
         load_params(REPO / "params.yaml", ["corrupt.holdout=[]", "registry.gates.min_holdout_accuracy=0.5"])
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("validate.near_duplicates=keep", r"'validate\.near_duplicates'.*'drop', 'fail' or 'warn'"),
+        (
+            "validate.near_duplicate_distance=65",
+            r"'validate\.near_duplicate_distance'.*less than or equal to 32",
+        ),
+        ("validate.shortcuts=maybe", r"'validate\.shortcuts'.*'fail', 'warn' or 'off'"),
+        ("validate.quality.dark=250", r"'validate\.quality'.*dark \(250\) must be below bright \(240\)"),
+        ("validate.quality.colour=1", r"unknown key 'validate\.quality\.colour'"),
+        ("data.white_level=0", r"'data\.white_level'.*greater than 0"),
+        ("data.reencode=webp", r"'data\.reencode'.*'png'"),
+    ],
+)
+def test_data_trust_params_name_the_key_and_what_is_allowed(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(REPO / "params.yaml", [item])
+
+
+def test_data_trust_defaults_keep_the_paper_data_passing():
+    for params in (load_params(REPO / "params.yaml"), load_params(REPO / "profiles" / "paper.yaml")):
+        v = params.validate_
+        assert (v.near_duplicates, v.shortcuts, v.quality.action) == ("warn", "fail", "warn")
+        assert params.data.white_level is None and params.data.reencode is None

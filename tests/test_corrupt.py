@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,18 @@ from PIL import Image
 
 from steelflow.config import load_params
 from steelflow.data import cache, manifest
+from steelflow.errors import DataError
 from steelflow.steps.corrupt import corrupt
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import split
+from tests.helpers import mark_validated
 
 
 @pytest.fixture
 def split_done(project):
     params = load_params()
     ingest(params.data)
-    Path("reports").mkdir()
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
+    mark_validated()
     split(params.data, params.split)
     return params
 
@@ -76,8 +76,15 @@ def test_user_defined_condition_list(project):
         ]
     )
     ingest(params.data)
-    Path("reports").mkdir()
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
+    mark_validated()
     split(params.data, params.split)
     corrupt(params.data, params.corrupt)
     assert sorted(p.name for p in Path("data/corrupted").iterdir() if p.is_dir()) == ["dim", "fog", "shake"]
+
+
+def test_an_image_replaced_after_split_is_refused_naming_it(split_done):
+    first = manifest.read("data/splits/test.csv").iloc[0]
+    Image.new("L", (64, 64), 0).save(Path("data") / first["path"])
+    with pytest.raises(DataError, match=f"{first['path']} changed since it was validated"):
+        corrupt(split_done.data, split_done.corrupt)
+    assert not Path("data/corrupted").exists()

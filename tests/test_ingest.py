@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
 
+from steelflow.cli import app
 from steelflow.config import load_params
-from steelflow.data import manifest
-from steelflow.errors import DataError
+from steelflow.data import cache, manifest
+from steelflow.errors import DataError, ValidationFailed
 from steelflow.steps.ingest import ingest
-from tests.helpers import write_image
+from steelflow.steps.split import split
+from steelflow.steps.validate import validate
+from tests.helpers import repo_params, write_image, write_params
+from tests.test_images import oversized_png_header
 
 
 def test_folder_source_is_copied_byte_for_byte_and_described(project, image_folder):
@@ -70,3 +79,65 @@ def test_rgb_images_keep_their_mode(project, tmp_path):
         write_image(tmp_path / "src" / "b" / f"{i}.jpg", 10 + i, mode="RGB")
     ingest(load_params(overrides=[f"data.source={tmp_path / 'src'}"]).data)
     assert set(manifest.read("data/manifest.csv")["mode"]) == {"RGB"}
+
+
+def test_non_image_files_are_reported_by_count_and_name(project, image_folder):
+    (image_folder / "dent" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (image_folder / "rust" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (image_folder / "scratch" / "notes.txt").write_text("camera 2, shift B")
+    write_params(project, repo_params(data={"source": str(image_folder)}))
+
+    result = CliRunner().invoke(app, ["ingest"])
+
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "skipped 3 file(s) that are not images: dent/.DS_Store, rust/Thumbs.db, scratch/notes.txt" in flat
+    assert len(manifest.read("data/manifest.csv")) == 30
+
+
+def test_16_bit_images_reach_the_cache_with_their_contrast(project, tmp_path):
+    """The probe: 16-bit PNGs over 0..65535 were cached 99.6 % white (min 252) by a clipping convert("L")."""
+    for c, label in enumerate(("dent", "rust")):
+        for i in range(8):
+            field = ndimage.gaussian_filter(np.random.default_rng(10 * c + i).normal(size=(40, 40)), 3)
+            values = ((field - field.min()) / np.ptp(field) * 65535).astype(np.uint16)  # all of 0..65535
+            (tmp_path / "src" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(values).save(tmp_path / "src" / label / f"{i}.png")
+    params = load_params(overrides=[f"data.source={tmp_path / 'src'}", "validate.modes=[L, I;16]"])
+
+    ingest(params.data)
+    validate(Path("data/manifest.csv"), params.data, params.validate_)
+    split(params.data, params.split)
+
+    table = manifest.read("data/manifest.csv")
+    assert set(table["mode"]) == {"I;16"} and table["decode_note"].str.contains("I;16 range").all()
+    cached = cache.load("data/cache/splits/train.npz").images
+    assert (cached == 255).mean() < 0.05 and cached.min() < 40 and cached.max() > 215
+
+
+def test_an_oversized_image_is_refused_from_its_header_and_validation_names_it(project, image_folder):
+    oversized_png_header(image_folder / "dent" / "huge.png")
+    params = load_params(overrides=[f"data.source={image_folder}"])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ingest(params.data)
+
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    errors = manifest.read("data/manifest.csv").set_index("path")["error"]
+    assert errors["images/dent/huge.png"].startswith("TooLarge: 12000×12000")
+    with pytest.raises(ValidationFailed, match=r"images/dent/huge\.png \(TooLarge"):
+        validate(Path("data/manifest.csv"), params.data, params.validate_)
+
+
+def test_reencode_stores_png_and_refuses_two_files_that_would_collide(project, image_folder):
+    write_image(image_folder / "dent" / "extra.jpg", 77, mode="RGB")
+    data = load_params(overrides=[f"data.source={image_folder}", "data.reencode=png"]).data
+    ingest(data)
+    table = manifest.read("data/manifest.csv").set_index("path")
+    assert set(table["format"]) == {"PNG"} and set(table["mode"]) == {"L", "RGB"}
+    assert table.loc["images/dent/extra.png", "decode_note"] == "re-encoded from JPEG RGB"
+
+    write_image(image_folder / "dent" / "extra.png", 78)
+    with pytest.raises(DataError, match=r"extra\.(png|jpg) and .*extra\.(png|jpg) would both be stored as"):
+        ingest(data)

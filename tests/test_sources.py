@@ -15,7 +15,8 @@ def test_folder_per_class_takes_the_label_from_the_folder_only(tmp_path):
     write_image(tmp_path / "dent" / "x.BMP", 2)
     write_image(tmp_path / "rust" / "scratches_3.tif", 3)
     (tmp_path / "rust" / "notes.txt").write_text("not an image")
-    layout, found = discover(tmp_path)
+    result = discover(tmp_path)
+    layout, found = result.layout, result.images
     assert layout == FOLDER_PER_CLASS
     assert [(p.name, label) for p, label in ((s.path, s.label) for s in found)] == [
         ("Cr_1.png", "dent"),
@@ -28,7 +29,8 @@ def test_neu_flat_names_map_to_classes_case_insensitively(tmp_path):
     names = ["Cr_2.bmp", "Cr_10.bmp", "ps_3.BMP", "RS_1.bmp", "crazing_12.jpg", "Rolled-in_Scale_4.jpg"]
     for seed, name in enumerate(names):
         write_image(tmp_path / name, seed)
-    layout, found = discover(tmp_path)
+    result = discover(tmp_path)
+    layout, found = result.layout, result.images
     assert layout == NEU_FLAT
     labels = {s.path.name: s.label for s in found}
     assert labels == {

@@ -14,11 +14,12 @@ from steelflow.data import cache, manifest
 from steelflow.errors import DataError
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import find_leaks, split
+from steelflow.steps.validate import validate
+from tests.helpers import mark_validated
 
 
 def _passed_validation(dropped: list[str] | None = None) -> None:
-    Path("reports").mkdir(exist_ok=True)
-    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": dropped or []}))
+    mark_validated(dropped)
 
 
 @pytest.fixture
@@ -89,3 +90,26 @@ def test_leak_check_names_the_sha_and_files():
     leaks = find_leaks({"train": a, "val": c, "test": b})
     assert len(leaks) == 1 and "images/x/1.png" in leaks[0] and "images/y/2.png" in leaks[0]
     assert find_leaks({"train": a, "test": c}) == []
+
+
+def test_refuses_a_manifest_ingested_after_validation_naming_both_hashes(project, image_folder):
+    """validate (pass) → ingest of other data → split must not split data that never passed validation."""
+    params = load_params(overrides=[f"data.source={image_folder}"])
+    ingest(params.data)
+    validate(Path("data/manifest.csv"), params.data, params.validate_)
+    validated = manifest.sha256("data/manifest.csv")
+    (image_folder / "rust" / "img_0.png").unlink()
+    ingest(params.data)
+    current = manifest.sha256("data/manifest.csv")
+
+    with pytest.raises(DataError, match="is not the manifest that passed validation") as refused:
+        split(params.data, params.split)
+
+    assert validated in str(refused.value) and current in str(refused.value) and validated != current
+    assert not Path("data/splits").exists() and not Path("data/cache").exists()
+
+
+def test_refuses_a_report_without_a_manifest_hash(ingested):
+    Path("reports/validation.json").write_text(json.dumps({"success": True, "dropped": []}))
+    with pytest.raises(DataError, match="records no manifest hash"):
+        split(ingested.data, ingested.split)

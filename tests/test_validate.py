@@ -47,7 +47,16 @@ def row(label: str, name: str, **changes: object) -> dict:
     """A decodable 64×64 grayscale image whose content is unique to its path unless ``sha256`` is given."""
     path = f"images/{label}/{name}.png"
     base = {"path": path, "label": label, "sha256": f"sha-{path}", "width": 64, "height": 64}
-    return {**base, "mode": "L", "bytes": 4096, "error": "", **changes}
+    decoded = {"format": "PNG", "decode_note": "", "phash": _unrelated_hash(path)}
+    looks = {"brightness": 120.0, "sharpness": 0.8, "entropy": 6.5}
+    return {**base, "mode": "L", "bytes": 4096, "error": "", **decoded, **looks, **changes}
+
+
+def _unrelated_hash(path: str) -> str:
+    """A perceptual hash far from every other path's (random 64-bit values are ~32 bits apart)."""
+    import hashlib
+
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 def clean_rows(per_class: int = 4) -> list[dict]:
@@ -101,6 +110,11 @@ def test_clean_manifest_passes_and_writes_json_and_data_docs(run, tmp_path: Path
         "expectations",
         "duplicates",
         "dropped",
+        "manifest_sha256",
+        "near_duplicates",
+        "shortcuts",
+        "quality",
+        "warnings",
     ]
     assert report["per_class"] == {"dent": 4, "rust": 4} and report["n_kept"] == 8
     assert all(e["success"] and e["unexpected"] == [] for e in report["expectations"])

@@ -49,6 +49,7 @@ from PIL import Image
 from scipy import ndimage
 
 from steelflow.config import CONDITION_KINDS, Condition
+from steelflow.data import images
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _SPOT_SIGMA = (0.25, 0.5)  # spotlight width, as fractions of the image's longer side
@@ -179,7 +180,7 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
     with Image.open(buf) as im:
-        return np.asarray(im.convert(Image.fromarray(img).mode)).reshape(img.shape)
+        return images.decode(im, 3 if img.ndim == 3 and img.shape[-1] == 3 else 1).array.reshape(img.shape)
 
 
 def salt_pepper(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:

@@ -42,8 +42,15 @@ class SourceImage:
     label: str
 
 
-def discover(root: str | Path) -> tuple[str, list[SourceImage]]:
-    """Return the layout name and every image under ``root`` with its label, in a stable order."""
+@dataclass(frozen=True)
+class Discovery:
+    layout: str
+    images: list[SourceImage]
+    skipped: list[Path]  # files that are not images (by extension), hidden ones included: .DS_Store, notes.txt
+
+
+def discover(root: str | Path) -> Discovery:
+    """The layout, every image under ``root`` with its label (in a stable order), and the files skipped."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"data.source: folder not found: {root}")
@@ -51,16 +58,17 @@ def discover(root: str | Path) -> tuple[str, list[SourceImage]]:
         raise DataError(f"data.source: not a folder: {root}")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p))
     loose = _image_files(root)
+    skipped = [p for folder in (root, *folders) for p in _other_files(folder)]
     if folders:
         if loose:
             raise DataError(
                 f"{loose[0]}: image outside any class folder; {root} looks folder-per-class "
                 f"({len(folders)} folders) — move the {len(loose)} loose image(s) into a class folder"
             )
-        return FOLDER_PER_CLASS, _folder_per_class(folders)
+        return Discovery(FOLDER_PER_CLASS, _folder_per_class(folders), skipped)
     if not loose:
         raise DataError(f"data.source: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
-    return NEU_FLAT, [SourceImage(p, _neu_label(p)) for p in loose]
+    return Discovery(NEU_FLAT, [SourceImage(p, _neu_label(p)) for p in loose], skipped)
 
 
 def _folder_per_class(folders: list[Path]) -> list[SourceImage]:
@@ -92,8 +100,17 @@ def _image_files(folder: Path) -> list[Path]:
             for p in folder.iterdir()
             if p.is_file() and not _hidden(p) and p.suffix.lower() in IMAGE_SUFFIXES
         ),
-        key=lambda p: _natural_key(p.name),
+        key=_sort_key,
     )
+
+
+def _other_files(folder: Path) -> list[Path]:
+    files = (p for p in folder.iterdir() if p.is_file())
+    return sorted((p for p in files if _hidden(p) or p.suffix.lower() not in IMAGE_SUFFIXES), key=_sort_key)
+
+
+def _sort_key(path: Path) -> list[object]:
+    return _natural_key(path.name)
 
 
 def _natural_key(name: str) -> list[object]:

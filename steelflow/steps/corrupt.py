@@ -45,7 +45,10 @@ def corrupt(
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
     channels = images.channels_for(test["mode"].tolist())
-    originals = [images.load(Path(data_root) / p, channels) for p in track(test["path"], "load test split")]
+    files = [(Path(data_root) / p, sha) for p, sha in zip(test["path"], test["sha256"], strict=True)]
+    originals = [  # each file must still be the one validated (a later ingest may have replaced it)
+        images.load(f, channels, data.white_level, sha) for f, sha in track(files, "load test split")
+    ]
 
     picks = grid_picks(test["label"].tolist(), classes, cfg.grid_per_class)
     examples: dict[str, list[np.ndarray]] = {"original": [originals[i] for i in picks]}

@@ -1,16 +1,20 @@
 """Step 1, ingest: bring the dataset into the workspace and describe every image in the manifest.
 
-Reads params section ``data``. Writes ``data/images/<class>/<file>`` (the source files byte for byte; for
-the ``synthetic`` source, freshly generated PNGs) and ``data/manifest.csv`` (see
-:mod:`steelflow.data.manifest`). Manifest paths are relative to the manifest's folder. Undecodable files are
-recorded with their error, not skipped: ``validate`` reports them.
+Reads params section ``data``. Writes ``data/images/<class>/<file>`` (the source files byte for byte, or
+re-encoded as PNG with ``data.reencode: png``; for the ``synthetic`` source, freshly generated PNGs) and
+``data/manifest.csv`` (see :mod:`steelflow.data.manifest`). Manifest paths are relative to the manifest's
+folder. Undecodable files (and those over ``data.max_pixels``, of which only the header is read) are
+recorded with their error, not skipped: ``validate`` reports them. Files that are not images by extension
+are skipped and counted in the result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,7 @@ class IngestResult:
     layout: str
     n_images: int
     per_class: dict[str, int]
+    skipped: list[str]  # non-image files left out, relative to the source folder
 
 
 def ingest(
@@ -35,24 +40,35 @@ def ingest(
 ) -> IngestResult:
     """Materialise ``data.source`` under ``images_dir`` and write the manifest for it."""
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
+    notes: dict[Path, str] = {}
+    skipped: list[str] = []
     with io.atomic_path(images_dir) as staged:
         if data.is_synthetic:
             layout = "synthetic"
             generated = synthetic.generate(staged, data.synthetic)
             found = [sources.SourceImage(p.relative_to(staged), label) for p, label in generated]
-        elif s3.is_s3(data.source):
-            with tempfile.TemporaryDirectory(prefix="steelflow-s3-") as tmp:
-                s3.download(data.source, Path(tmp), data.s3_retries)
-                layout, originals = sources.discover(tmp)
-                found = _copy(originals, staged)
         else:
-            layout, originals = sources.discover(data.source)
-            found = _copy(originals, staged)
-        table = _describe(found, staged, images_dir, manifest_path.parent)
+            with _local_copy(data) as root:
+                discovered = sources.discover(root)
+                layout = discovered.layout
+                skipped = [p.relative_to(root).as_posix() for p in discovered.skipped]
+                found = _copy(discovered.images, staged, data, notes)
+        table = _describe(found, staged, images_dir, manifest_path.parent, data, notes)
         if s3.is_s3(data.source):
             _verify(table, manifest_path, data.source)
     manifest.write(table, manifest_path)
-    return IngestResult(layout, len(table), table.groupby("label").size().to_dict())
+    return IngestResult(layout, len(table), table.groupby("label").size().to_dict(), skipped)
+
+
+@contextlib.contextmanager
+def _local_copy(data: DataConfig) -> Iterator[Path]:
+    """The source as a local folder: itself, or an s3:// prefix downloaded into a temporary one."""
+    if not s3.is_s3(data.source):
+        yield Path(data.source)
+        return
+    with tempfile.TemporaryDirectory(prefix="steelflow-s3-") as tmp:
+        s3.download(data.source, Path(tmp), data.s3_retries)
+        yield Path(tmp)
 
 
 def _verify(table: pd.DataFrame, manifest_path: Path, source: str) -> None:
@@ -68,20 +84,42 @@ def _verify(table: pd.DataFrame, manifest_path: Path, source: str) -> None:
             )
 
 
-def _copy(originals: list[sources.SourceImage], staged: Path) -> list[sources.SourceImage]:
-    copied = []
+def _copy(
+    originals: list[sources.SourceImage], staged: Path, data: DataConfig, notes: dict[Path, str]
+) -> list[sources.SourceImage]:
+    """Copy each image into ``staged/<label>/``; with ``data.reencode``, as PNG (noting it in ``notes``)."""
+    copied: dict[Path, Path] = {}
     for src in track(originals, "copy images"):
         rel = Path(src.label) / src.path.name
+        if data.reencode:
+            rel = rel.with_suffix(".png")
+        if rel in copied:
+            raise DataError(
+                f"{src.path} and {copied[rel]} would both be stored as {rel} (data.reencode: "
+                f"{data.reencode}): rename one of them"
+            )
+        copied[rel] = src.path
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src.path, staged / rel)
-        copied.append(sources.SourceImage(rel, src.label))
-    return copied
+        if data.reencode:
+            notes[rel] = images.reencode_png(src.path, staged / rel, data.max_pixels, data.white_level)
+        else:
+            shutil.copyfile(src.path, staged / rel)
+    return [sources.SourceImage(rel, src.label) for rel, src in zip(copied, originals, strict=True)]
 
 
-def _describe(found: list[sources.SourceImage], staged: Path, images_dir: Path, root: Path) -> pd.DataFrame:
+def _describe(
+    found: list[sources.SourceImage],
+    staged: Path,
+    images_dir: Path,
+    root: Path,
+    data: DataConfig,
+    notes: dict[Path, str],
+) -> pd.DataFrame:
     prefix = Path(os.path.relpath(images_dir.resolve(), root.resolve()))
     rows = []
     for img in track(found, "inspect images"):
-        meta = images.inspect(staged / img.path)
+        meta = images.inspect(staged / img.path, data.max_pixels, data.white_level)
+        if img.path in notes:
+            meta["decode_note"] = "; ".join(n for n in (notes[img.path], meta["decode_note"]) if n)
         rows.append({"path": (prefix / img.path).as_posix(), "label": img.label, **meta})
     return pd.DataFrame(rows, columns=manifest.COLUMNS)

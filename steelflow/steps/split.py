@@ -1,7 +1,9 @@
 """Step 3, split: stratified, seeded train / val / test splits of the validated manifest.
 
-Reads params sections ``split`` and ``data`` (``classes``, ``cache_size``), ``data/manifest.csv`` and
-``reports/validation.json`` (which must say success; its ``dropped`` duplicates are left out). Writes
+Reads params sections ``split`` and ``data`` (``classes``, ``cache_size``, ``white_level``),
+``data/manifest.csv`` and ``reports/validation.json``, which must say success and record this manifest's
+sha256 (so data ingested after validation is never split); its ``dropped`` duplicates are left out, and each
+of its near-duplicate groups lands whole in one split. Writes
 ``data/splits/{train,val,test}.csv`` (manifest rows; paths relative to the manifest's folder),
 ``reports/split.json`` (counts per class per split) and the decoded cache ``data/cache/splits/<split>.npz``.
 Paper §4.3: 70 % train / 30 % test; ``split.val`` of train is held out for early stopping and tuning.
@@ -9,7 +11,6 @@ Paper §4.3: 70 % train / 30 % test; ``split.val`` of train is held out for earl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,27 +40,33 @@ def split(
 ) -> SplitResult:
     """Split the validated manifest and cache each split's decoded images."""
     manifest_path = Path(manifest_path)
-    table = _validated_rows(manifest.read(manifest_path), Path(validation_path))
-    parts = assign(table, cfg)
-    leaks = find_leaks(parts)
+    table = manifest.read(manifest_path)
+    report = manifest.require_validated(manifest_path, validation_path)
+    table = table[~table["path"].isin(report.get("dropped", []))].reset_index(drop=True)
+    groups = [g["paths"] for g in report.get("near_duplicates", {}).get("groups", [])]
+    parts = assign(table, cfg, groups)
+    leaks = find_leaks(parts, groups)
     if leaks:
-        raise DataError("split leak: the same image (sha256) is in more than one split: " + "; ".join(leaks))
+        raise DataError("split leak: the same image is in more than one split: " + "; ".join(leaks))
 
     classes = manifest.class_names(table["label"], data.classes)
     channels = images.channels_for(table["mode"].tolist())
-    with io.atomic_path(splits_dir) as staged:
-        staged.mkdir()
+    # Both outputs or neither: a file that fails its sha256 check leaves the previous splits and cache.
+    with io.atomic_path(splits_dir) as staged_splits, io.atomic_path(cache_dir) as staged_cache:
+        staged_splits.mkdir()
+        staged_cache.mkdir()
         for name, part in parts.items():
-            part.to_csv(staged / f"{name}.csv", index=False)
-    with io.atomic_path(cache_dir) as staged:
-        staged.mkdir()
-        for name, part in parts.items():
-            files = [manifest_path.parent / p for p in part["path"]]
-            decoded = (images.load(f, channels) for f in track(files, f"cache {name}"))
+            part.to_csv(staged_splits / f"{name}.csv", index=False)
+            files = [
+                (manifest_path.parent / p, sha) for p, sha in zip(part["path"], part["sha256"], strict=True)
+            ]
+            decoded = (
+                images.load(f, channels, data.white_level, sha) for f, sha in track(files, f"cache {name}")
+            )
             cached = cache.build(
                 decoded, part["label"].tolist(), part["sha256"].tolist(), classes, data.cache_size
             )
-            cache.save(cached, staged / f"{name}.npz")
+            cache.save(cached, staged_cache / f"{name}.npz")
 
     counts = {name: {c: int((part["label"] == c).sum()) for c in classes} for name, part in parts.items()}
     io.write_json(
@@ -75,11 +82,19 @@ def split(
     return SplitResult(counts)
 
 
-def assign(table: pd.DataFrame, cfg: SplitConfig) -> dict[str, pd.DataFrame]:
-    """Stratified by label and seeded; rows keep manifest order inside each split."""
+def assign(
+    table: pd.DataFrame, cfg: SplitConfig, groups: list[list[str]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Stratified by label and seeded; rows keep manifest order inside each split.
+
+    Each group of ``groups`` (manifest paths: near-duplicates) is split as one unit, represented by its first
+    row present, so it lands whole in one split. Without groups this is a plain stratified split.
+    """
+    unit = _units(table, groups or [])
+    first = table[~unit.duplicated()]
     try:
         rest, test = train_test_split(
-            table, test_size=cfg.test, stratify=table["label"], random_state=cfg.seed
+            first, test_size=cfg.test, stratify=first["label"], random_state=cfg.seed
         )
         if cfg.val > 0:
             train, val = train_test_split(
@@ -89,23 +104,26 @@ def assign(table: pd.DataFrame, cfg: SplitConfig) -> dict[str, pd.DataFrame]:
             train, val = rest, rest.iloc[0:0]
     except ValueError as e:  # e.g. a class with a single image cannot be stratified
         raise DataError(f"cannot split with split.test={cfg.test}, split.val={cfg.val}: {e}") from None
-    return {name: part.sort_index() for name, part in (("train", train), ("val", val), ("test", test))}
+    return {
+        name: table[unit.isin(unit[part.index])]
+        for name, part in (("train", train), ("val", val), ("test", test))
+    }
 
 
-def find_leaks(parts: dict[str, pd.DataFrame]) -> list[str]:
-    """Each sha256 found in two or more splits, with the files involved."""
+def find_leaks(parts: dict[str, pd.DataFrame], groups: list[list[str]] | None = None) -> list[str]:
+    """Each sha256, and each near-duplicate group, found in two or more splits, with the files involved."""
     seen = pd.concat([part.assign(split=name) for name, part in parts.items()])
-    spread = seen.groupby("sha256")["split"].nunique()
-    return [
-        f"{sha[:12]}… in {sorted(set(rows['split']))}: {', '.join(rows['path'])}"
-        for sha, rows in seen[seen["sha256"].isin(spread[spread > 1].index)].groupby("sha256")
-    ]
+    leaks = []
+    for key, label in ((seen["sha256"], "sha256 "), (_units(seen, groups or []), "")):
+        spread = seen.groupby(key.to_numpy())["split"].nunique()
+        for value in spread[spread > 1].index:
+            rows = seen[key.to_numpy() == value]
+            name = f"{label}{value[:12]}…" if label else f"near-duplicate group of {rows['path'].iloc[0]}"
+            leaks.append(f"{name} in {sorted(set(rows['split']))}: {', '.join(rows['path'])}")
+    return leaks
 
 
-def _validated_rows(table: pd.DataFrame, validation_path: Path) -> pd.DataFrame:
-    if not validation_path.is_file():
-        raise DataError(f"{validation_path} not found: run `steelflow validate` first")
-    report = json.loads(validation_path.read_text())
-    if not report.get("success"):
-        raise DataError(f"{validation_path} says validation failed: fix the data, then rerun validate")
-    return table[~table["path"].isin(report.get("dropped", []))].reset_index(drop=True)
+def _units(table: pd.DataFrame, groups: list[list[str]]) -> pd.Series:
+    """Per row, what it is split with: the first path of its near-duplicate group, or its own path."""
+    first_of = {p: g[0] for g in groups for p in g}
+    return table["path"].map(lambda p: first_of.get(p, p))

@@ -10,12 +10,22 @@ The checks: every file decodes as an image; labels are among ``data.classes`` (w
 at least ``validate.min_per_class`` images; decodable images have their width, height and mode within
 bounds; no content (sha256) appears twice. A copy inside one class is dropped (the first in manifest order
 is kept; ``validate.duplicates: drop``) or fails (``fail``); the same content under two labels always fails.
+Near-duplicates (perceptual hashes within ``validate.near_duplicate_distance`` bits) inside one class are
+dropped, fail or are kept with a warning (``validate.near_duplicates``; split keeps each group in one split);
+near-duplicates under two labels always fail. The label must not be predictable from metadata alone
+(``validate.shortcuts``, :mod:`steelflow.data.shortcuts`). Quality flags (dark, bright, blurry,
+low-information, odd-size; ``validate.quality``) warn unless ``validate.quality.action`` is fail.
 GX has no per-value count expectation, so class sizes are checked on a second, per-class table.
+
+The report records the sha256 of the manifest it checked: later steps refuse any other manifest
+(:func:`steelflow.data.manifest.require_validated`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io as pyio
 import logging
 import warnings
 from collections.abc import Iterator
@@ -27,7 +37,7 @@ import pandas as pd
 
 from steelflow import io, paths
 from steelflow.config import DataConfig, ValidateConfig
-from steelflow.data import manifest
+from steelflow.data import images, manifest, near_duplicates, shortcuts
 from steelflow.errors import ValidationFailed
 
 if TYPE_CHECKING:  # GX takes seconds to import: load it only when validating
@@ -39,16 +49,30 @@ MESSAGE_ITEMS = 5  # offending items named per failed expectation in the error m
 MANIFEST_TABLE = "manifest"
 CLASS_TABLE = "per_class"
 IN_CLASS_COPY = "in_class_copy"  # helper column: a later copy of content already seen in the same class
+NEAR_IN_CLASS = "near_duplicate_group"  # helper column: the in-class near-duplicate group of a row
+NEAR_ACROSS = "near_duplicate_across_classes"  # helper column: the group of a row, when it spans labels
+SIZE_RATIO = "size_ratio"  # helper column: the larger side's factor off the data set's median size
+GX_SEVERITY = {"fail": "critical", "warn": "warning", "info": "info"}  # ours → how Data Docs shows it
+THUMBNAIL = 64  # side of a near-duplicate's picture in the Data Docs, pixels
+THUMBNAIL_GROUPS = 20  # groups pictured per expectation (the report lists them all)
 _MESSAGE_ONLY = ("details", "raised", "observed")  # check fields the error message uses, not the JSON
+QUALITY_CHECKS = {  # report name → the column its expectation reads and the bound it uses
+    "dark": ("brightness", "min"),
+    "bright": ("brightness", "max"),
+    "blurry": ("sharpness", "min"),
+    "low_information": ("entropy", "min"),
+    "odd_size": (SIZE_RATIO, "max"),
+}
 
 
 @dataclass(frozen=True)
 class ValidationResult:
     success: bool
     n_images: int
-    dropped: list[str]  # manifest paths dropped as in-class duplicates (the first copy is kept)
+    dropped: list[str]  # manifest paths dropped as in-class (near-)duplicates (the first is kept)
     failures: list[str]  # one human line per failed expectation, with offending files
     report: dict  # what was written to validation.json
+    warnings: list[str]  # one human line per warning (near-duplicates kept, quality flags, a shortcut)
 
 
 def validate(
@@ -60,29 +84,45 @@ def validate(
 ) -> ValidationResult:
     """Run the expectations on the manifest, write both reports, and raise if any expectation fails."""
     table = manifest.read(manifest_path)
+    checked = manifest.sha256(manifest_path)
     copies = in_class_copies(table)
-    dropping = cfg.duplicates == "drop"
-    dropped = table.loc[copies, "path"].tolist() if dropping else []
-    counts = class_counts(table.loc[~copies] if dropping else table, data.classes)
+    groups = near_duplicate_groups(table, cfg.near_duplicate_distance, cfg.near_duplicates)
+    dropped = table.loc[copies, "path"].tolist() if cfg.duplicates == "drop" else []
+    dropped += [p for g in groups for p in g["dropped"] if p not in dropped]
+    counts = class_counts(table[~table["path"].isin(dropped)], data.classes)
 
     tables = {
-        MANIFEST_TABLE: (gx_frame(table, copies), ["path", "label"]),
+        MANIFEST_TABLE: (gx_frame(table, copies, groups), ["path", "label"]),
         CLASS_TABLE: (pd.DataFrame({"label": list(counts), "images": list(counts.values())}), ["label"]),
     }
-    suites = {MANIFEST_TABLE: manifest_expectations(data, cfg), CLASS_TABLE: class_expectations(cfg)}
+    notes = group_notes(groups, Path(manifest_path).parent)
+    suites = {MANIFEST_TABLE: manifest_expectations(data, cfg, notes), CLASS_TABLE: class_expectations(cfg)}
     with io.atomic_path(docs_dir) as site:
         outcomes = _run_great_expectations(tables, suites, site)
 
     checks = [summarise(table_name, r) for table_name, results in outcomes.items() for r in results]
-    failures = [failure_line(c) for c in checks if not c["success"]]
+    failures = [failure_line(c) for c in checks if not c["success"] and c["severity"] == "fail"]
+    warned = [failure_line(c) for c in checks if not c["success"] and c["severity"] == "warn"]
+    shortcut = shortcuts.check(table, cfg.shortcut_margin) if cfg.shortcuts != "off" else {"checked": False}
+    if shortcut.get("found"):
+        (failures if cfg.shortcuts == "fail" else warned).append(shortcut_line(shortcut))
     report = {
         "success": not failures,
         "n_images": len(table),
         "n_kept": len(table) - len(dropped),
         "per_class": counts,
         "expectations": [{k: v for k, v in c.items() if k not in _MESSAGE_ONLY} for c in checks],
-        "duplicates": duplicate_groups(table) if dropping else [],
+        "duplicates": duplicate_groups(table) if cfg.duplicates == "drop" else [],
         "dropped": dropped,
+        "manifest_sha256": checked,
+        "near_duplicates": {
+            "policy": cfg.near_duplicates,
+            "max_distance": cfg.near_duplicate_distance,
+            "groups": groups,
+        },
+        "shortcuts": {"policy": cfg.shortcuts, **shortcut},
+        "quality": quality_flags(checks),
+        "warnings": warned,
     }
     io.write_json(report_path, report)
     if failures:
@@ -90,14 +130,18 @@ def validate(
             f"{len(failures)} expectation(s) failed on {manifest_path} "
             f"(see {report_path} and {Path(docs_dir) / 'index.html'}):\n  - " + "\n  - ".join(failures)
         )
-    return ValidationResult(True, len(table), dropped, [], report)
+    return ValidationResult(True, len(table), dropped, [], report, warned)
 
 
 # --- what is expected ---------------------------------------------------------------------------------
 
 
-def manifest_expectations(data: DataConfig, cfg: ValidateConfig) -> list[Expectation]:
-    """Row-level expectations on the manifest; image properties are checked on decodable rows only."""
+def manifest_expectations(
+    data: DataConfig, cfg: ValidateConfig, notes: dict[str, str] | None = None
+) -> list[Expectation]:
+    """Row-level expectations on the manifest; image properties are checked on decodable rows only.
+
+    ``notes``: Data Docs text (markdown) per helper column, e.g. the near-duplicate groups' thumbnails."""
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
@@ -142,7 +186,57 @@ def manifest_expectations(data: DataConfig, cfg: ValidateConfig) -> list[Expecta
     else:
         unique = ex.ExpectColumnValuesToBeUnique(column="sha256", meta={"check": "no duplicate content"})
     expected.append(unique)
+    expected.extend(near_duplicate_expectations(cfg, notes or {}))
+    expected.extend(quality_expectations(cfg))
     return expected
+
+
+def near_duplicate_expectations(cfg: ValidateConfig, notes: dict[str, str]) -> list[Expectation]:
+    """Across labels: always a failure. Within a class: by ``validate.near_duplicates`` — a failure, a
+    warning (kept), or for the record only (dropped but the first)."""
+    import great_expectations as gx
+
+    within = {
+        "fail": ("no near-duplicates within a class", "fail"),
+        "warn": ("no near-duplicates within a class (kept: split keeps each group in one split)", "warn"),
+        "drop": ("near-duplicates within a class: all but the first dropped", "info"),
+    }[cfg.near_duplicates]
+    checks = [(NEAR_ACROSS, "no near-duplicates under two labels", "fail"), (NEAR_IN_CLASS, *within)]
+    return [
+        gx.expectations.ExpectColumnValuesToBeNull(
+            column=column,
+            meta={"check": check, "severity": severity},
+            severity=GX_SEVERITY[severity],
+            notes=notes.get(column),
+        )
+        for column, check, severity in checks
+    ]
+
+
+def quality_expectations(cfg: ValidateConfig) -> list[Expectation]:
+    """One expectation per quality flag, on decodable rows; warnings unless ``quality.action`` is fail."""
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    q = cfg.quality
+    bounds = {"dark": q.dark, "bright": q.bright, "blurry": q.blurry, "low_information": q.low_information}
+    bounds["odd_size"] = q.odd_size
+    words = {"dark": "not dark", "bright": "not bright", "blurry": "not blurry"}
+    words |= {"low_information": "not low-information", "odd_size": "not odd-sized"}
+    return [
+        gx.expectations.ExpectColumnValuesToBeBetween(
+            column=column,
+            **{f"{side}_value": bounds[name]},
+            row_condition=Column("error").is_null(),
+            severity=GX_SEVERITY[q.action],
+            meta={
+                "check": f"{words[name]}: {column} {'≥' if side == 'min' else '≤'} {bounds[name]:g}",
+                "severity": q.action,
+                "quality": name,
+            },
+        )
+        for name, (column, side) in QUALITY_CHECKS.items()
+    ]
 
 
 def class_expectations(cfg: ValidateConfig) -> list[Expectation]:
@@ -181,6 +275,32 @@ def duplicate_groups(table: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def near_duplicate_groups(table: pd.DataFrame, max_distance: int, policy: str) -> list[dict[str, Any]]:
+    """Groups of near-duplicate content, in manifest order: ``{group, labels, paths, max_distance, kept,
+    dropped}``. Exact copies of one content are not a group by themselves (the sha256 check has those).
+    ``dropped`` is filled only under the ``drop`` policy, and never for a group that spans labels."""
+    ok = table[(table["error"] == "") & (table["phash"] != "")]
+    contents = ok.drop_duplicates("sha256")
+    found = near_duplicates.groups(contents["phash"].tolist(), max_distance)
+    groups = []
+    for number, members in enumerate(found, start=1):
+        rows = ok[ok["sha256"].isin(contents["sha256"].iloc[members])]
+        hashes = contents["phash"].iloc[members].tolist()
+        labels = sorted(set(rows["label"]))
+        paths = rows["path"].tolist()
+        groups.append(
+            {
+                "group": number,
+                "labels": labels,
+                "paths": paths,
+                "max_distance": max(near_duplicates.distance(a, b) for a in hashes for b in hashes),
+                "kept": paths[0],
+                "dropped": paths[1:] if policy == "drop" and len(labels) == 1 else [],
+            }
+        )
+    return groups
+
+
 def class_counts(table: pd.DataFrame, classes: list[str] | None) -> dict[str, int]:
     """Images per class: ``data.classes`` in order (absent ones as 0), then any other label, sorted."""
     found = table["label"].value_counts()
@@ -189,12 +309,72 @@ def class_counts(table: pd.DataFrame, classes: list[str] | None) -> dict[str, in
     return {name: int(found.get(name, 0)) for name in names}
 
 
-def gx_frame(table: pd.DataFrame, copies: pd.Series) -> pd.DataFrame:
-    """The manifest as GX sees it: a missing decode error is null, and in-class copies are flagged."""
+def gx_frame(table: pd.DataFrame, copies: pd.Series, groups: list[dict[str, Any]]) -> pd.DataFrame:
+    """The manifest as GX sees it: a missing decode error is null, in-class copies are flagged, each row in
+    a near-duplicate group names it (in one column or the other, by whether it spans labels), and each row
+    has its size's factor off the median."""
     frame = table.copy()
     frame["error"] = frame["error"].where(frame["error"] != "", None)
     frame[IN_CLASS_COPY] = copies.to_numpy()
+    across = {p: _group_name(g) for g in groups if len(g["labels"]) > 1 for p in g["paths"]}
+    within = {p: _group_name(g) for g in groups if len(g["labels"]) == 1 for p in g["paths"]}
+    frame[NEAR_ACROSS] = frame["path"].map(across).astype(object).where(frame["path"].isin(across), None)
+    frame[NEAR_IN_CLASS] = frame["path"].map(within).astype(object).where(frame["path"].isin(within), None)
+    frame[SIZE_RATIO] = size_ratio(frame, frame["error"].isna())
     return frame
+
+
+def size_ratio(frame: pd.DataFrame, decodable: pd.Series) -> pd.Series:
+    """How far each decodable image's sides are off the median (a factor ≥ 1, the larger of the two)."""
+    ratio = pd.Series(1.0, index=frame.index)
+    if decodable.any():
+        for side in ("width", "height"):
+            r = frame.loc[decodable, side] / frame.loc[decodable, side].median()
+            ratio[decodable] = ratio[decodable].combine(r.where(r >= 1, 1 / r), max)
+    return ratio
+
+
+def group_notes(groups: list[dict[str, Any]], root: Path) -> dict[str, str]:
+    """Markdown for the Data Docs: each group's files with thumbnails (when the images are at hand)."""
+    notes: dict[str, list[str]] = {NEAR_ACROSS: [], NEAR_IN_CLASS: []}
+    for g in groups:
+        column = NEAR_ACROSS if len(g["labels"]) > 1 else NEAR_IN_CLASS
+        if len(notes[column]) < THUMBNAIL_GROUPS:
+            pictures = " ".join(_thumbnail(root / p, p) for p in g["paths"])
+            notes[column].append(f"**{_group_name(g)}**, hashes ≤ {g['max_distance']} bits apart: {pictures}")
+    return {column: "\n\n".join(lines) for column, lines in notes.items() if lines}
+
+
+def _thumbnail(path: Path, name: str) -> str:
+    """A markdown image of ``path`` as an inline PNG; just its name when it cannot be read."""
+    try:
+        picture = images.resize(images.load(path, 1), THUMBNAIL)
+    except (OSError, ValueError):
+        return f"`{name}`"
+    buf = pyio.BytesIO()
+    images.save_png(picture, buf)
+    return f"![{name}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}) `{name}`"
+
+
+def _group_name(group: dict[str, Any]) -> str:
+    return f"group {group['group']} ({len(group['paths'])} files: {', '.join(group['labels'])})"
+
+
+def quality_flags(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each quality flag as the report lists it: its rule, how many images raise it, the first of them."""
+    return {
+        c["quality"]: {"rule": c["check"], "count": c["unexpected_count"], "examples": c["unexpected"][:5]}
+        for c in checks
+        if c.get("quality")
+    }
+
+
+def shortcut_line(found: dict[str, Any]) -> str:
+    return (
+        f"label predictable from metadata alone: a depth-2 tree scores {found['accuracy']:.2f} against a "
+        f"majority baseline of {found['baseline']:.2f} (margin {found['margin']:g}); most telling feature "
+        f"{found['feature']}: {found['summary']} (ingest with data.reencode: png to remove a format shortcut)"
+    )
 
 
 def summarise(table_name: str, result: ExpectationValidationResult) -> dict[str, Any]:
@@ -208,6 +388,8 @@ def summarise(table_name: str, result: ExpectationValidationResult) -> dict[str,
     raised = result.exception_info or {}
     return {
         "check": config.meta.get("check", config.type),
+        "severity": config.meta.get("severity", "fail"),
+        **({"quality": config.meta["quality"]} if "quality" in config.meta else {}),
         "expectation": config.type,
         "table": table_name,
         "column": column,
@@ -228,6 +410,8 @@ def _why(column: str | None, row: dict[str, Any]) -> str:
         return f"label {row['label']}, sha256 {str(value)[:12]}"
     if column == "images":
         return f"{value} images"
+    if column in (NEAR_ACROSS, NEAR_IN_CLASS):
+        return f"label {row['label']}, near-duplicate {value}"
     return f"{column} {value}"
 
 

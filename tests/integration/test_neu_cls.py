@@ -75,3 +75,8 @@ def test_full_dataset_reports_exactly_the_known_duplicate_pair(project):
     ]
     assert pairs == [["Pa_101.bmp", "Pa_105.bmp"]]
     assert report["n_kept"] == 1799
+    # Near-duplicates (kept with a warning by default): two re-shot defects, each inside its class.
+    near = [sorted(Path(p).name for p in g["paths"]) for g in report["near_duplicates"]["groups"]]
+    assert near == [["In_188.bmp", "In_210.bmp"], ["PS_171.bmp", "PS_292.bmp"]]
+    assert report["shortcuts"]["checked"] and not report["shortcuts"]["found"]  # all 200×200 L BMPs
+    assert report["manifest_sha256"] == manifest.sha256("data/manifest.csv")
