@@ -7,6 +7,7 @@ step function, and prints a one-line summary. No step logic lives here.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: without a terminal Rich assumes 80 columns and would break a long line mid-sentence in a DVC
+# or CI log; lines stay whole (tables still fit the width).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
@@ -66,6 +69,9 @@ def _params(params: Path, overrides: list[str] | None) -> config.Params:
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
     _state["debug"] = debug
+    # MLflow draws tqdm bars for every artifact download (register, promote, predict): noise in a step's
+    # output, and control characters in a log. Set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true to have them.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @app.command()
@@ -205,6 +211,16 @@ def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> 
     from steelflow.registry import register as run
 
     result = run(_params(params, set_))
+    if not result["registered"]:
+        # Not an error: a quick `dvc exp run -S train.epochs=2` must finish (and be kept as an experiment)
+        # without its model becoming the challenger.
+        out.print(result["gate_table"], highlight=False, markup=False)
+        kept = f"version {result['challenger']}" if result["challenger"] else "none"
+        _warn(
+            f"register: run {result['run_id']} failed registry.gates; not registered, @challenger stays "
+            f"at {kept} (registry.register=always registers it anyway) → {paths.REGISTRATION}"
+        )
+        return
     out.print(
         f"register: {result['name']} version {result['version']} (@challenger) from run {result['run_id']} "
         f"→ {paths.REGISTRATION}"

@@ -425,6 +425,10 @@ class MlflowConfig(Section):
     experiment: str = Field(default="steelflow", min_length=1)
     retries: int = Field(default=3, ge=0, description="retries of a failed request to a tracking server")
     backoff_factor: int = Field(default=2, ge=0, description="waits grow as factor × 2^attempt seconds")
+    log_checkpoints: bool = Field(
+        default=False,
+        description="also log models/checkpoint.pt (for --resume elsewhere; ~27 MB a run at 64 px)",
+    )
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -459,6 +463,17 @@ class ServingConfig(Section):
 class RegistryConfig(Section):
     name: str = Field(default="steel-defect-classifier", min_length=1, description="registered model name")
     gates: GatesConfig
+    register: Literal["gated", "always"] = Field(
+        default="gated",
+        description="gated: `register` adds a version (and moves @challenger) only when the model passes "
+        "registry.gates against the champion; always: every trained model",
+    )
+    description: str = Field(
+        default="Steel-surface defect classifier (CASI-Net) from the steelflow pipeline: raw images in, "
+        "class and probabilities out. @champion passed every promotion gate; @challenger is the newest "
+        "candidate.",
+        description="the registered model's description in the MLflow UI",
+    )
     retries: int = Field(default=3, ge=0, description="retries of a failed call to the tracking server")
     backoff_seconds: float = Field(default=1.0, ge=0, description="first retry's wait; doubles each time")
     onnx_tolerance: float = Field(default=1e-4, gt=0, description="export-onnx: max |logit difference|")

@@ -1,4 +1,5 @@
-"""Progress bars for long loops (Rich), quiet when output is not a terminal unless asked."""
+"""Progress for long loops: Rich bars on a terminal; under DVC, CI or a pipe no bars (their control
+characters leave blank lines in a log), only plain lines that stay, such as one per training epoch."""
 
 from __future__ import annotations
 
@@ -22,18 +23,31 @@ def set_bars(enabled: bool) -> None:
     _enabled["bars"] = enabled
 
 
+def bars() -> bool:
+    """Bars only where someone watches a terminal (stderr, where they draw), and not when turned off."""
+    return _enabled["bars"] and sys.stderr.isatty()
+
+
 def track(items: Sequence[T] | Iterable[T], description: str) -> Iterator[T]:
-    if not _enabled["bars"]:
+    if not bars():
         yield from items
         return
-    yield from _rich_track(items, description=description, transient=True)
+    console = Console(stderr=True)
+    yield from _rich_track(items, description=description, transient=True, console=console)
+
+
+def echo(line: str) -> None:
+    """A line that stays on screen and in logs (an epoch's loss and accuracy), on stderr beside the bars.
+    Quiet too when bars are turned off: parallel tuning workers print one line per trial instead."""
+    if _enabled["bars"]:
+        print(line, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
 def counter(description: str, every: float = 0.1) -> Iterator[Callable[[int, int], None]]:
     """A ``done(n, total)`` callback: a Rich bar on a terminal; plain lines (each ``every`` of the way)
     under DVC, CI or a pipe, where a bar's control characters would clutter the log."""
-    if sys.stderr.isatty() and _enabled["bars"]:
+    if bars():
         with Progress(transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task(description, total=None)
             yield lambda n, total: bar.update(task, completed=n, total=total)

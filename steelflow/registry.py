@@ -1,9 +1,11 @@
 """The MLflow Model Registry side: register a challenger, promote it through gates, roll back, keep history.
 
-- :func:`register` (the ``register`` stage) logs the trained model as a pyfunc (raw images in, class and
-  probabilities out; :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of
-  ``registry.name``, tags it (git commit, data version, params hash, run id, evaluation-data hash,
-  accuracy per condition), attaches a model card, and gives it the alias ``challenger``.
+- :func:`register` (the ``register`` stage) checks the model against ``registry.gates`` and the current
+  champion (``registry.register: gated``, the default; a 2-epoch experiment must not become the
+  challenger), then logs it as a pyfunc (raw images in, class and probabilities out;
+  :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of ``registry.name``,
+  tags it (git commit, data version, params hash, run id, DVC experiment, evaluation-data hash, accuracy
+  per condition), attaches a model card, and gives it the alias ``challenger``.
 - :func:`promote` compares a version with the current ``champion`` on the same evaluation data and moves
   ``champion`` only when every gate in ``registry.gates`` passes (or when forced, with a reason).
 - :func:`rollback` moves ``champion`` back to the version it replaced.
@@ -12,7 +14,9 @@
   Records live in the registry itself, so everyone sharing the tracking server sees the same history.
 
 Every call to the tracking server is retried with exponential backoff (``registry.retries``,
-``registry.backoff_seconds``) and then fails with an error naming the URI.
+``registry.backoff_seconds``) while the server is unreachable (told by the error's type, a connection
+failure or a time-out) and then fails with an error naming the URI. MLflow's own HTTP retries are off
+inside these calls, so one scheme covers this client.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -42,7 +45,7 @@ from steelflow.steps.evaluate import (
     training_label,
     worst_condition,
 )
-from steelflow.tracking import data_version, git_state, params_hash, tracking_uri
+from steelflow.tracking import identity_tags, mlflow_retries, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_PREFIX = "steelflow.history."
@@ -92,26 +95,27 @@ class Registry:
         self.cfg: RegistryConfig = params.registry
         self.name = self.cfg.name
         self.uri = tracking_uri(params.mlflow)
-        # Our own retries (below) give a clear error soon; MLflow's default would retry for minutes.
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(*args)``, retried with backoff on connection trouble; MLflow's own answers pass through."""
-        from mlflow.exceptions import MlflowException
+    def own_retries(self) -> contextlib.AbstractContextManager[None]:
+        """MLflow's HTTP retries off (its default would retry for minutes): :meth:`call` retries instead,
+        and says soon and clearly that the server is unreachable."""
+        return mlflow_retries(0, 0)
 
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args)``, retried with backoff while the server is unreachable; MLflow's own answers (no
+        such version, a refused request) pass through at once."""
         wait = self.cfg.backoff_seconds
         for attempt in range(self.cfg.retries + 1):
             try:
-                return fn(*args, **kwargs)
-            except MlflowException as e:
-                if not _unreachable(e):
+                with self.own_retries():
+                    return fn(*args, **kwargs)
+            except Exception as e:
+                if not unreachable(e):
                     raise
                 error: Exception = e
-            except OSError as e:  # requests' ConnectionError is an OSError
-                error = e
             if attempt < self.cfg.retries:
                 time.sleep(wait)
                 wait *= 2
@@ -164,9 +168,24 @@ class Registry:
         return record
 
 
-def _unreachable(e: Exception) -> bool:
-    text = str(e).lower()
-    return any(s in text for s in ("connection", "max retries", "timed out", "refused", "unavailable"))
+def _connection_errors(requests: Any) -> tuple[type[BaseException], ...]:
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
+
+
+def unreachable(e: BaseException) -> bool:
+    """A connection failure or time-out anywhere in the error's chain. MLflow wraps requests' errors in
+    an ``MlflowException`` (``raise ... from`` or implicitly while handling), so the cause is what tells
+    "the server is not there" from "the server said no"."""
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _connection_errors(requests)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # --- register ---------------------------------------------------------------------------------------
@@ -181,24 +200,36 @@ def register(
     card_path: Path = paths.MODEL_CARD,
     out_path: Path = paths.REGISTRATION,
     best_params_path: Path = paths.BEST_PARAMS,
+    gated: bool = True,
 ) -> dict[str, Any]:
     """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
+
+    With ``registry.register: gated`` (and ``gated``; the Kubeflow pipeline gates in a step of its own) a
+    model that fails ``registry.gates`` against the current champion is not registered and nothing moves:
+    ``registration.json`` says ``registered: false`` with every gate, and the model card is still written.
 
     The version is models-from-code (:mod:`steelflow.serving_model`) with the network as ONNX (checked
     against PyTorch on the test set, int8 when ``registry.quantize`` asks and the int8 gate passes) and the
     weights as artifacts. The params recorded (model card, params hash) are the ones training used:
     ``params`` plus tune's best values when ``train.use_tuned`` is on.
     """
-    import mlflow
-    import mlflow.pyfunc
-
-    from steelflow.inference import load_trained
-
     for needed in (model_path, run_id_path, metrics_path):
         if not Path(needed).is_file():
             raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
     params = config.with_tuned(params, best_params_path)
     reg = Registry(params)
+    with reg.own_retries():
+        return _register(
+            params, reg, model_path, run_id_path, metrics_path, cache_dir, card_path, out_path, gated
+        )
+
+
+def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, card_path, out_path, gated):
+    import mlflow
+    import mlflow.pyfunc
+
+    from steelflow.inference import load_trained
+
     run_id = Path(run_id_path).read_text().strip()
     metrics = json.loads(Path(metrics_path).read_text())
     accuracy = _accuracy(metrics)
@@ -206,19 +237,22 @@ def register(
     eval_hash = data_hash(sets)
     model, meta = load_trained(model_path)
     tree = params.raw()
+    tags = {
+        **identity_tags(tree),
+        "run_id": run_id,
+        "eval_data_hash": eval_hash,
+        **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
+    }
+    io.write_text(card_path, model_card(params, meta, metrics, tags))
+    if gated and params.registry.register == "gated":
+        gates = candidate_gates(params, metrics_path, cache_dir)
+        if not all(g.passed for g in gates):
+            return _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path)
     staging = Path(tempfile.mkdtemp(prefix="steelflow-register-"))
     version = None
     try:
         graph, serving_tags = _serving_graph(params, model, sets, cache_dir, staging)
-        tags = {
-            **git_state(),
-            "data_version": data_version(),
-            "params_hash": params_hash(tree),
-            "run_id": run_id,
-            "eval_data_hash": eval_hash,
-            **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
-            **serving_tags,
-        }
+        tags |= serving_tags
         card = model_card(params, meta, metrics, tags)
         io.write_text(card_path, card)
         mlflow.set_tracking_uri(reg.uri)
@@ -234,7 +268,9 @@ def register(
             mlflow.log_artifact(str(card_path), "registry")
         reg.call(reg.client.update_model_version, reg.name, version, description=card)
         for key, value in tags.items():
-            reg.call(reg.client.set_model_version_tag, reg.name, version, key, value)
+            if not key.startswith("mlflow."):  # MLflow's own tags belong to runs; a version links its run
+                reg.call(reg.client.set_model_version_tag, reg.name, version, key, value)
+        _describe_model(reg, meta)
         reg.call(reg.client.set_registered_model_alias, reg.name, CHALLENGER, version)
     except BaseException:
         if version is not None:  # nothing half-registered: a version without its tags and alias goes
@@ -245,6 +281,7 @@ def register(
         shutil.rmtree(staging, ignore_errors=True)
     result = {
         "name": reg.name,
+        "registered": True,
         "version": int(version),
         "alias": CHALLENGER,
         "model_uri": f"models:/{reg.name}/{version}",
@@ -256,6 +293,41 @@ def register(
     }
     io.write_json(out_path, result)
     return result
+
+
+def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[str, Any]:
+    """A model below the gates: no version, @challenger stays; the record says why, the run too."""
+    challenger = reg.alias(CHALLENGER)
+    result = {
+        "name": reg.name,
+        "registered": False,
+        "version": None,
+        "alias": None,
+        "challenger": _num(challenger),
+        "run_id": run_id,
+        "tracking_uri": reg.uri,
+        "eval_data_hash": eval_hash,
+        "accuracy": accuracy,
+        "gates": [dataclasses.asdict(g) for g in gates],
+        "gate_table": gate_table(gates),
+    }
+    reg.call(reg.client.set_tag, run_id, "steelflow.registered", "no: failed registry.gates")
+    io.write_json(out_path, result)
+    return result
+
+
+def _describe_model(reg: Registry, meta: dict[str, Any]) -> None:
+    """The registered model's description and tags, what its page in the MLflow UI shows first."""
+    reg.call(reg.client.update_registered_model, reg.name, description=reg.cfg.description)
+    model_tags = {
+        "task": "image classification (steel-surface defects)",
+        "classes": ", ".join(meta["classes"]),
+        "variant": meta["variant"],
+        "serving": f"{reg.cfg.serving.engine} (models-from-code pyfunc)",
+        "source": "steelflow register",
+    }
+    for key, value in model_tags.items():
+        reg.call(reg.client.set_registered_model_tag, reg.name, key, value)
 
 
 def pyfunc_model(

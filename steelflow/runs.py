@@ -1,8 +1,11 @@
 """Steps with their MLflow run: what `steelflow train` / `evaluate` / `reproduce` call (and, later, the
 Kubeflow components), so that no adapter holds tracking logic.
 
-``train`` opens a run, trains, logs the history, metrics, checkpoint and model, and remembers the run id in
-``metrics/mlflow_run_id.txt``; ``evaluate`` re-opens that run and logs the evaluation into it.
+``train`` opens a run named ``train <variant> lr=<lr> <short sha>``, logs the params that shape the model
+(data, split, model, train, with tune's values applied) and the whole tree as ``params.yaml``, the datasets
+it read, the history, metrics and model, and remembers the run id in ``metrics/mlflow_run_id.txt``;
+``evaluate`` re-opens that run and adds the evaluation (metrics, the test and corrupted datasets, reports)
+without touching the run's name, params or identity tags.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from steelflow.config import Params
 
 def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None) -> Any:
     """An MLflow run for this step (a no-op tracker when ``enabled`` is false)."""
-    from steelflow.tracking import MlflowTracker, NullTracker, run_tags
+    from steelflow.tracking import MlflowTracker, NullTracker, lineage_params, run_name, run_tags
 
     if not enabled:
         return contextlib.nullcontext(NullTracker())
@@ -24,7 +27,12 @@ def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None) -> A
 
     tree = p.raw()
     return MlflowTracker(
-        p.mlflow, step, tree, run_tags(tree, pick_device(p.train.device), step), run_id=run_id
+        p.mlflow,
+        run_name(tree, step),
+        lineage_params(tree),
+        run_tags(tree, pick_device(p.train.device), step),
+        run_id=run_id,
+        params_document=tree,
     )
 
 
@@ -34,30 +42,58 @@ def train(p: Params, track: bool = True, resume: bool = False) -> Any:
 
     p = config.with_tuned(p, paths.BEST_PARAMS)
     with tracker(p, "train", track) as t:
+        splits = paths.CACHE / "splits"
+        t.log_datasets(
+            [
+                (name, splits / f"{name}.npz", context)
+                for name, context in TRAINING_SETS
+                if (splits / f"{name}.npz").is_file()
+            ]
+        )
         result = run(p.model, p.train, resume=resume, tracker=t)
         if track:
             from steelflow.inference import load_trained
 
             model, _ = load_trained(paths.MODEL)
-            for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY, paths.CHECKPOINT):
+            for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY):
                 t.log_artifact(artifact, "training")
+            if p.mlflow.log_checkpoints:
+                t.log_artifact(paths.CHECKPOINT, "training")
             t.log_model(model, example_input(p))
             if t.run_id:
                 io.write_text(paths.MLFLOW_RUN, t.run_id + "\n")
     return result
 
 
+TRAINING_SETS = (("train", "training"), ("val", "validation"))
+
+
 def evaluate(p: Params, track: bool = True) -> Any:
     """Evaluate the trained model, logged into the run of the training it scores."""
     from steelflow.steps.evaluate import evaluate as run
+    from steelflow.steps.evaluate import evaluation_sets
 
     last = paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
     with tracker(p, "evaluate", track, run_id=last) as t:
+        sets = evaluation_sets(p.corrupt)
+        t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if path.is_file()])
         return run(p.evaluate, p.corrupt, device=p.train.device, tracker=t)
 
 
-def example_input(p: Params) -> Any:
+def example_input(p: Params, cache_dir: Any = None) -> Any:
+    """Two real images of the validation split (else the training split) as the model takes them: float
+    (N, C, S, S) in [0, 1]. MLflow infers the logged model's signature from it, so it must look like data;
+    all zeros would say nothing about channels or range. Batch 2, not 1: MLflow's torch.export format
+    keeps a size-1 batch dimension static."""
     import numpy as np
 
-    # Batch 2, not 1: MLflow's torch.export format keeps a size-1 batch dimension static.
+    from steelflow.data import cache
+
+    splits = paths.CACHE / "splits" if cache_dir is None else cache_dir
+    for name in ("val", "train"):
+        path = splits / f"{name}.npz"
+        if path.is_file():
+            images = cache.load(path).images[:2]
+            if len(images):
+                return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
     return np.zeros((2, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)

@@ -3,7 +3,12 @@
 The steps talk to a :class:`Tracker`; the CLI hands them an :class:`MlflowTracker` (or
 :class:`NullTracker` with ``--no-track``), so training itself never imports MLflow. The tracking URI is
 ``MLFLOW_TRACKING_URI`` when set, else ``mlflow.tracking_uri`` from params (default: ``mlflow.db``, a SQLite
-file at the project root that ``mlflow ui`` opens with no server).
+file at the project root that ``mlflow ui`` opens with no server). A relative SQLite URI is anchored at the
+project root (:mod:`steelflow.project`), so ``dvc exp run --temp`` / ``--queue`` log into the project's
+store, not into the temporary clone DVC deletes.
+
+Lineage: a training run and the model version made from it carry the same ``params_hash``, of the
+effective params training used (tune's values applied), see :func:`lineage_params`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from steelflow import paths
+from steelflow import paths, project
 from steelflow.config import MlflowConfig
 from steelflow.errors import SteelflowError, TrackingError
 
@@ -29,6 +34,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def log_model(self, model: Any, input_example: Any) -> None: ...
+    def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None: ...
 
 
 class NullTracker:
@@ -45,9 +51,18 @@ class NullTracker:
     def log_model(self, model: Any, input_example: Any) -> None:
         pass
 
+    def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None:
+        pass
+
 
 class MlflowTracker:
-    """One MLflow run: opened with params and tags, closed FINISHED (or FAILED on an exception)."""
+    """One MLflow run: opened with params and tags, closed FINISHED (or FAILED on an exception).
+
+    ``params`` are logged as run params (keep them to what shapes the model: the UI lists every one);
+    ``params_document``, when given, is the whole effective params tree, logged as ``params.yaml``.
+    Re-opening a run (``run_id``) logs into it without touching its params or identity tags: evaluation
+    adds to the training run, it does not rename it.
+    """
 
     def __init__(
         self,
@@ -56,27 +71,33 @@ class MlflowTracker:
         params: dict[str, Any],
         tags: dict[str, str],
         run_id: str | None = None,
+        params_document: dict[str, Any] | None = None,
     ):
-        # MLflow's HTTP client retries with exponential backoff; mlflow.retries / backoff_factor bound it.
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.retries)
-        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(cfg.backoff_factor)
         import mlflow
 
         self._mlflow = mlflow
+        self._cfg = cfg
         self.uri = tracking_uri(cfg)
         with self._failing("opening the run"):
             mlflow.set_tracking_uri(self.uri)
-            mlflow.set_experiment(cfg.experiment)
-            self._run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
-            self.run_id = self._run.info.run_id
-            if run_id is None:
+            mlflow.set_experiment(
+                experiment_id=ensure_experiment(mlflow.MlflowClient(self.uri), cfg.experiment)
+            )
+            if run_id is not None:
+                self._run = mlflow.start_run(run_id=run_id)
+            else:
+                self._run = mlflow.start_run(run_name=run_name, tags=tags)
                 mlflow.log_params(flatten(params))
+                if params_document is not None:
+                    mlflow.log_dict(params_document, "params.yaml")
+            self.run_id = self._run.info.run_id
 
     @contextlib.contextmanager
     def _failing(self, what: str) -> Iterator[None]:
         """MLflow's errors (after its retries) → one clear error naming the server; local outputs stay."""
         try:
-            yield
+            with mlflow_retries(self._cfg.retries, self._cfg.backoff_factor):
+                yield
         except SteelflowError:
             raise
         except Exception as e:
@@ -100,6 +121,16 @@ class MlflowTracker:
         with self._failing("logging metrics"):
             self._mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()}, step=step)
 
+    def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None:
+        """``(name, cache file, context)`` → MLflow datasets (the run's Datasets panel), each with the md5
+        DVC computes for the file as its digest, so a run names the exact data it read."""
+        with self._failing("logging the datasets"):
+            self._mlflow.log_inputs(
+                datasets=[dataset(name, path) for name, path, _ in datasets],
+                contexts=[context for *_, context in datasets],
+                tags_list=[{"dvc.md5": file_md5(path)} for _, path, _ in datasets],
+            )
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         with self._failing(f"uploading {path}"):
             self._mlflow.log_artifact(str(path), artifact_path=folder)
@@ -119,7 +150,68 @@ class MlflowTracker:
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    """``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri``; a relative SQLite path is taken from the project
+    root, so a DVC experiment in a temporary clone still logs into the project's ``mlflow.db``."""
+    return project.anchored(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri)
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The experiment's id, created when missing. For a local store its artifacts go to ``mlruns/`` at
+    the project root: MLflow's default, ``./mlruns`` of the working folder, is inside the temporary clone
+    under ``dvc exp run --temp``. A server decides itself (``mlflow-artifacts:`` with served artifacts)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = project.artifact_root() if project.is_local_store(client.tracking_uri) else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another process created it meanwhile
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+@contextlib.contextmanager
+def mlflow_retries(retries: int, backoff_factor: int) -> Iterator[None]:
+    """MLflow's own HTTP retries (urllib3, exponential backoff) for the calls inside, restored after.
+
+    Scoped rather than set process-wide: the registry client runs its own retries with MLflow's off
+    (:class:`steelflow.registry.Registry`), and one process may use both."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(backoff_factor),
+    }
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def dataset(name: str, path: Path) -> Any:
+    """An MLflow dataset for a cache file: its relative path as the source (valid wherever the project
+    is), its DVC md5 as the digest."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    return MetaDataset(LocalArtifactDatasetSource(str(path)), name=name, digest=file_md5(path))
+
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC 3 records for a file (of its bytes)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -141,6 +233,28 @@ def _metric_key(key: str) -> str:
 
 def params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Where the model comes from: what a run logs as params, and what its params_hash covers. The rest of the
+# tree (evaluation, registry, tuning, Kubeflow...) goes into the run's params.yaml artifact.
+LINEAGE_SECTIONS = ("data", "split", "model", "train")
+# ...without the keys that choose where or how fast training runs, or whether tune's values were applied
+# (the values themselves are in the tree by then).
+_NOT_LINEAGE = {"train": ("device", "threads", "use_tuned")}
+
+
+def lineage_params(tree: dict[str, Any]) -> dict[str, Any]:
+    """The sections of an (effective) params tree that shape the model."""
+    return {
+        section: {k: v for k, v in tree[section].items() if k not in _NOT_LINEAGE.get(section, ())}
+        for section in LINEAGE_SECTIONS
+        if section in tree
+    }
+
+
+def lineage_hash(tree: dict[str, Any]) -> str:
+    """The ``params_hash`` a training run and its model version share."""
+    return params_hash(lineage_params(tree))
 
 
 def data_version(manifest: Path = paths.MANIFEST) -> str:
@@ -177,11 +291,23 @@ def device_name(device: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def identity_tags(tree: dict[str, Any]) -> dict[str, str]:
+    """What a run and its model version both say about where they come from: commit (also as
+    ``mlflow.source.git.commit``, the tag the MLflow UI shows), data version, params hash and the DVC
+    experiment that made them."""
+    git = git_state()
+    tags = {**git, "data_version": data_version(), "params_hash": lineage_hash(tree)}
+    if git["git_commit"] != "unknown":
+        tags["mlflow.source.git.commit"] = git["git_commit"]
+    return tags | project.experiment_tags()
+
+
 def run_tags(params: dict[str, Any], device: Any, step: str) -> dict[str, str]:
-    return {
-        **git_state(),
-        "data_version": data_version(),
-        "params_hash": params_hash(params),
-        "device": device_name(device),
-        "steelflow.step": step,
-    }
+    return {**identity_tags(params), "device": device_name(device), "steelflow.step": step}
+
+
+def run_name(tree: dict[str, Any], step: str) -> str:
+    """``train casinet lr=0.05 1a2b3c4``: two runs told apart in the MLflow UI by more than their time."""
+    sha = git_state()["git_commit"]
+    short = "" if sha == "unknown" else f" {sha[:7]}"
+    return f"{step} {tree['model']['variant']} lr={tree['train']['lr']:g}{short}"

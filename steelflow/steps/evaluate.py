@@ -107,13 +107,18 @@ def evaluate(
     if hasattr(model, "attention_maps"):
         attention_figure(model, clean, cfg.attention_examples, plots_dir / "attention.png", dev)
 
-    tracker.log_metrics(
-        {f"eval.{name}.{k}": v for name, m in per_condition.items() for k, v in m.items() if _scalar(v)}
-        | {f"eval.{k}": v for k, v in summary.items() if _scalar(v)}
-    )
+    tracker.log_metrics(metric_names(per_condition, summary))
     for artifact in (metrics_path, details_path, robustness_path, *sorted(plots_dir.glob("*.png"))):
         tracker.log_artifact(artifact, "evaluation")
     return EvaluateResult(accuracy, summary)
+
+
+def metric_names(per_condition: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, float]:
+    """MLflow metric names: ``eval/<condition>/<metric>`` and ``eval/<summary key>``. The "/" makes the
+    MLflow UI group the charts per condition instead of one flat section of dozens."""
+    return {
+        f"eval/{name}/{k}": v for name, m in per_condition.items() for k, v in m.items() if _scalar(v)
+    } | {f"eval/{k}": v for k, v in summary.items() if _scalar(v)}
 
 
 def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:

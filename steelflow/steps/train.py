@@ -41,7 +41,7 @@ from steelflow.inference import (
     save_trained,
     to_tensor,
 )
-from steelflow.progress import track
+from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
@@ -186,7 +186,12 @@ def train(
         row.update(_validate(model, x_val, y_val, cfg.batch_size, device, dtype, channels_last, loss_fn))
         row["seconds"] = time.perf_counter() - tick
         state.history.append(row)
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        tracker.log_metrics(epoch_metrics(row), step=epoch)
+        echo(
+            f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} accuracy "
+            f"{row['train_accuracy']:.3f}, val loss {row['val_loss']:.4f} accuracy {row['val_accuracy']:.3f}"
+            f" ({row['seconds']:.1f} s)"
+        )
 
         # With no validation split (split.val: 0) the last epoch is the one kept.
         if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or len(x_val) == 0:
@@ -216,8 +221,22 @@ def train(
     )
     io.write_json(metrics_path, result.metrics())
     _write_history(Path(history_path), state.history)
-    tracker.log_metrics({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch})
+    tracker.log_metrics(
+        {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
+    )
     return result
+
+
+def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    """One epoch's history row under MLflow names grouped by "/" (``train/loss``, ``val/accuracy``...)."""
+    return {
+        "train/lr": row["lr"],
+        "train/loss": row["train_loss"],
+        "train/accuracy": row["train_accuracy"],
+        "val/loss": row["val_loss"],
+        "val/accuracy": row["val_accuracy"],
+        "train/epoch_seconds": row["seconds"],
+    }
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
