@@ -218,7 +218,7 @@ def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> 
         kept = f"version {result['challenger']}" if result["challenger"] else "none"
         _warn(
             f"register: run {result['run_id']} failed registry.gates; not registered, @challenger stays "
-            f"at {kept} (registry.register=always registers it anyway) → {paths.REGISTRATION}"
+            f"at {kept} (registry.challenger=always registers it anyway) → {paths.REGISTRATION}"
         )
         return
     out.print(

@@ -463,7 +463,7 @@ class ServingConfig(Section):
 class RegistryConfig(Section):
     name: str = Field(default="steel-defect-classifier", min_length=1, description="registered model name")
     gates: GatesConfig
-    register: Literal["gated", "always"] = Field(
+    challenger: Literal["gated", "always"] = Field(
         default="gated",
         description="gated: `register` adds a version (and moves @challenger) only when the model passes "
         "registry.gates against the champion; always: every trained model",

@@ -1,7 +1,7 @@
 """The MLflow Model Registry side: register a challenger, promote it through gates, roll back, keep history.
 
 - :func:`register` (the ``register`` stage) checks the model against ``registry.gates`` and the current
-  champion (``registry.register: gated``, the default; a 2-epoch experiment must not become the
+  champion (``registry.challenger: gated``, the default; a 2-epoch experiment must not become the
   challenger), then logs it as a pyfunc (raw images in, class and probabilities out;
   :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of ``registry.name``,
   tags it (git commit, data version, params hash, run id, DVC experiment, evaluation-data hash, accuracy
@@ -204,7 +204,7 @@ def register(
 ) -> dict[str, Any]:
     """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
 
-    With ``registry.register: gated`` (and ``gated``; the Kubeflow pipeline gates in a step of its own) a
+    With ``registry.challenger: gated`` (and ``gated``; the Kubeflow pipeline gates in a step of its own) a
     model that fails ``registry.gates`` against the current champion is not registered and nothing moves:
     ``registration.json`` says ``registered: false`` with every gate, and the model card is still written.
 
@@ -244,7 +244,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
     }
     io.write_text(card_path, model_card(params, meta, metrics, tags))
-    if gated and params.registry.register == "gated":
+    if gated and params.registry.challenger == "gated":
         gates = candidate_gates(params, metrics_path, cache_dir)
         if not all(g.passed for g in gates):
             return _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path)

@@ -11,6 +11,7 @@ without touching the run's name, params or identity tags.
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from steelflow import config, io, paths
@@ -55,6 +56,9 @@ def train(p: Params, track: bool = True, resume: bool = False) -> Any:
             from steelflow.inference import load_trained
 
             model, _ = load_trained(paths.MODEL)
+            if t.run_id:  # `dvc exp show` lists it beside the metrics: experiment → MLflow run
+                summary = json.loads(paths.TRAIN_METRICS.read_text())
+                io.write_json(paths.TRAIN_METRICS, {**summary, "mlflow_run_id": t.run_id})
             for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY):
                 t.log_artifact(artifact, "training")
             if p.mlflow.log_checkpoints:

@@ -1,0 +1,102 @@
+"""`dvc exp run --temp` and `--queue` for real: the experiments' records land in the project's stores.
+
+DVC runs these experiments in a fresh clone under .dvc/tmp/exps/ and deletes it afterwards; relative
+sqlite:/// stores used to resolve there, so the MLflow runs, model versions and Optuna trials vanished.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SMALL, clone_repo, sh
+
+pytestmark = pytest.mark.integration
+
+NAME = "steel-defect-classifier"
+OPEN_GATES = {
+    "min_clean_accuracy": 0.0,
+    "min_worst_accuracy": 0.0,
+    "min_holdout_accuracy": 0.0,
+    "max_drop": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory) -> Path:
+    """One experiment run with --temp (gates open: it registers), then one queued and run by the queue
+    worker with 2 epochs and a gate it fails (it must not move @challenger)."""
+    tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}, "registry": {"gates": OPEN_GATES}}
+    clone = clone_repo(tmp_path_factory.mktemp("exps"), tuned)
+    sh("dvc", "exp", "run", "--temp", "-n", "exp-temp", cwd=clone)
+    sh(
+        "dvc", "exp", "run", "--queue", "-n", "exp-queued",
+        "-S", "train.epochs=1", "-S", "registry.gates.min_clean_accuracy=0.99",
+        cwd=clone,
+    )  # fmt: skip
+    sh("dvc", "queue", "start", cwd=clone)
+    sh("dvc", "queue", "logs", "-f", "exp-queued", cwd=clone)  # follows the task until it ends
+    status = sh("dvc", "queue", "status", cwd=clone)
+    assert "Success" in status and "Failed" not in status, status
+    sh("dvc", "queue", "stop", "--kill", cwd=clone)
+    return clone
+
+
+def _client(clone: Path):
+    import mlflow
+
+    uri = f"sqlite:///{clone / 'mlflow.db'}"
+    return mlflow.MlflowClient(uri, uri)
+
+
+def test_experiments_log_into_the_project_stores_not_the_temporary_clones(experiments):
+    client = _client(experiments)
+    experiment = client.get_experiment_by_name("steelflow")
+    # artifacts at the project root, where both experiments' runs put theirs
+    assert experiment.artifact_location == (experiments / "mlruns").as_uri()
+    runs = client.search_runs([experiment.experiment_id], "tags.`steelflow.step` = 'train'")
+    by_exp = {r.data.tags.get("dvc.exp_name"): r for r in runs}
+    assert set(by_exp) == {"exp-temp", "exp-queued"}
+    baseline = sh("git", "rev-parse", "HEAD", cwd=experiments).strip()
+    for run in by_exp.values():
+        assert run.data.tags["dvc.exp_baseline_rev"] == baseline
+        assert run.data.tags["mlflow.source.git.commit"] == baseline
+        assert run.info.run_name.startswith("train casinet lr=")
+        assert client.list_artifacts(run.info.run_id, "training")  # the files are in the project's mlruns/
+        assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(experiments / "mlruns")
+    # the version the --temp experiment registered, tagged with it
+    challenger = client.get_model_version_by_alias(NAME, "challenger")
+    assert challenger.tags["dvc.exp_name"] == "exp-temp"
+    assert challenger.run_id == by_exp["exp-temp"].info.run_id
+    assert challenger.tags["params_hash"] == by_exp["exp-temp"].data.tags["params_hash"]
+    # the Optuna trials of both experiments' tune stages
+    with sqlite3.connect(experiments / "optuna.db") as db:
+        trials = db.execute("select count(*) from trials").fetchone()[0]
+    assert trials >= SMALL["tune"]["n_trials"]
+    assert not list((experiments / ".dvc/tmp/exps").glob("tmp*/mlflow.db"))
+
+
+def test_a_model_below_the_gates_does_not_move_the_challenger(experiments):
+    client = _client(experiments)
+    versions = client.search_model_versions(f"name = '{NAME}'")
+    assert [v.tags["dvc.exp_name"] for v in versions] == ["exp-temp"]
+    queued = client.search_runs(
+        [client.get_experiment_by_name("steelflow").experiment_id], "tags.`dvc.exp_name` = 'exp-queued'"
+    )
+    assert queued[0].data.tags["steelflow.registered"].startswith("no")
+
+
+def test_exp_show_lists_the_tuned_values_training_used_and_the_mlflow_run(experiments):
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=experiments))
+    rows = {
+        exp["name"]: exp["revs"][0]["data"] for baseline in shown for exp in baseline.get("experiments") or []
+    }
+    assert {"exp-temp", "exp-queued"} <= set(rows)
+    data = rows["exp-temp"]
+    tuned = data["params"]["reports/tuning/best_params.yaml"]["data"]["params"]
+    assert set(tuned) >= {"train.lr", "model.dropout"}
+    run_id = data["metrics"]["metrics/train.json"]["data"]["mlflow_run_id"]
+    assert _client(experiments).get_run(run_id).data.tags["dvc.exp_name"] == "exp-temp"
