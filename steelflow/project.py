@@ -60,3 +60,12 @@ def experiment_tags() -> dict[str, str]:
     if os.environ.get(DVC_EXP_BASELINE):
         tags["dvc.exp_baseline_rev"] = os.environ[DVC_EXP_BASELINE]
     return tags
+
+
+def data_label(source: str) -> str:
+    """A short readable name of ``data.source`` for study names: ``synthetic``, a folder's or a bucket
+    prefix's last part (``NEU-CLS``), reduced to letters, digits, ``-`` and ``_``."""
+    import re
+
+    last = source.rstrip("/").rsplit("/", 1)[-1] or source
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", last).strip("_")[:32] or "data"

@@ -59,6 +59,7 @@ from steelflow.config import (
     with_overrides,
 )
 from steelflow.errors import DataError, TuningFailed
+from steelflow.project import anchored, data_label
 from steelflow.tracking import data_version, params_hash
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -297,11 +298,18 @@ def study_name(params: Params) -> str:
         "train": {k: v for k, v in tree["train"].items() if k not in ("device", "threads", "use_tuned")},
         "tune": {k: v for k, v in tree["tune"].items() if k in ("epochs", "space", "sampler", "pruner")},
     }
-    return f"{params.model.variant}-{params_hash(identity)[:12]}"
+    return f"{params.model.variant}-{data_label(params.data.source)}-{params_hash(identity)[:12]}"
 
 
 def storage_url(cfg: TuneConfig) -> str:
-    return os.environ.get(paths.OPTUNA_STORAGE_ENV) or cfg.storage
+    # relative sqlite:/// from the project root: a `dvc exp run --temp` study lands in the project's file
+    return anchored(os.environ.get(paths.OPTUNA_STORAGE_ENV) or cfg.storage)
+
+
+def name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """What optuna-dashboard labels the objective(s) ("Objective 0" otherwise); written once per study."""
+    if study.metric_names != names:
+        study.set_metric_names(names)
 
 
 def _load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
@@ -341,6 +349,7 @@ def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, Ba
         pruner=_pruner(cfg),
         load_if_exists=True,
     )
+    name_metrics(study, ["val_accuracy"])
     # Claim and heartbeat through the storage the study wraps (Optuna's trial cache in front of the
     # database), exactly as Study.ask does; the bare RDBStorage would leave that cache behind.
     return study, study._storage
@@ -514,19 +523,14 @@ class _ParentRun:
     def __init__(self, params: Params, ref: StudyRef):
         from mlflow import MlflowClient
 
-        from steelflow.tracking import flatten, run_tags, tracking_uri
+        from steelflow.tracking import ensure_experiment, flatten, run_tags, tracking_uri
 
         self._client = MlflowClient(tracking_uri(params.mlflow))
         self._params = params
         if ref.mlflow_parent_run:  # opened by `start` (here, or in another pod): nothing to look up
             self.run_id, self.ref = ref.mlflow_parent_run, ref
             return
-        experiment = self._client.get_experiment_by_name(params.mlflow.experiment)
-        exp_id = (
-            experiment.experiment_id
-            if experiment
-            else self._client.create_experiment(params.mlflow.experiment)
-        )
+        exp_id = ensure_experiment(self._client, params.mlflow.experiment)  # artifacts at the project root
         found = self._client.search_runs(
             [exp_id],
             filter_string=f"tags.`optuna.study_name` = '{ref.name}' and tags.`steelflow.step` = 'tune'",
