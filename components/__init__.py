@@ -18,6 +18,7 @@ GPU_STEPS = ("tune_worker", "train")  # run on the GPU image, on GPU nodes
 
 @dataclasses.dataclass(frozen=True)
 class Components:
+    settings: dsl.base_component.BaseComponent
     ingest: dsl.base_component.BaseComponent
     validate: dsl.base_component.BaseComponent
     split: dsl.base_component.BaseComponent

@@ -16,6 +16,38 @@ each function in the container, and this module imports them for the same reason
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
+def settings(
+    params: str,
+    overrides: list,
+    data_source: str,
+    variant: str,
+    epochs: int,
+    n_trials: int,
+    image_size: int,
+) -> list:
+    """The run's typed parameters (what people change per run, editable one by one in the KFP UI) as
+    ``dotted.key=value`` overrides, the run's own ``overrides`` after them (so those win); checked against
+    the params here, so a bad value fails this first step naming its key."""
+    import tempfile
+    from pathlib import Path
+
+    from steelflow import config
+
+    typed = [
+        f"data.source={data_source}",
+        f"model.variant={variant}",
+        f"train.epochs={epochs}",
+        f"tune.n_trials={n_trials}",
+        f"model.image_size={image_size}",
+    ]
+    merged = typed + list(overrides)
+    with tempfile.TemporaryDirectory(prefix="steelflow-settings-") as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(params)
+        config.load_params(path, merged)  # a bad value fails here, naming its key
+    return merged
+
+
 def ingest(params: str, overrides: list, dataset: Output[Dataset], manifest: Output[Artifact]):
     """data.source → ``dataset`` (data/images + data/manifest.csv) and ``manifest`` (the manifest alone,
     which later steps read for the data version they record)."""

@@ -37,21 +37,24 @@ class LocalRun:
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
 
 
-def build(params: Params) -> tuple[Any, str]:
-    """The pipeline for ``params``, and those params as the JSON text a run takes (its default argument)."""
+def build(params: Params, image_tag: str | None = None) -> tuple[Any, str]:
+    """The pipeline for ``params``, and those params as the JSON text a run takes (its default argument).
+    ``image_tag`` pins both images to a tag; ``git`` means ``<version>-<short git sha>``, the tag
+    `make image` gives the images it builds beside the reusable ``<version>``."""
     from pipelines.steel_defect import build as build_pipeline
 
     text = params_json(params)
-    return build_pipeline(params, text), text
+    return build_pipeline(params, text, _version() if image_tag == "git" else image_tag), text
 
 
 def compile_pipeline(
     out: str | Path = paths.KFP_PACKAGE,
     params_path: str | Path = config.DEFAULT_PARAMS,
     overrides: Iterable[str] = (),
+    image_tag: str | None = None,
 ) -> Path:
     """Write the pipeline's IR YAML to ``out`` (atomically)."""
-    return _compile(config.load_params(params_path, list(overrides)), Path(out))
+    return _compile(config.load_params(params_path, list(overrides)), Path(out), image_tag)
 
 
 def check_shared_stores(params: Params) -> None:
@@ -81,12 +84,12 @@ def check_shared_stores(params: Params) -> None:
         )
 
 
-def _compile(params: Params, out: Path) -> Path:
+def _compile(params: Params, out: Path, image_tag: str | None = None) -> Path:
     from kfp import compiler
 
     from steelflow import io
 
-    pipeline, _ = build(params)
+    pipeline, _ = build(params, image_tag)
     check_shared_stores(params)
     with io.atomic_path(out) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))

@@ -4,11 +4,13 @@ ingest → validate → [if the data passed] split → corrupt → tune (start �
 ``tune.workers`` worker pods on one Optuna study → finish) → train with the best params → evaluate → gate →
 [if every gate passed] register (a new version, alias ``challenger``).
 
-The run's parameters are the params file itself (``params``: its tree as JSON text) and ``overrides``
-(``dotted.key=value``, as ``--set`` takes them), so a DVC experiment and a Kubeflow run with the same params
-are the same experiment. What only Kubernetes needs (images, GPU placement, secrets, retries) is read from
-the ``kubeflow`` section when the pipeline is built. (No ``from __future__ import annotations``: kfp reads
-the pipeline function's annotations as types.)
+The run's parameters are the params file itself (``params``: its tree as JSON text), ``overrides``
+(``dotted.key=value``, as ``--set`` takes them), and beside them the few values people change per run as
+typed parameters (``data_source``, ``variant``, ``epochs``, ``n_trials``, ``image_size``; defaults from the
+params), which a first ``settings`` step turns into overrides. A DVC experiment and a Kubeflow run with
+the same params are the same experiment. What only Kubernetes needs (images, GPU placement, secrets,
+retries) is read from the ``kubeflow`` section when the pipeline is built. (No ``from __future__ import
+annotations``: kfp reads the pipeline function's annotations as types.)
 """
 
 from kfp import dsl, kubernetes
@@ -24,14 +26,17 @@ UNCACHED = ("tune_start", "tune_worker", "tune_finish", "gate", "register")
 RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evaluate", "gate", "register")
 
 
-def build(params: Params, params_text: str) -> dsl.graph_component.GraphComponent:
-    """The pipeline for ``params``; ``params_text`` (that params tree as JSON) is the default run argument."""
+def build(
+    params: Params, params_text: str, image_tag: str | None = None
+) -> dsl.graph_component.GraphComponent:
+    """The pipeline for ``params``; ``params_text`` (that params tree as JSON) is the default run argument;
+    ``image_tag`` replaces the tag of both images (e.g. ``0.1.0-1a2b3c4``, what `make image` also tags)."""
     kf = params.kubeflow
     if kf is None:
         raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")
     if params.tune is None or params.registry is None:
         raise ConfigError("the Kubeflow pipeline needs the 'tune' and 'registry' sections of params")
-    c = components.build(kf.image, kf.gpu_image)
+    c = components.build(*images(kf, image_tag))
     # A folder source can change under the same params; only generated data is safe to take from the cache.
     cache_ingest = params.data.is_synthetic
 
@@ -41,8 +46,26 @@ def build(params: Params, params_text: str) -> dsl.graph_component.GraphComponen
         "MLflow registry (challenger).",
         pipeline_root=kf.pipeline_root,
     )
-    def steel_defect_pipeline(params: str = params_text, overrides: list = []):  # noqa: B006 (kfp default)
-        run = {"params": params, "overrides": overrides}
+    def steel_defect_pipeline(  # noqa: PLR0913 (one argument per typed run parameter)
+        params: str = params_text,
+        overrides: list = [],  # noqa: B006 (kfp default)
+        data_source: str = params.data.source,
+        variant: str = params.model.variant,
+        epochs: int = params.train.epochs,
+        n_trials: int = params.tune.n_trials,
+        image_size: int = params.model.image_size,
+    ):
+        settings = c.settings(
+            params=params,
+            overrides=overrides,
+            data_source=data_source,
+            variant=variant,
+            epochs=epochs,
+            n_trials=n_trials,
+            image_size=image_size,
+        )
+        _setup(settings, "settings", kf)
+        run = {"params": params, "overrides": settings.output}
         ingest = _setup(c.ingest(**run), "ingest", kf, cache=cache_ingest)
         validate = _setup(c.validate(**run, dataset=ingest.outputs["dataset"]), "validate", kf)
         with dsl.If(validate.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (a kfp condition)
@@ -92,6 +115,21 @@ def build(params: Params, params_text: str) -> dsl.graph_component.GraphComponen
     return steel_defect_pipeline
 
 
+def images(kf: KubeflowConfig, tag: str | None) -> tuple[str, str]:
+    """The CPU and GPU images, their tags replaced by ``tag`` when given (a digest is left as it is)."""
+    if not tag:
+        return kf.image, kf.gpu_image
+    return tuple(_retag(image, tag) for image in (kf.image, kf.gpu_image))
+
+
+def _retag(image: str, tag: str) -> str:
+    if "@" in image:  # pinned by digest already
+        return image
+    name, _, last = image.rpartition("/")
+    repo = last.split(":", 1)[0]
+    return f"{name}/{repo}:{tag}" if name else f"{repo}:{tag}"
+
+
 def _setup(task: dsl.PipelineTask, step: str, kf: KubeflowConfig, cache: bool = True) -> dsl.PipelineTask:
     """Name, resources, placement, secrets, caching and retries of one step's task."""
     task.set_display_name(step.replace("_", "-"))
@@ -106,8 +144,11 @@ def _setup(task: dsl.PipelineTask, step: str, kf: KubeflowConfig, cache: bool = 
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         for t in gpu.tolerations:
             kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+        task.set_cpu_limit(gpu.cpu_limit or gpu.cpu).set_memory_limit(gpu.memory_limit or gpu.memory)
     else:
         task.set_cpu_request(kf.cpu).set_memory_request(kf.memory)
+        # limits too: a step without one may take a node's every core and its memory from the others
+        task.set_cpu_limit(kf.cpu_limit or kf.cpu).set_memory_limit(kf.memory_limit or kf.memory)
     for secret in kf.secrets:
         kubernetes.use_secret_as_env(
             task, secret_name=secret.name, secret_key_to_env={key: env for env, key in secret.env.items()}

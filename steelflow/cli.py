@@ -39,6 +39,7 @@ SetOpt = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+FLAG = ""  # metavar of a boolean flag: Typer would show "<bool>", as if it took a value
 SHOWN = 5  # names listed in a one-line warning
 
 
@@ -67,7 +68,9 @@ def _params(params: Path, overrides: list[str] | None) -> config.Params:
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", metavar=FLAG, help="show tracebacks")] = False,
+) -> None:
     _state["debug"] = debug
     # MLflow draws tqdm bars for every artifact download (register, promote, predict): noise in a step's
     # output, and control characters in a log. Set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true to have them.
@@ -139,7 +142,9 @@ def tune(
     workers: Annotated[
         int | None, typer.Option("--workers", "-w", min=1, help="processes (default: tune.workers)")
     ] = None,
-    track: Annotated[bool, typer.Option("--track/--no-track", help="log the study to MLflow")] = True,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log the study to MLflow")
+    ] = True,
 ) -> None:
     """Search tune.space with Optuna → reports/tuning/best_params.yaml (train.use_tuned applies it)."""
     from steelflow.steps.tune import tune as run
@@ -165,8 +170,12 @@ def tune(
 def train(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue from models/checkpoint.pt")] = False,
-    track: Annotated[bool, typer.Option("--track/--no-track", help="log the run to MLflow")] = True,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", metavar=FLAG, help="continue from models/checkpoint.pt")
+    ] = False,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log the run to MLflow")
+    ] = True,
 ) -> None:
     """Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow)."""
     from steelflow import runs
@@ -184,7 +193,7 @@ def evaluate(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     track: Annotated[
-        bool, typer.Option("--track/--no-track", help="log to the training run in MLflow")
+        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log to the training run in MLflow")
     ] = True,
 ) -> None:
     """Evaluate on the clean and corrupted test sets → metrics/evaluate.json, reports/robustness.md, plots."""
@@ -233,7 +242,9 @@ def promote(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     version: Annotated[str | None, typer.Option(help="version number or alias (default: challenger)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="promote even if a gate fails")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", metavar=FLAG, help="promote even if a gate fails")
+    ] = False,
     reason: Annotated[str, typer.Option(help="why (required with --force; recorded)")] = "",
 ) -> None:
     """Make a version the champion if it passes every gate in registry.gates (or with --force)."""
@@ -269,7 +280,7 @@ app.add_typer(registry_app, name="registry")
 def registry_history(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
 ) -> None:
     """Every promotion, forced promotion and rollback, oldest first."""
     import json
@@ -388,11 +399,18 @@ def pipeline_compile(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = paths.KFP_PACKAGE,
+    image_tag: Annotated[
+        str | None,
+        typer.Option(
+            "--image-tag",
+            help="pin both images to this tag; 'git' = <version>-<short git sha>, as `make image` tags them",
+        ),
+    ] = None,
 ) -> None:
     """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
     from pipelines import compile_pipeline
 
-    out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [])}")
+    out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [], image_tag)}")
 
 
 @pipeline_app.command("diagram")
@@ -416,7 +434,9 @@ def pipeline_diagram(
 @pipeline_app.command("run")
 @_step
 def pipeline_run(
-    local: Annotated[bool, typer.Option("--local", help="run with kfp.local in this environment")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", metavar=FLAG, help="run with kfp.local in this environment")
+    ] = False,
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
@@ -467,7 +487,7 @@ def pipeline_submit(
 def models(
     image_size: Annotated[int, typer.Option(help="input side, pixels")] = 300,
     classes: Annotated[int, typer.Option(help="number of classes")] = 6,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
 ) -> None:
     """List every model variant with its parameter count and FLOPs."""
     import json
@@ -501,7 +521,7 @@ def reproduce(
         Path, typer.Option("--out", "-o", help="folder for the tables and per-variant outputs")
     ] = (Path("reports/reproduce")),
     track: Annotated[
-        bool, typer.Option("--track/--no-track", help="one MLflow run per variant and regime")
+        bool, typer.Option("--track/--no-track", metavar=FLAG, help="one MLflow run per variant and regime")
     ] = True,
     training: Annotated[
         str, typer.Option("--training", help="both | clean (the paper's) | robust (train.robust on)")

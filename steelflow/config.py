@@ -610,6 +610,10 @@ class GpuConfig(Section):
     tolerations: list[Toleration] = Field(default_factory=list)
     cpu: str = Field(default="4", description="CPU request of a GPU step")
     memory: str = Field(default="16Gi", description="memory request of a GPU step")
+    cpu_limit: str | None = Field(default=None, description="CPU limit of a GPU step; null = the request")
+    memory_limit: str | None = Field(
+        default=None, description="memory limit of a GPU step; null = the request"
+    )
 
 
 class SecretEnv(Section):
@@ -627,6 +631,10 @@ class KubeflowConfig(Section):
     experiment: str = Field(default="steelflow", min_length=1, description="Kubeflow experiment")
     cpu: str = Field(default="1", description="CPU request of a CPU step")
     memory: str = Field(default="4Gi", description="memory request of a CPU step")
+    cpu_limit: str | None = Field(default=None, description="CPU limit of a CPU step; null = the request")
+    memory_limit: str | None = Field(
+        default=None, description="memory limit of a CPU step; null = the request"
+    )
     gpu: GpuConfig = GpuConfig()
     secrets: list[SecretEnv] = Field(default_factory=list)
     retries: int = Field(default=2, ge=0, description="retries of the steps that talk to servers")

@@ -244,17 +244,19 @@ _NOT_LINEAGE = {"train": ("device", "threads", "use_tuned")}
 
 
 def lineage_params(tree: dict[str, Any]) -> dict[str, Any]:
-    """The sections of an (effective) params tree that shape the model."""
-    return {
-        section: {k: v for k, v in tree[section].items() if k not in _NOT_LINEAGE.get(section, ())}
-        for section in LINEAGE_SECTIONS
-        if section in tree
-    }
+    """The sections of an (effective) params tree that shape the model: what a run logs as params."""
+    return {section: tree[section] for section in LINEAGE_SECTIONS if section in tree}
 
 
 def lineage_hash(tree: dict[str, Any]) -> str:
     """The ``params_hash`` a training run and its model version share."""
-    return params_hash(lineage_params(tree))
+    sections = lineage_params(tree)
+    return params_hash(
+        {
+            name: {k: v for k, v in section.items() if k not in _NOT_LINEAGE.get(name, ())}
+            for name, section in sections.items()
+        }
+    )
 
 
 def data_version(manifest: Path = paths.MANIFEST) -> str:

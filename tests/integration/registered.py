@@ -37,12 +37,14 @@ def registered_project(root: Path) -> Iterator[tuple[str, Path]]:
         model={"image_size": 32},
         train={"epochs": 10, "lr": 0.02, "batch_size": 8},
         registry={
+            # every model becomes a version: these tests need a useless one to promote (and refuse)
+            "challenger": "always",
             "gates": {
                 "min_clean_accuracy": 0.3,
                 "min_worst_accuracy": 0.0,
                 "min_holdout_accuracy": None,
                 "max_drop": 0.05,
-            }
+            },
         },
     )
     write_params(project, tree)

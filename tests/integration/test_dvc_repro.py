@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     """The repository in a fresh git repo, with small params (train takes tune's values)."""
-    tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}}
+    # gates open: SMALL's 2-epoch model must still become the challenger (registration is gated)
+    gates = {"min_clean_accuracy": 0, "min_worst_accuracy": 0, "min_holdout_accuracy": 0, "max_drop": 1}
+    tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}, "registry": {"gates": gates}}
     return clone_repo(tmp_path_factory.mktemp("clone"), tuned)
 
 

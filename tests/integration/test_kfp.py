@@ -94,7 +94,7 @@ def test_the_local_run_registers_a_challenger_with_its_lineage(local_run, clone)
     assert version.tags["data_version"] == hashlib.md5(manifest.read_bytes()).hexdigest()
     run = client.get_run(version.run_id)
     assert run.data.tags["data_version"] == version.tags["data_version"]
-    assert "eval.clean_accuracy" in run.data.metrics  # evaluate logged into the training run
+    assert "eval/clean_accuracy" in run.data.metrics  # evaluate logged into the training run
     trained = json.loads((run_dir / "train/model/metrics/train.json").read_text())
     best = yaml.safe_load((run_dir / "tune-finish/tuning/reports/tuning/best_params.yaml").read_text())
     assert float(run.data.params["train.lr"]) == pytest.approx(best["params"]["train.lr"])  # tuned values
