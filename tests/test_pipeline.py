@@ -100,7 +100,12 @@ def test_gpu_steps_request_a_gpu_on_tolerated_gpu_nodes_and_cpu_steps_do_not(com
         resources = executors[f"exec-{step}"]["container"]["resources"]
         assert "accelerator" not in resources, step
         assert resources["resourceCpuRequest"] == "1" and resources["resourceMemoryRequest"] == "4Gi"
+        # limits as well as requests (the request when no limit is set: Guaranteed QoS)
+        assert resources["resourceCpuLimit"] == "1" and resources["resourceMemoryLimit"] == "4Gi"
         assert "tolerations" not in compiled["k8s"]["executors"][f"exec-{step}"], step
+    for step in GPU:
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        assert resources["resourceCpuLimit"] == gpu_cfg["cpu"] and resources["resourceMemoryLimit"] == "16Gi"
 
 
 def test_credentials_come_from_kubernetes_secrets_as_env_on_every_step(compiled):
@@ -177,11 +182,57 @@ def test_tuning_fans_out_and_registration_waits_on_validation_and_gates(compiled
     assert set(all_tasks["tune-finish"]["dependentTasks"]) >= {"for-loop-2", "tune-start"}
 
 
-def test_run_parameters_are_the_params_file_and_overrides(compiled):
+def test_run_parameters_are_the_params_file_overrides_and_typed_values(compiled):
     inputs = compiled["spec"]["root"]["inputDefinitions"]["parameters"]
-    assert set(inputs) == {"params", "overrides"}
-    assert json.loads(inputs["params"]["defaultValue"]) == load_params(REPO / "params.yaml").raw()
+    params = load_params(REPO / "params.yaml")
+    assert json.loads(inputs["params"]["defaultValue"]) == params.raw()
     assert inputs["overrides"]["defaultValue"] == []
+    # what people change per run, one typed field each in the KFP UI, defaults from params.yaml
+    typed = {
+        k: (v["parameterType"], v["defaultValue"])
+        for k, v in inputs.items()
+        if k not in ("params", "overrides")
+    }
+    assert typed == {
+        "data_source": ("STRING", params.data.source),
+        "variant": ("STRING", params.model.variant),
+        "epochs": ("NUMBER_INTEGER", params.train.epochs),
+        "n_trials": ("NUMBER_INTEGER", params.tune.n_trials),
+        "image_size": ("NUMBER_INTEGER", params.model.image_size),
+    }
+    # ...merged into the overrides every step gets, by the first task
+    assert tasks(compiled["spec"])["ingest"]["inputs"]["parameters"]["overrides"]["taskOutputParameter"] == {
+        "outputParameterKey": "Output",
+        "producerTask": "settings",
+    }
+
+
+def test_the_settings_step_puts_typed_values_before_the_run_overrides_and_checks_them(tmp_path):
+    from components.steps import settings
+    from steelflow.errors import ConfigError
+    from steelflow.workspace import params_json
+
+    text = params_json(load_params(REPO / "params.yaml"))
+    merged = settings(text, ["train.epochs=3"], "synthetic", "blfe_mlp", 5, 2, 32)
+    assert merged[-1] == "train.epochs=3"  # the run's own override wins
+    applied = load_params(REPO / "params.yaml", merged)
+    assert (applied.model.variant, applied.train.epochs, applied.tune.n_trials) == ("blfe_mlp", 3, 2)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        settings(text, [], "synthetic", "casinet", 0, 2, 32)
+
+
+def test_image_tag_pins_both_images(tmp_path):
+    from pipelines import _version
+
+    out = compile_pipeline(tmp_path / "p.yaml", REPO / "params.yaml", image_tag="git")
+    spec, _ = yaml.safe_load_all(out.read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    kf = repo_params()["kubeflow"]
+    assert images == {
+        kf["image"].rsplit(":", 1)[0] + f":{_version()}",
+        kf["gpu_image"].rsplit(":", 1)[0] + f":{_version()}",
+    }
+    assert _version().count("-") >= 1 and len(_version().rsplit("-", 1)[1]) == 7  # <version>-<sha>
 
 
 def test_compile_cli_writes_the_ir_and_applies_overrides(tmp_path, monkeypatch):
