@@ -48,6 +48,7 @@ UNEXPECTED_CAP = 50  # offending items listed per expectation in validation.json
 MESSAGE_ITEMS = 5  # offending items named per failed expectation in the error message
 MANIFEST_TABLE = "manifest"
 CLASS_TABLE = "per_class"
+ASSET_NAMES = {MANIFEST_TABLE: "data/manifest.csv", CLASS_TABLE: "data/manifest.csv (images per class)"}
 IN_CLASS_COPY = "in_class_copy"  # helper column: a later copy of content already seen in the same class
 NEAR_IN_CLASS = "near_duplicate_group"  # helper column: the in-class near-duplicate group of a row
 NEAR_ACROSS = "near_duplicate_across_classes"  # helper column: the group of a row, when it spans labels
@@ -469,6 +470,11 @@ def _run_great_expectations(
         source = context.data_sources.add_pandas("steelflow")
         run_id = gx.RunIdentifier(run_name="steelflow-validate")
         outcomes = {}
+        for expectations in suites.values():
+            for e in expectations:
+                # GX 1.x renders `description` as the expectation's name in Data Docs: the readable check
+                # ("every file decodes as an image") instead of the bare template text
+                e.description = e.description or e.meta["check"]
         for name, (frame, index_columns) in tables.items():
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
             suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=suites[name]))
@@ -485,8 +491,22 @@ def _run_great_expectations(
             outcomes[name] = sorted(
                 outcome.results, key=lambda r: position[r.expectation_config.meta["check"]]
             )
+        _name_data_assets(context)
         context.build_data_docs()
     return outcomes
+
+
+def _name_data_assets(context: Any) -> None:
+    """Data Docs take a result's data asset from its batch spec, which an in-memory dataframe's lacks
+    ("Data asset: None"): name it after the table (the asset it was validated as) in the stored results."""
+    store = context.validation_results_store
+    for key in store.list_keys():
+        result = store.get(key)
+        spec = result.meta.get("batch_spec") or {}
+        spec = dict(spec) if isinstance(spec, dict) else {}
+        spec["data_asset_name"] = ASSET_NAMES.get(result.suite_name, result.suite_name)
+        result.meta["batch_spec"] = spec
+        store.set(key, result)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from steelflow.cli import app
@@ -56,7 +57,7 @@ def test_one_run_holds_training_and_evaluation(tracked_run):
     assert run.data.params["model.variant"] == "casinet"
     assert run.data.params["train.augment.hflip"] == "True"
     assert {k.split(".")[0] for k in run.data.params} == {"data", "split", "model", "train"}
-    document = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/params.yaml")
+    document = yaml.safe_load(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/params.yaml"))
     assert document["registry"]["name"] == "steel-defect-classifier" and "kubeflow" in document
     # per-epoch metrics, grouped by "/"
     history = client.get_metric_history(run.info.run_id, "val/accuracy")
