@@ -271,6 +271,25 @@ def rollback(
     out.print(f"rollback: champion {was} → {now}")
 
 
+@app.command("relocate-artifacts")
+@_step
+def relocate_artifacts(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    old_root: Annotated[
+        Path | None, typer.Option("--from", help="the project's old folder (default: found in the store)")
+    ] = None,
+) -> None:
+    """After moving the project folder: point mlflow.db's artifact links at mlruns/ here."""
+    from steelflow.tracking import relocate_artifacts as run
+
+    old, new, changed = run(_params(params, set_).mlflow, old_root)
+    if not changed:
+        out.print(f"relocate-artifacts: artifacts already at {new}")
+        return
+    out.print(f"relocate-artifacts: {changed} artifact location(s) {old} → {new}")
+
+
 registry_app = typer.Typer(help="The model registry's records.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
