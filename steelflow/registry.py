@@ -257,7 +257,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         io.write_text(card_path, card)
         mlflow.set_tracking_uri(reg.uri)
         mlflow.set_registry_uri(reg.uri)
-        with mlflow.start_run(run_id=run_id):
+        with reg.call(mlflow.start_run, run_id=run_id):
             info = reg.call(
                 mlflow.pyfunc.log_model,
                 name="classifier",
