@@ -10,6 +10,9 @@ Builds a throwaway project, runs ingest → validate → split → corrupt once 
   their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
   score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5.
 
+``--throughput`` measures instead what it always did: trials per minute with 1 and 2 workers on one
+study (the default profile, pruner off so that every trial does the same work) → results/tune.json.
+
 Data: ``synthetic`` is params.yaml (the default profile); a folder (NEU-CLS) uses profiles/paper.yaml at
 ``--size`` px with ``--epochs``, as benchmarks/bench_robustness.py does. Prints the figures and writes
 benchmarks/results/<--out>.json and .png.
@@ -17,6 +20,7 @@ benchmarks/results/<--out>.json and .png.
     .venv/bin/python benchmarks/bench_tune.py [--data synthetic|DIR] [--size 64] [--epochs 15]
         [--seeds 0 1 2] [--configs 8] [--trials N] [--workers 2] [--jobs 2] [--set KEY=VALUE ...]
         [--out tune-default]
+    .venv/bin/python benchmarks/bench_tune.py --throughput [--trials 6] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--configs", type=int, default=8, help="trials retrained in full for Spearman's ρ")
     parser.add_argument("--trials", type=int, help="tune.n_trials (default: the profile's)")
-    parser.add_argument("--workers", type=int, default=1, help="processes on the study")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="processes on the study")
+    parser.add_argument("--throughput", action="store_true", help="trials/min with each --workers count")
     parser.add_argument("--jobs", type=int, default=2, help="full trainings at once (one thread each)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="params overrides")
     parser.add_argument("--out", default="tune-default")
@@ -57,6 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.row:
         return _train_row(args.workdir, args.row[0], json.loads(args.row[1]))
+    if args.throughput:
+        return throughput(args.trials or 6, args.workers)
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="steelflow-bench-tune-") as tmp:
@@ -66,7 +73,7 @@ def main() -> None:
         for step in ("ingest", "validate", "split", "corrupt"):
             _steelflow(project, step)
         tick = time.perf_counter()
-        _steelflow(project, "tune", "--no-track", "--workers", str(args.workers))
+        _steelflow(project, "tune", "--no-track", "--workers", str(args.workers[0]))
         study_seconds = time.perf_counter() - tick
         best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
         trials = _trials(project, params)
@@ -260,6 +267,52 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         "python": platform.python_version(),
         "command": "benchmarks/bench_tune.py " + " ".join(sys.argv[1:]),
     }
+
+
+def throughput(trials: int, worker_counts: list[int]) -> None:
+    """Trials per minute with each worker count, a fresh SQLite study each, pruner off."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="steelflow-bench-tune-") as tmp:
+        project = Path(tmp)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        for step in ("ingest", "validate", "split"):
+            _steelflow(project, step)
+        for workers in worker_counts:
+            started = time.perf_counter()
+            overrides = [
+                f"tune.n_trials={trials}",
+                f"tune.storage=sqlite:///bench-{workers}.db",
+                "tune.pruner.kind=none",
+            ]
+            _steelflow(
+                project,
+                "tune",
+                "--no-track",
+                "--workers",
+                str(workers),
+                *[a for o in overrides for a in ("--set", o)],
+            )
+            seconds = time.perf_counter() - started
+            runs.append({"workers": workers, "seconds": seconds, "trials_per_minute": trials / seconds * 60})
+            rate = runs[-1]["trials_per_minute"]
+            print(f"{workers} worker(s): {trials} trials in {seconds:.1f} s = {rate:.2f} trials/min")
+    for run in runs:
+        run["ratio"] = run["trials_per_minute"] / runs[0]["trials_per_minute"]
+    result = {
+        "profile": "params.yaml (CPU/CI)",
+        "trials": trials,
+        "epochs_per_trial": params["tune"]["max_epochs"] or params["train"]["epochs"],
+        "image_size": params["model"]["image_size"],
+        "pruner": "none",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "runs": runs,
+    }
+    (RESULTS / "tune.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        " | ".join(f"{r['workers']} workers: {r['ratio']:.2f}x" for r in runs), f"→ {RESULTS / 'tune.json'}"
+    )
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
