@@ -1,12 +1,26 @@
-"""Tuning throughput: trials per minute with 1 and with 2 workers on one study, CI profile.
+"""Does tuning earn its keep? Tuned values against the hand-set defaults, and how well trials predict.
 
-Builds a throwaway project from the repository's params.yaml (the CPU/CI profile: synthetic data, 64 px),
-runs ingest → validate → split once, then `steelflow tune` as a fresh process per worker count, each on
-a fresh SQLite study. The pruner is off here so that every trial does the same work (with pruning, which
-trials stop early depends on who finishes first). Prints the figures and writes
-benchmarks/results/tune.json.
+Builds a throwaway project, runs ingest → validate → split → corrupt once and the profile's own study
+(`steelflow tune`, multi-fidelity), then, as separate processes ``--jobs`` at a time (one thread each):
 
-    .venv/bin/python benchmarks/bench_tune.py [--trials 6] [--workers 1 2]
+- **tuned vs defaults**: the study's ``best_params`` and the profile's hand-set values, each trained in
+  full with ``--seeds`` (train.seed), evaluated on the test split: mean ± standard deviation of clean and
+  worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on both.
+- **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included) trained in full with
+  their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
+  score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5.
+
+``--throughput`` measures instead what it always did: trials per minute with 1 and 2 workers on one
+study (the default profile, pruner off so that every trial does the same work) → results/tune.json.
+
+Data: ``synthetic`` is params.yaml (the default profile); a folder (NEU-CLS) uses profiles/paper.yaml at
+``--size`` px with ``--epochs``, as benchmarks/bench_robustness.py does. Prints the figures and writes
+benchmarks/results/<--out>.json and .png.
+
+    .venv/bin/python benchmarks/bench_tune.py [--data synthetic|DIR] [--size 64] [--epochs 15]
+        [--seeds 0 1 2] [--configs 8] [--trials N] [--workers 2] [--jobs 2] [--set KEY=VALUE ...]
+        [--out tune-default]
+    .venv/bin/python benchmarks/bench_tune.py --throughput [--trials 6] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -15,73 +29,391 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "tune.json"
-
-
-def steelflow(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "steelflow", *args], cwd=cwd, check=True, capture_output=True)
+RESULTS = REPO / "benchmarks" / "results"
+MIN_SPEARMAN = 0.5
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--data", default="synthetic", help="synthetic (params.yaml) or a NEU-CLS folder")
+    parser.add_argument("--size", type=int, default=64, help="folder data: cache and model size, px")
+    parser.add_argument("--epochs", type=int, default=15, help="folder data: train.epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--configs", type=int, default=8, help="trials retrained in full for Spearman's ρ")
+    parser.add_argument("--trials", type=int, help="tune.n_trials (default: the profile's)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="processes on the study")
+    parser.add_argument("--throughput", action="store_true", help="trials/min with each --workers count")
+    parser.add_argument("--jobs", type=int, default=2, help="full trainings at once (one thread each)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="params overrides")
+    parser.add_argument("--out", default="tune-default")
+    parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
+    parser.add_argument("--row", nargs=2, metavar=("NAME", "VALUES_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.row:
+        return _train_row(args.workdir, args.row[0], json.loads(args.row[1]))
+    if args.throughput:
+        return throughput(args.trials or 6, args.workers)
 
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="steelflow-bench-tune-") as tmp:
+        project = args.workdir or Path(tmp)
+        project.mkdir(parents=True, exist_ok=True)
+        params = _write_params(project, args)
+        for step in ("ingest", "validate", "split", "corrupt"):
+            _steelflow(project, step)
+        tick = time.perf_counter()
+        _steelflow(project, "tune", "--no-track", "--workers", str(args.workers[0]))
+        study_seconds = time.perf_counter() - tick
+        best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+        trials = _trials(project, params)
+        print(f"study: {len(trials)} trials in {study_seconds:.0f} s, best trial {best['trial']}")
+        print(f"  best_params: {best['params']}")
+
+        rows = [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
+        rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
+        configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
+        rows += [(f"trial{t['number']}", t["params"]) for t in configs]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            done = dict(
+                zip([r[0] for r in rows], pool.map(lambda r: _run_row(project, *r), rows), strict=True)
+            )
+
+    report = _report(args, params, best, trials, configs, done, study_seconds)
+    report["total_seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, RESULTS / f"{args.out}.png")
+    print(summary(report))
+    print(f"total {report['total_seconds']:.0f} s → {RESULTS / args.out}.json, {args.out}.png")
+
+
+def _write_params(project: Path, args: argparse.Namespace) -> dict:
+    if args.data == "synthetic":
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+    else:
+        params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
+        params["data"]["source"] = str(Path(args.data).resolve())
+        params["data"]["cache_size"] = args.size
+        params["model"]["image_size"] = args.size
+        params["train"]["epochs"] = args.epochs
+    params["train"].update(patience=0, threads=1, use_tuned=False)
+    if args.trials:
+        params["tune"]["n_trials"] = args.trials
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sys.path.insert(0, str(REPO))
+    from steelflow.config import load_params
+
+    load_params(project / "params.yaml", args.set)  # a typo fails here, before any training
+    if args.set:
+        tree = load_params(project / "params.yaml", args.set).raw()
+        (project / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+        params = tree
+    return params
+
+
+def _steelflow(project: Path, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "steelflow", *args], cwd=project, check=True, capture_output=True, env=env
+    )
+
+
+def _trials(project: Path, params: dict) -> list[dict]:
+    """Every trial of the study: number, state, values, last rung and its (clean, robust) scores there."""
+    import optuna
+
+    sys.path.insert(0, str(REPO))
+    from steelflow.config import parse_params
+    from steelflow.steps import tune
+
+    p = parse_params(params)
+    os.chdir(project)  # the storage URL is relative to the project
+    study = optuna.load_study(study_name=tune.study_name(p), storage=tune.storage_url(p.tune))
+    os.chdir(REPO)
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "epochs": t.user_attrs.get("epochs"),
+            "last_rung": t.user_attrs.get("last_rung"),
+            "clean": t.user_attrs.get("clean"),
+            "robust": t.user_attrs.get("robust"),
+        }
+        for t in study.trials
+    ]
+
+
+def _run_row(project: Path, name: str, values: dict) -> dict:
+    cmd = [sys.executable, __file__, "--workdir", str(project), "--row", name, json.dumps(values)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    row = json.loads((project / "rows" / name / "row.json").read_text())
+    print(
+        f"{name:>16}: clean {row['clean']:.3f}  worst {row['worst']:.3f}  ({row['seconds']:.0f} s)",
+        flush=True,
+    )
+    return row
+
+
+def _train_row(project: Path, name: str, values: dict) -> None:
+    """One full training with ``values`` set, evaluated on the test split (in its own process)."""
+    os.chdir(project)
+    sys.path.insert(0, str(REPO))
+    from steelflow.config import load_params, with_overrides
+    from steelflow.reproduce import train_and_evaluate
+    from steelflow.steps.tune_objective import Objective
+
+    p = with_overrides(load_params("params.yaml"), values)
+    out = Path("rows") / name
+    start = time.perf_counter()
+    # a trial's configuration is scored under the families where its trial was (the rungs and the top)
+    scoring = name.startswith("trial")
+    objective = Objective.of(p.tune, p.train.epochs)
+    trained, scored = train_and_evaluate(
+        p,
+        p.model,
+        p.train,
+        out,
+        robust_val=p.train.robust if scoring else None,
+        robust_val_epochs=objective.robust_epochs(p.tune.pruner.kind) if scoring else None,
+    )
+    holdout = set(p.corrupt.holdout_names)
+    table1 = {k: v for k, v in scored.accuracy.items() if k != "original" and k not in holdout}
+    key = f"val_robust_{p.tune.robust_score}"
+    robust = [r[key] for r in trained.history if key in r]
+    row = {
+        "name": name,
+        "values": values,
+        "clean": scored.accuracy["original"],
+        "worst": min(table1.values()),
+        "holdout_worst": min((scored.accuracy[k] for k in holdout), default=None),
+        "accuracy": scored.accuracy,
+        "val_clean": max(r["val_accuracy"] for r in trained.history),
+        "val_robust": max(robust) if robust else None,
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "row.json").write_text(json.dumps(row, indent=2))
+
+
+def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
+    def stats(prefix: str, key: str) -> dict:
+        values = [done[f"{prefix}-seed{s}"][key] for s in args.seeds]
+        return {
+            "mean": statistics.mean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values,
+        }
+
+    compare = {
+        who: {k: stats(who, k) for k in ("clean", "worst", "holdout_worst")} for who in ("defaults", "tuned")
+    }
+    meets = all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
+    objective = params["tune"]["objective"]
+    trial_key = "clean" if objective == "accuracy" else "robust"  # pareto: its pick rule's primary score
+    pairs = [(t[trial_key], done[f"trial{t['number']}"]) for t in configs if t[trial_key] is not None]
+    rho = {
+        "validation": spearman([a for a, _ in pairs], [r[f"val_{trial_key}"] for _, r in pairs]),
+        "test_clean": spearman([a for a, _ in pairs], [r["clean"] for _, r in pairs]),
+        "test_worst": spearman([a for a, _ in pairs], [r["worst"] for _, r in pairs]),
+    }
+    return {
+        "data": args.data,
+        "image_size": params["model"]["image_size"],
+        "epochs": params["train"]["epochs"],
+        "tune": {
+            k: params["tune"][k]
+            for k in ("n_trials", "objective", "robust_score", "max_clean_drop", "pruner")
+        },
+        "study_seconds": study_seconds,
+        "best": best,
+        "trials": trials,
+        "seeds": args.seeds,
+        "compare": compare,
+        "tuned_meets_defaults": meets,
+        "spearman": {
+            "trial_score": trial_key,
+            "configs": len(pairs),
+            "rho": rho,
+            "floor": MIN_SPEARMAN,
+            "pairs": [
+                {
+                    "trial": t["number"],
+                    "state": t["state"],
+                    "last_rung": t["last_rung"],
+                    "trial_score": t[trial_key],
+                    "full": {
+                        k: done[f"trial{t['number']}"][k]
+                        for k in ("val_clean", "val_robust", "clean", "worst")
+                    },
+                }
+                for t in configs
+            ],
+        },
+        "overrides": args.set,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": "benchmarks/bench_tune.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def throughput(trials: int, worker_counts: list[int]) -> None:
+    """Trials per minute with each worker count, a fresh SQLite study each, pruner off."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     runs = []
     with tempfile.TemporaryDirectory(prefix="steelflow-bench-tune-") as tmp:
         project = Path(tmp)
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for step in ("ingest", "validate", "split"):
-            steelflow(step, cwd=project)
-        for workers in args.workers:
+            _steelflow(project, step)
+        for workers in worker_counts:
             started = time.perf_counter()
-            steelflow(
+            overrides = [
+                f"tune.n_trials={trials}",
+                f"tune.storage=sqlite:///bench-{workers}.db",
+                "tune.pruner.kind=none",
+            ]
+            _steelflow(
+                project,
                 "tune",
                 "--no-track",
                 "--workers",
                 str(workers),
-                "--set",
-                f"tune.n_trials={args.trials}",
-                "--set",
-                f"tune.storage=sqlite:///bench-{workers}.db",
-                "--set",
-                "tune.pruner.kind=none",
-                cwd=project,
+                *[a for o in overrides for a in ("--set", o)],
             )
             seconds = time.perf_counter() - started
-            runs.append(
-                {"workers": workers, "seconds": seconds, "trials_per_minute": args.trials / seconds * 60}
-            )
+            runs.append({"workers": workers, "seconds": seconds, "trials_per_minute": trials / seconds * 60})
             rate = runs[-1]["trials_per_minute"]
-            print(f"{workers} worker(s): {args.trials} trials in {seconds:.1f} s = {rate:.2f} trials/min")
-
-    base = runs[0]["trials_per_minute"]
+            print(f"{workers} worker(s): {trials} trials in {seconds:.1f} s = {rate:.2f} trials/min")
     for run in runs:
-        run["ratio"] = run["trials_per_minute"] / base
+        run["ratio"] = run["trials_per_minute"] / runs[0]["trials_per_minute"]
     result = {
         "profile": "params.yaml (CPU/CI)",
-        "trials": args.trials,
-        "epochs_per_trial": params["tune"]["epochs"],
+        "trials": trials,
+        "epochs_per_trial": params["tune"]["max_epochs"] or params["train"]["epochs"],
         "image_size": params["model"]["image_size"],
         "pruner": "none",
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(" | ".join(f"{r['workers']} workers: {r['ratio']:.2f}x" for r in runs), f"→ {RESULTS}")
+    (RESULTS / "tune.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        " | ".join(f"{r['workers']} workers: {r['ratio']:.2f}x" for r in runs), f"→ {RESULTS / 'tune.json'}"
+    )
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman's ρ with average ranks for ties (scipy.stats.spearmanr without scipy in the lock)."""
+    if len(a) < 3:
+        return None
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return cov / var if var else None
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def summary(report: dict) -> str:
+    lines = [
+        f"data {report['data']}, {report['image_size']} px, {report['epochs']} epochs, "
+        f"objective {report['tune']['objective']}, seeds {report['seeds']}"
+    ]
+    for who in ("defaults", "tuned"):
+        c = report["compare"][who]
+        lines.append(
+            f"  {who:>8}: clean {100 * c['clean']['mean']:.1f} ± {100 * c['clean']['sd']:.1f} %, "
+            f"worst {100 * c['worst']['mean']:.1f} ± {100 * c['worst']['sd']:.1f} %, "
+            f"hold-out worst {100 * c['holdout_worst']['mean']:.1f} ± {100 * c['holdout_worst']['sd']:.1f} %"
+        )
+    lines.append(
+        f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}"
+    )
+    s = report["spearman"]
+    shown = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in s["rho"].items())
+    lines.append(
+        f"  Spearman ρ (trial {s['trial_score']} at its last rung vs full training, {s['configs']} configs): "
+        f"{shown} (floor {s['floor']})"
+    )
+    return "\n".join(lines)
+
+
+def _plot(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, who in enumerate(("defaults", "tuned")):
+        c = report["compare"][who]
+        for j, key in enumerate(("clean", "worst", "holdout_worst")):
+            x = j + (i - 0.5) * 0.35
+            left.bar(
+                x,
+                100 * c[key]["mean"],
+                0.35,
+                yerr=100 * c[key]["sd"],
+                capsize=3,
+                color=("tab:grey", "tab:blue")[i],
+                label=who if j == 0 else None,
+            )
+            left.scatter(
+                [x] * len(c[key]["values"]), [100 * v for v in c[key]["values"]], c="black", s=8, zorder=3
+            )
+    left.set_xticks(range(3), ["clean", "worst Table 1", "worst hold-out"])
+    left.set(
+        ylabel="test accuracy (%)", ylim=(0, 100), title=f"tuned vs defaults, {len(report['seeds'])} seeds"
+    )
+    left.legend()
+    pairs = report["spearman"]["pairs"]
+    right.scatter(
+        [p["trial_score"] for p in pairs],
+        [p["full"]["val_" + report["spearman"]["trial_score"]] for p in pairs],
+        c=["tab:blue" if p["state"] == "COMPLETE" else "tab:orange" for p in pairs],
+    )
+    for p in pairs:
+        right.annotate(
+            f"#{p['trial']} (rung {p['last_rung']})",
+            (p["trial_score"], p["full"]["val_" + report["spearman"]["trial_score"]]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    rho = report["spearman"]["rho"]["validation"]
+    right.set(
+        xlabel=f"trial's {report['spearman']['trial_score']} score at its last rung",
+        ylabel="full training's score (validation)",
+        title=f"Spearman ρ = {rho:.2f}" if rho is not None else "Spearman ρ: n/a",
+    )
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":

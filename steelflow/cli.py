@@ -152,9 +152,10 @@ def tune(
     p = _params(params, set_)
     result = run(p, workers=workers, track=track)
     counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n)
+    robust = f", robust {result.best_robust:.3f}" if result.best_robust is not None else ""
     out.print(
         f"tune: study {result.study_name} ({counts}) in {result.seconds:.0f} s; best trial "
-        f"{result.best_trial}: val accuracy {result.best_value:.3f} → {paths.BEST_PARAMS}"
+        f"{result.best_trial}: val accuracy {result.best_clean:.3f}{robust} → {paths.BEST_PARAMS}"
     )
     if result.dead_workers:
         err.print(f"tune: worker(s) {result.dead_workers} died; their trials were failed and retried")

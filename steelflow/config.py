@@ -383,6 +383,9 @@ class RobustConfig(Section):
     defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.005, 0.015))
 
 
+ROBUST_FAMILIES = tuple(name for name in RobustConfig.model_fields if name != "enabled")
+
+
 class TrainConfig(Section):
     """Paper §4.3: SGD, momentum 0.9, weight decay 1e-3, batch 16."""
 
@@ -554,7 +557,15 @@ class SamplerConfig(Section):
 
 
 class PrunerConfig(Section):
-    kind: Literal["median", "hyperband", "none"] = "median"
+    """How trials are stopped early: multi-fidelity halving over epochs, or the median rule."""
+
+    kind: Literal["successive_halving", "hyperband", "median", "none"] = "successive_halving"
+    min_epochs: int = Field(
+        default=1, ge=1, description="successive_halving/hyperband: the first rung (epochs every trial gets)"
+    )
+    reduction_factor: int = Field(
+        default=3, ge=2, description="successive_halving/hyperband: 1 in this many trials climbs each rung"
+    )
     startup_trials: int = Field(default=2, ge=0, description="median: finished trials before any pruning")
     warmup_epochs: int = Field(default=1, ge=0, description="median: epochs before a trial can be pruned")
 
@@ -564,7 +575,23 @@ class TuneConfig(Section):
 
     n_trials: int = Field(ge=1, description="finished trials (COMPLETE + PRUNED + FAIL) the study ends with")
     timeout: float | None = Field(default=None, gt=0, description="seconds per `steelflow tune`; null = none")
-    epochs: int = Field(ge=1, description="epoch budget of one trial")
+    objective: Literal["accuracy", "robust", "pareto"] = Field(
+        default="accuracy",
+        description="accuracy: clean validation accuracy; robust: under train.robust's families; "
+        "pareto: both, as a multi-objective study",
+    )
+    robust_score: Literal["worst", "mean"] = Field(
+        default="worst", description="robust/pareto: the worst or the mean family's validation accuracy"
+    )
+    max_clean_drop: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="pareto: best_params is the most robust top-rung trial within this of the best clean one",
+    )
+    max_epochs: int | None = Field(
+        default=None, ge=1, description="epochs of a trial that survives every rung; null = train.epochs"
+    )
     workers: int = Field(default=1, ge=1, description="processes on the same study (`--workers` overrides)")
     storage: str = Field(
         default="sqlite:///optuna.db",
@@ -577,6 +604,25 @@ class TuneConfig(Section):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     space: dict[str, SearchParam] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "epochs" in data:
+            raise ValueError(
+                "'tune.epochs' is now 'tune.max_epochs' (null = train.epochs): trials climb rungs of "
+                "tune.pruner.min_epochs × reduction_factor^k up to it"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _pruning(self) -> TuneConfig:
+        if self.objective == "pareto" and self.pruner.kind in ("median", "hyperband"):
+            raise ValueError(
+                f"tune.pruner.kind {self.pruner.kind!r} needs a single objective (Optuna's pruners do); "
+                "with tune.objective pareto use successive_halving (on Pareto rank) or none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heartbeat(self) -> TuneConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from steelflow import io, paper, paths
-from steelflow.config import ModelConfig, Params, TrainConfig
+from steelflow.config import ModelConfig, Params, RobustConfig, TrainConfig
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
 from steelflow.steps.evaluate import EvaluateResult, evaluate, holdout_lines, table1_lines
@@ -85,9 +85,17 @@ def reproduce(
 
 
 def train_and_evaluate(
-    p: Params, model_cfg: ModelConfig, train_cfg: TrainConfig, folder: Path, tracker: Any = None
+    p: Params,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    folder: Path,
+    tracker: Any = None,
+    robust_val: RobustConfig | None = None,
+    robust_val_epochs: frozenset[int] | None = None,
 ) -> tuple[TrainResult, EvaluateResult]:
-    """Train one model into ``folder`` and evaluate it there (its model, metrics, report and plots)."""
+    """Train one model into ``folder`` and evaluate it there (its model, metrics, report and plots).
+
+    ``robust_val``: also score validation under these families (at ``robust_val_epochs``), as tuning does."""
     tracker = tracker or NullTracker()
     trained = train(
         model_cfg,
@@ -97,6 +105,8 @@ def train_and_evaluate(
         metrics_path=folder / "train.json",
         history_path=folder / "train_history.csv",
         tracker=tracker,
+        robust_val=robust_val,
+        robust_val_epochs=robust_val_epochs,
     )
     scored = evaluate(
         p.evaluate,

@@ -19,7 +19,7 @@ SMALL = {
     "validate": {"min_per_class": 5, "min_width": 16},
     "model": {"image_size": 16},
     "train": {"epochs": 2, "use_tuned": False},
-    "tune": {"n_trials": 2, "epochs": 1},
+    "tune": {"n_trials": 2, "max_epochs": 2, "pruner": {"kind": "successive_halving", "min_epochs": 1}},
 }
 
 

@@ -102,7 +102,7 @@ def test_set_reaches_a_search_entry_whose_key_has_dots(project):
 
 def test_tune_writes_best_params_that_train_applies(split_project):
     # no pruner: whether a 1-epoch trial is pruned depends on the trials' values, not on what this tests
-    params = _params(split_project, n_trials=3, epochs=1, pruner={"kind": "none"})
+    params = _params(split_project, n_trials=3, max_epochs=1, objective="accuracy", pruner={"kind": "none"})
     out = _cli("tune", "--no-track")
     assert "3 complete" in out
 
@@ -112,7 +112,7 @@ def test_tune_writes_best_params_that_train_applies(split_project):
     study = _study(params)
     assert best["trial"] == study.best_trial.number
     assert best["value"] == pytest.approx(study.best_value)
-    for name in ("history.png", "intermediate_values.png", "importance.png"):
+    for name in ("history.png", "rungs.png", "pareto_front.png", "importance.png"):
         assert (Path("reports/tuning/plots") / name).stat().st_size > 1000
     trials = Path("reports/tuning/trials.csv").read_text().splitlines()
     assert len(trials) == 1 + 3
@@ -125,7 +125,7 @@ def test_tune_writes_best_params_that_train_applies(split_project):
 
 
 def test_rerunning_continues_the_study_up_to_n_trials(split_project):
-    params = _params(split_project, n_trials=2, epochs=1)
+    params = _params(split_project, n_trials=2, max_epochs=2)
     _cli("tune", "--no-track")
     _cli("tune", "--no-track")  # nothing left to do
     assert len(_study(params).trials) == 2
@@ -141,7 +141,7 @@ def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
 
 def _claims_study(url: str) -> tuple[optuna.Study, object]:
     space = {"train.lr": {"kind": "float", "low": 0.1, "high": 0.2}}
-    cfg = config.TuneConfig(n_trials=1, epochs=1, space=space)
+    cfg = config.TuneConfig(n_trials=1, space=space)
     return tuning._open(tuning.StudyRef("claims", url, {}, "."), cfg, worker=0)
 
 
@@ -183,7 +183,7 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
     n_trials = 6
     if storage == "postgresql":
         monkeypatch.setenv("STEELFLOW_OPTUNA_STORAGE", POSTGRES)
-    params = _params(split_project, n_trials=n_trials, epochs=1, workers=2)
+    params = _params(split_project, n_trials=n_trials, max_epochs=2, workers=2, objective="accuracy")
     if storage == "postgresql":  # a leftover study from an earlier test run would be continued
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
@@ -213,8 +213,12 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
         trial = by_number[int(child.data.tags["optuna.trial_number"])]
         assert child.data.tags["optuna.state"] == trial.state.name
         assert float(child.data.params["train.lr"]) == pytest.approx(trial.params["train.lr"])
-        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        history = client.get_metric_history(child.info.run_id, "objective")
         assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
+        curve = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert {m.step: m.value for m in curve} == pytest.approx(
+            {e: c for e, c, _ in trial.user_attrs["curve"]}
+        )
     assert parent.data.metrics["best_value"] == pytest.approx(
         max(t.value for t in trials if t.value is not None)
     )
@@ -231,7 +235,8 @@ def test_a_bad_region_is_pruned_and_a_diverging_trial_fails_without_stopping_the
     )
     tree["tune"] |= {
         "n_trials": 6,
-        "epochs": 8,
+        "max_epochs": 8,
+        "objective": "accuracy",
         "pruner": {"kind": "median", "startup_trials": 2, "warmup_epochs": 4},
         # 1e-7 learns nothing (pruned once others have learnt), 1e4 diverges to a NaN loss (fails)
         "space": {"train.lr": {"kind": "categorical", "choices": [0.02, 1.0e-7, 1.0e4]}},
@@ -263,7 +268,7 @@ def test_a_bad_region_is_pruned_and_a_diverging_trial_fails_without_stopping_the
 def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
     tree = repo_params()
     diverges = {"train.lr": {"kind": "categorical", "choices": [1.0e4]}}
-    tree["tune"] |= {"n_trials": 2, "epochs": 1, "space": diverges}
+    tree["tune"] |= {"n_trials": 2, "max_epochs": 2, "space": diverges}
     write_params(split_project, tree)
     result = runner.invoke(app, ["tune", "--no-track"])
     assert result.exit_code == 6, result.output
@@ -272,7 +277,7 @@ def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
 
 
 def test_timeout_stops_claiming_and_a_rerun_finishes_the_study(split_project):
-    params = _params(split_project, n_trials=6, epochs=1, timeout=0.01)
+    params = _params(split_project, n_trials=6, max_epochs=2, timeout=0.01)
     result = runner.invoke(app, ["tune", "--no-track"])
     assert result.exit_code == 0, result.output
     assert "not complete" in " ".join(result.output.split())

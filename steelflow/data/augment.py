@@ -30,7 +30,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from steelflow.config import AugmentConfig, RobustConfig
+from steelflow.config import ROBUST_FAMILIES, AugmentConfig, RobustConfig
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
@@ -155,6 +155,29 @@ class RobustAugment:
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         out = (x - mean) * _between(fam.factor, n, x) + mean
         return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
+
+
+def family_views(x: torch.Tensor, cfg: RobustConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``x`` under each family of ``cfg`` with ``p > 0`` alone, applied to every image (``p = 1``).
+
+    What tuning's robust objective scores a model on: the training families' own breadth on validation
+    images, never the evaluation corruptions. Drawn from ``seed`` inside a forked RNG, so the views are the
+    same for every trial and the training run's random stream is left untouched.
+    """
+    views = {}
+    off = {name: getattr(cfg, name).model_copy(update={"p": 0.0}) for name in ROBUST_FAMILIES}
+    with torch.random.fork_rng(devices=[]):
+        for name in ROBUST_FAMILIES:
+            family = getattr(cfg, name)
+            if not family.p:
+                continue
+            alone = RobustAugment(
+                type(cfg)(enabled=True, **(off | {name: family.model_copy(update={"p": 1.0})}))
+            )
+            torch.manual_seed(seed)
+            # in chunks: the illumination family holds one copy of the batch per field shape
+            views[name] = torch.cat([alone(chunk.clone()) for chunk in x.split(64)]) if len(x) else x
+    return views
 
 
 def _coloured(white: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -82,11 +82,16 @@ def train(
     resume: bool = False,
     tracker: Tracker | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    robust_val: RobustConfig | None = None,
+    robust_val_epochs: frozenset[int] | None = None,
 ) -> TrainResult:
     """Train, checkpointing every epoch; returns the summary also written to ``metrics_path``.
 
     ``on_epoch`` sees each epoch's history row after its checkpoint is written; tuning uses it to report
-    validation accuracy to Optuna and to stop a trial the pruner gives up on (by raising).
+    validation accuracy to Optuna and to stop a trial the pruner gives up on (by raising). With
+    ``robust_val`` each row also holds the validation accuracy under each of those families
+    (``val_robust_<family>``, ``val_robust_worst``, ``val_robust_mean``): tuning's robust objective, at
+    the epochs in ``robust_val_epochs`` (all when None; the score costs a validation pass per family).
     """
     from steelflow.models import create_model
 
@@ -103,6 +108,7 @@ def train(
     classes = train_set.classes
     x_train, y_train = to_tensor(train_set.images).to(device), torch.from_numpy(train_set.labels).to(device)
     x_val, y_val = to_tensor(val_set.images), torch.from_numpy(val_set.labels)
+    val_views = _robust_views(x_val, robust_val) if robust_val is not None else {}
 
     torch.manual_seed(cfg.seed)
     try:
@@ -184,6 +190,17 @@ def train(
 
         row = {"epoch": epoch, "lr": lr, "train_loss": total_loss / count, "train_accuracy": correct / count}
         row.update(_validate(model, x_val, y_val, cfg.batch_size, device, dtype, channels_last, loss_fn))
+        if val_views and (robust_val_epochs is None or epoch in robust_val_epochs):
+            robust = {
+                f"val_robust_{name}": _validate(
+                    model, x, y_val, cfg.batch_size, device, dtype, channels_last, loss_fn
+                )["val_accuracy"]
+                for name, x in val_views.items()
+            }
+            row |= robust | {
+                "val_robust_worst": min(robust.values()),
+                "val_robust_mean": sum(robust.values()) / len(robust),
+            }
         row["seconds"] = time.perf_counter() - tick
         state.history.append(row)
         tracker.log_metrics(epoch_metrics(row), step=epoch)
@@ -236,6 +253,11 @@ def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
         "val/loss": row["val_loss"],
         "val/accuracy": row["val_accuracy"],
         "train/epoch_seconds": row["seconds"],
+    } | {
+        # tuning's robust validation scores, when the row has them: val/robust_<family>, _worst, _mean
+        f"val/{k.removeprefix('val_')}": v
+        for k, v in row.items()
+        if k.startswith("val_robust_")
     }
 
 
@@ -250,6 +272,14 @@ def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def _robust(cfg: RobustConfig) -> augmentation.RobustAugment:
     return augmentation.RobustAugment(cfg)
+
+
+def _robust_views(x_val: torch.Tensor, families: RobustConfig) -> dict[str, torch.Tensor]:
+    """The validation images under each family alone, stored as uint8 like the images themselves."""
+    views = augmentation.family_views(as_float(x_val), families)
+    if not views:
+        raise ConfigError("the robust validation score needs a train.robust family with p > 0")
+    return {name: x.mul(255).round_().to(torch.uint8) for name, x in views.items()}
 
 
 def _validate(model, x_val, y_val, batch_size, device, dtype, channels_last, loss_fn) -> dict[str, float]:
@@ -318,7 +348,9 @@ def _restore(path, fingerprint, model, optimizer, scheduler, scaler) -> _State:
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     buf = pyio.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    # the fixed columns first, then any the run added (tuning's val_robust_* scores)
+    extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_COLUMNS))
+    writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     io.write_text(path, buf.getvalue())

@@ -3,12 +3,15 @@
 Reads params sections ``tune`` (the search), ``model`` and ``train`` (the base every trial starts from) and
 the cache ``data/cache/splits/{train,val}.npz``. Writes ``reports/tuning/best_params.yaml`` (dotted params
 keys → values), ``reports/tuning/trials.csv`` and, under ``reports/tuning/plots/``, the optimisation
-history, the intermediate values (where pruning shows) and the parameter importances.
+history, the rung-by-rung curves, the clean-vs-robust front and the parameter importances.
 
-A trial is a short training run (``tune.epochs``) with the trial's values set on the base params; it reports
-validation accuracy after every epoch (``trial.report``) so the pruner can stop a hopeless one. The study
-lives in an RDB storage (SQLite file by default, PostgreSQL for teams) under a name derived from the params
-and the data version, so rerunning continues the same study until it holds ``tune.n_trials`` trials.
+A trial is a training run with the trial's values set on the base params, on the full schedule of
+``tune.max_epochs``; after every epoch it reports its score (``tune.objective``), and at each rung of
+successive halving (or Hyperband) only the best 1 in ``reduction_factor`` climbs on
+(:mod:`steelflow.steps.tune_objective`). ``best_params`` comes from the trials that reached the top rung,
+never from a snapshot at a lower one. The study lives in an RDB storage (SQLite file by default,
+PostgreSQL for teams) under a name derived from the params and the data version, so rerunning continues
+the same study until it holds ``tune.n_trials`` trials.
 
 Three functions make the step, so that a Kubeflow pipeline can run them as separate pods:
 :func:`prepare` creates the study and queues exactly the trials still missing; :func:`work` (one per worker
@@ -50,6 +53,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from steelflow import io, paths, progress
 from steelflow.config import (
+    ROBUST_FAMILIES,
     ConfigError,
     Params,
     SearchParam,
@@ -60,6 +64,7 @@ from steelflow.config import (
 )
 from steelflow.errors import DataError, TuningFailed
 from steelflow.project import anchored, data_label
+from steelflow.steps import tune_objective as fidelity
 from steelflow.tracking import data_version, params_hash
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -97,8 +102,10 @@ class TuneResult:
     n_trials: int
     complete: bool
     best_trial: int
-    best_value: float
+    best_value: float  # the objective's value (pareto: the robust score) of the trial train applies
     best_params: dict[str, Any]
+    best_clean: float = 0.0
+    best_robust: float | None = None
     seconds: float = 0.0
     dead_workers: list[int] = dataclasses.field(default_factory=list)
 
@@ -180,6 +187,17 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
     for name in ("train", "val"):
         if not (Path(cache_dir) / f"{name}.npz").is_file():
             raise DataError(f"{Path(cache_dir) / name}.npz not found: run `steelflow split` first")
+    objective = _objective(params)
+    if cfg.pruner.kind in ("successive_halving", "hyperband") and cfg.pruner.min_epochs >= objective.budget:
+        raise ConfigError(
+            f"tune.pruner.min_epochs ({cfg.pruner.min_epochs}) must be below a trial's budget "
+            f"({objective.budget} epochs: tune.max_epochs, or train.epochs when null)"
+        )
+    if objective.needs_robust and not any(getattr(params.train.robust, f).p for f in ROBUST_FAMILIES):
+        raise ConfigError(
+            f"tune.objective {cfg.objective!r} scores trials under train.robust's families, "
+            "but every one has p 0"
+        )
     ref = StudyRef(
         name=study_name(params),
         storage_url=storage_url(cfg),
@@ -240,18 +258,36 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         raise TuningFailed(
             f"no trial of study {ref.name!r} completed ({counts}); errors: {'; '.join(errors) or 'none'}"
         )
-    best = study.best_trial
+    objective = _objective(params)
+    top = fidelity.top_rung(trials, objective)
+    if not top:
+        raise TuningFailed(
+            f"no trial of study {ref.name!r} reached the top rung ({objective.budget} epochs; {counts}): "
+            "raise tune.n_trials, or lower tune.pruner.reduction_factor"
+        )
+    best = fidelity.pick_best(top, objective, cfg.max_clean_drop)
     n_finished = sum(counts[s.name] for s in FINISHED)
     out_dir = Path(out_dir)
+    clean, robust = best.user_attrs[fidelity.CLEAN], best.user_attrs[fidelity.ROBUST]
+    value = robust if objective.kind == "pareto" else best.values[0]
     doc = {
         "study": ref.name,
         "storage": _hide_password(ref.storage_url),
         "trial": best.number,
-        "value": best.value,
-        "metric": "best validation accuracy within tune.epochs",
+        "objective": cfg.objective,
+        "value": value,
+        "clean": clean,
+        "robust": robust,
+        "metric": _METRIC[cfg.objective].format(
+            budget=objective.budget, score=cfg.robust_score, drop=cfg.max_clean_drop
+        ),
+        "epochs": objective.budget,
+        "top_rung_trials": len(top),
         "finished_trials": n_finished,
         "params": {k: _plain(v) for k, v in best.params.items()},
     }
+    if objective.needs_robust:
+        doc["pareto_front"] = fidelity.pareto_front(top)
     with io.atomic_path(out_dir / "best_params.yaml") as tmp:
         tmp.write_text(
             "# written by `steelflow tune`; `train` applies `params` when train.use_tuned is true\n"
@@ -261,7 +297,7 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     with io.atomic_path(out_dir / "trials.csv") as tmp:
         frame.to_csv(tmp, index=False)
     with io.atomic_path(out_dir / "plots") as tmp:
-        _plots(study, tmp)
+        _plots(study, objective, best.number, tmp)
     return TuneResult(
         study_name=ref.name,
         storage=_hide_password(ref.storage_url),
@@ -269,9 +305,23 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         n_trials=cfg.n_trials,
         complete=n_finished >= cfg.n_trials,
         best_trial=best.number,
-        best_value=float(best.value),
+        best_value=float(value),
         best_params=doc["params"],
+        best_clean=float(clean),
+        best_robust=None if robust is None else float(robust),
     )
+
+
+_METRIC = {
+    "accuracy": "best clean validation accuracy over {budget} epochs",
+    "robust": "best {score} validation accuracy under train.robust's families over {budget} epochs",
+    "pareto": "most robust ({score} family) top-rung trial within {drop} of the best clean validation "
+    "accuracy, over {budget} epochs",
+}
+
+
+def _objective(params: Params) -> fidelity.Objective:
+    return fidelity.Objective.of(_tune_cfg(params), params.train.epochs)
 
 
 # --- the study --------------------------------------------------------------------------------------
@@ -296,7 +346,12 @@ def study_name(params: Params) -> str:
         "split": tree["split"],
         "model": tree["model"],
         "train": {k: v for k, v in tree["train"].items() if k not in ("device", "threads", "use_tuned")},
-        "tune": {k: v for k, v in tree["tune"].items() if k in ("epochs", "space", "sampler", "pruner")},
+        "tune": {
+            k: v
+            for k, v in tree["tune"].items()
+            if k in ("space", "sampler", "pruner", "objective", "robust_score")
+        },
+        "budget": _objective(params).budget,
     }
     return f"{params.model.variant}-{data_label(params.data.source)}-{params_hash(identity)[:12]}"
 
@@ -304,12 +359,6 @@ def study_name(params: Params) -> str:
 def storage_url(cfg: TuneConfig) -> str:
     # relative sqlite:/// from the project root: a `dvc exp run --temp` study lands in the project's file
     return anchored(os.environ.get(paths.OPTUNA_STORAGE_ENV) or cfg.storage)
-
-
-def name_metrics(study: optuna.Study, names: list[str]) -> None:
-    """What optuna-dashboard labels the objective(s) ("Objective 0" otherwise); written once per study."""
-    if study.metric_names != names:
-        study.set_metric_names(names)
 
 
 def _load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
@@ -336,20 +385,23 @@ def _open(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, Ba
         raise ConfigError(f"tune.storage: cannot open {_hide_password(url)}: {e}") from None
     if url.startswith("sqlite"):
         _serialize_sqlite(storage.engine)
+    # TPE models a multi-objective space too (MOTPE), and unlike NSGA-II needs no population of trials
     sampler = optuna.samplers.TPESampler(
         seed=cfg.sampler.seed + worker,  # one seed per worker, or parallel workers would suggest alike
         n_startup_trials=cfg.sampler.startup_trials,
         constant_liar=True,  # running trials count as bad guesses, so parallel workers spread out
     )
+    objective = fidelity.Objective.of(cfg, int((ref.params.get("train") or {}).get("epochs", 1)))
     study = optuna.create_study(
         study_name=ref.name,
         storage=storage,
-        direction="maximize",
+        directions=objective.directions,
         sampler=sampler,
-        pruner=_pruner(cfg),
+        pruner=_pruner(cfg, objective),
         load_if_exists=True,
     )
-    name_metrics(study, ["val_accuracy"])
+    if study.metric_names != objective.metric_names:
+        study.set_metric_names(objective.metric_names)  # the dashboard's axis names
     # Claim and heartbeat through the storage the study wraps (Optuna's trial cache in front of the
     # database), exactly as Study.ask does; the bare RDBStorage would leave that cache behind.
     return study, study._storage
@@ -376,12 +428,21 @@ def _serialize_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners (table creation) are dropped
 
 
-def _pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
+def _pruner(cfg: TuneConfig, objective: fidelity.Objective) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for one objective; pareto's rung rule is :func:`fidelity.pareto_promotable`."""
     p = cfg.pruner
+    if objective.kind == "pareto":
+        return optuna.pruners.NopPruner()
     if p.kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
+    if p.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_epochs, reduction_factor=p.reduction_factor, min_early_stopping_rate=0
+        )
     if p.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cfg.epochs)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_epochs, max_resource=objective.budget, reduction_factor=p.reduction_factor
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -414,22 +475,54 @@ def _run(
     ref: StudyRef,
     db: _Database,
 ) -> FrozenTrial:
-    """One trial: a short training run with the trial's values; told COMPLETE, PRUNED or FAIL."""
+    """One trial: training on the full schedule, pruned at a rung it does not climb; told COMPLETE, PRUNED
+    or FAIL. Its curve, scores and last rung are user attributes, pruned or not."""
     from steelflow.steps.train import train
 
     db(trial.set_user_attr, "worker", _who())
     started = time.perf_counter()
     state, value, interrupted = TrialState.FAIL, None, False
+    objective = fidelity.Objective.of(cfg, params.train.epochs)
+    curve: list[list[Any]] = []
+
+    def scored() -> tuple[float, float | None]:
+        clean, robust = objective.scores(curve)
+        db(trial.set_user_attr, fidelity.CURVE, curve)
+        db(trial.set_user_attr, fidelity.EPOCHS, len(curve))
+        db(trial.set_user_attr, fidelity.LAST_RUNG, objective.last_rung(len(curve)))
+        db(trial.set_user_attr, fidelity.CLEAN, clean)
+        db(trial.set_user_attr, fidelity.ROBUST, robust)
+        return clean, robust
+
     with _heartbeat(storage, trial_id, cfg.heartbeat_seconds):
         try:
             values = {key: db(_suggest, trial, key, spec) for key, spec in cfg.space.items()}
-            trial_params = with_overrides(params, {**values, "train.epochs": cfg.epochs, "train.patience": 0})
+            trial_params = with_overrides(
+                params, {**values, "train.epochs": objective.budget, "train.patience": 0}
+            )
 
             def report_epoch(row: dict[str, float]) -> None:
-                db(trial.report, row["val_accuracy"], step=int(row["epoch"]))
+                epoch = int(row["epoch"])
+                robust_now = row.get(objective.robust_key) if objective.needs_robust else None
+                curve.append([epoch, row["val_accuracy"], robust_now])
+                clean, robust = scored()
+                if objective.kind == "pareto":
+                    if epoch in objective.rungs and cfg.pruner.kind != "none":
+                        db(trial.set_user_attr, f"rung_{epoch}", [clean, robust])
+                        others = db(study.get_trials, deepcopy=False)
+                        if not fidelity.pareto_promotable(
+                            trial.number, epoch, others, objective.reduction_factor
+                        ):
+                            raise optuna.TrialPruned(
+                                f"not in the top 1/{objective.reduction_factor} of rung {epoch}"
+                            )
+                    return
+                if objective.needs_robust and robust_now is None:
+                    return  # not an epoch the robust score is taken at (nor a rung)
+                db(trial.report, objective.value(clean, robust), step=epoch)
                 if db(trial.should_prune):
                     raise optuna.TrialPruned(
-                        f"val accuracy {row['val_accuracy']:.3f} at epoch {row['epoch']}"
+                        f"{objective.metric_names[0]} {objective.value(clean, robust):.3f} at epoch {epoch}"
                     )
 
             with tempfile.TemporaryDirectory(prefix=f"steelflow-trial-{trial.number}-") as tmp:
@@ -442,8 +535,10 @@ def _run(
                     metrics_path=Path(tmp) / "train.json",
                     history_path=Path(tmp) / "history.csv",
                     on_epoch=report_epoch,
+                    robust_val=params.train.robust if objective.needs_robust else None,
+                    robust_val_epochs=objective.robust_epochs(cfg.pruner.kind),
                 )
-            state, value = TrialState.COMPLETE, result.best_val_accuracy
+            state, value = TrialState.COMPLETE, objective.value(*scored())
             db(trial.set_user_attr, "best_epoch", result.best_epoch)
         except optuna.TrialPruned as e:
             state = TrialState.PRUNED
@@ -561,7 +656,13 @@ class _ParentRun:
         if result is not None:
             log_missing_trials(self._params, self.ref)
             now = int(time.time() * 1000)
-            metrics = {"best_value": result.best_value, "best_trial": result.best_trial}
+            metrics = {
+                "best_value": result.best_value,
+                "best_trial": result.best_trial,
+                "best_clean": result.best_clean,
+            }
+            if result.best_robust is not None:
+                metrics["best_robust"] = result.best_robust
             metrics |= {f"trials_{state.lower()}": n for state, n in result.counts.items()}
             self._client.log_batch(
                 self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
@@ -600,9 +701,18 @@ class _TrialLogger:
                     tags[f"optuna.{key}"] = str(t.user_attrs[key])
             end = int((t.datetime_complete or t.datetime_start).timestamp() * 1000)
             run = self._client.create_run(self._experiment, run_name=f"trial {t.number}", tags=tags)
-            metrics = [Metric("val_accuracy", v, end, int(step)) for step, v in t.intermediate_values.items()]
-            if t.value is not None:
-                metrics.append(Metric("objective", float(t.value), end, 0))
+            metrics = []
+            for epoch, clean, robust in t.user_attrs.get(fidelity.CURVE) or []:
+                metrics.append(Metric("val_accuracy", clean, end, int(epoch)))
+                if robust is not None:
+                    metrics.append(Metric("val_robust", robust, end, int(epoch)))
+            # what the pruner saw (single objective: the best so far each epoch), and the final value(s)
+            metrics += [Metric("objective", v, end, int(step)) for step, v in t.intermediate_values.items()]
+            if t.values and len(t.values) > 1:
+                metrics += [
+                    Metric(f"objective_{name}", float(v), end, 0)
+                    for name, v in zip(("clean", "robust"), t.values, strict=True)
+                ]
             self._client.log_batch(
                 run.info.run_id,
                 metrics=metrics,
@@ -643,7 +753,7 @@ def _tune_cfg(params: Params) -> TuneConfig:
     return params.tune
 
 
-def _plots(study: optuna.Study, folder: Path) -> None:
+def _plots(study: optuna.Study, objective: fidelity.Objective, chosen: int, folder: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -651,10 +761,14 @@ def _plots(study: optuna.Study, folder: Path) -> None:
     from optuna.visualization import matplotlib as ovm
 
     folder.mkdir(parents=True)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    fidelity.plot_rungs(trials, objective, folder / "rungs.png")
+    fidelity.plot_front(trials, objective, chosen, folder / "pareto_front.png")
+    # Optuna's own plots take one number per trial: with pareto, the robust score
+    target = {"target": lambda t: t.values[1], "target_name": "robust"} if objective.kind == "pareto" else {}
     drawings = {
         "history.png": ovm.plot_optimization_history,
-        "intermediate_values.png": ovm.plot_intermediate_values,
         "importance.png": ovm.plot_param_importances if len(complete) >= 2 else None,
     }
     for name, draw in drawings.items():
@@ -663,7 +777,7 @@ def _plots(study: optuna.Study, folder: Path) -> None:
             ax.text(0.5, 0.5, "parameter importances need two complete trials", ha="center", va="center")
             ax.set_axis_off()
         else:
-            ax = draw(study)
+            ax = draw(study, **target)
             fig = ax.figure
             fig.set_size_inches(8, 5)
         fig.tight_layout()
@@ -673,7 +787,16 @@ def _plots(study: optuna.Study, folder: Path) -> None:
 
 def _print_trial(t: FrozenTrial, worker: int) -> None:
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
-    value = f"val acc {t.value:.3f}" if t.value is not None else t.user_attrs.get("error", "")
+    if fidelity.CLEAN in t.user_attrs:
+        robust = t.user_attrs.get(fidelity.ROBUST)
+        value = f"val acc {t.user_attrs[fidelity.CLEAN]:.3f}" + (
+            f", robust {robust:.3f}" if robust is not None else ""
+        )
+        value += f" after {t.user_attrs.get(fidelity.EPOCHS)} epochs"
+    else:
+        value = ""
+    if t.state == TrialState.FAIL:
+        value = t.user_attrs.get("error", "")
     print(f"tune: trial {t.number} {t.state.name} {value} ({shown}) [worker {worker}]", flush=True)
 
 

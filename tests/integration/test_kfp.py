@@ -105,6 +105,27 @@ def test_the_local_run_registers_a_challenger_with_its_lineage(local_run, clone)
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
 
 
+def test_the_pipelines_tune_workers_and_the_dvc_stage_end_with_the_same_best_params(local_run, clone):
+    """Same params and seed on SQLite: `steelflow tune` (the DVC stage) on a study of its own finds what
+    the pipeline's start → ParallelFor workers → finish found, trial by trial, rung by rung."""
+    _, run_dir = local_run
+    env = {
+        "STEELFLOW_OPTUNA_STORAGE": f"sqlite:///{clone / 'dvc-optuna.db'}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'dvc-mlflow.db'}",
+    }
+    sh("dvc", "repro", "split", cwd=clone)  # the same data the pipeline's tasks made (the next test checks)
+    sh("steelflow", "tune", cwd=clone, env=env)
+    ours = yaml.safe_load((clone / "reports/tuning/best_params.yaml").read_text())
+    theirs = yaml.safe_load((run_dir / "tune-finish/tuning/reports/tuning/best_params.yaml").read_text())
+    assert ours["study"] == theirs["study"]  # the same study identity, in two stores
+    assert ours["params"] == pytest.approx(theirs["params"])
+    assert (ours["trial"], ours["clean"], ours["robust"]) == (
+        theirs["trial"],
+        theirs["clean"],
+        theirs["robust"],
+    )
+
+
 def test_the_local_run_leaves_typed_artifacts_a_user_can_open(local_run):
     _, run_dir = local_run
     assert (run_dir / "validate/data_docs/index.html").is_file()

@@ -35,7 +35,14 @@ N_TRIALS = 3
 def kill_project(project: Path) -> Path:
     tree = repo_params()
     # trials long enough (~5 s) to be caught running; a dead worker's trial is failed 3 s after its last beat
-    tree["tune"] |= {"n_trials": N_TRIALS, "epochs": 40, "heartbeat_seconds": 1, "grace_seconds": 3}
+    tree["tune"] |= {
+        "n_trials": N_TRIALS,
+        "max_epochs": 40,
+        "objective": "accuracy",  # reports every epoch: a running trial shows in trial_intermediate_values
+        "pruner": {"kind": "none"},
+        "heartbeat_seconds": 1,
+        "grace_seconds": 3,
+    }
     write_params(project, tree)
     runner = CliRunner()
     for step in ("ingest", "validate", "split"):

@@ -1,0 +1,283 @@
+"""Multi-fidelity tuning: rungs, the three objectives, the Pareto rung rule and where best_params comes from.
+
+The rules are checked on trials built by hand (``optuna.trial.create_trial``) where the point is which
+trial wins; the studies that train for real (tiny CASI-Nets) check what a trial records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+from typer.testing import CliRunner
+
+from steelflow import config
+from steelflow.cli import app
+from steelflow.config import ConfigError, load_params
+from steelflow.data.augment import family_views
+from steelflow.steps import tune as tuning
+from steelflow.steps import tune_objective as fidelity
+from tests.helpers import repo_params, write_params
+
+runner = CliRunner()
+LR = {"train.lr": FloatDistribution(1e-4, 1.0, log=True)}
+
+
+def _cfg(**tune) -> config.TuneConfig:
+    space = {"train.lr": {"kind": "float", "low": 0.01, "high": 0.1}}
+    return config.TuneConfig(n_trials=4, space=space, **tune)
+
+
+def _trial(
+    number: int, clean: float, robust: float, epochs: int, state=TrialState.COMPLETE, values=None, **attrs
+):
+    t = create_trial(
+        state=state,
+        values=values if state == TrialState.COMPLETE else None,
+        params={"train.lr": 0.01 * (number + 1)},
+        distributions=LR,
+        user_attrs={"clean": clean, "robust": robust, "epochs": epochs, **attrs},
+    )
+    t.number = number
+    return t
+
+
+# --- the rungs --------------------------------------------------------------------------------------
+
+
+def test_rungs_climb_by_the_reduction_factor_up_to_the_full_budget():
+    cfg = _cfg(pruner={"kind": "successive_halving", "min_epochs": 8, "reduction_factor": 3})
+    objective = fidelity.Objective.of(cfg, train_epochs=40)
+    assert objective.budget == 40  # max_epochs null = train.epochs
+    assert objective.rungs == (8, 24)
+    assert [objective.last_rung(e) for e in (3, 8, 23, 24, 39, 40)] == [0, 8, 8, 24, 24, 40]
+    assert fidelity.Objective.of(_cfg(max_epochs=10), train_epochs=40).budget == 10
+
+
+def test_tune_epochs_is_refused_with_its_new_name():
+    with pytest.raises(ValueError, match="tune.max_epochs"):
+        _cfg(epochs=4)
+
+
+def test_a_pareto_study_refuses_optunas_single_objective_pruners():
+    with pytest.raises(ValueError, match="needs a single objective"):
+        _cfg(objective="pareto", pruner={"kind": "median"})
+
+
+def test_a_first_rung_at_or_past_the_budget_is_named_before_any_trial(project):
+    tree = repo_params()
+    tree["tune"] |= {"max_epochs": 2, "pruner": {"kind": "successive_halving", "min_epochs": 2}}
+    write_params(project, tree)
+    for step in ("ingest", "validate", "split"):
+        assert runner.invoke(app, [step]).exit_code == 0
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == ConfigError.exit_code
+    assert "tune.pruner.min_epochs (2) must be below a trial's budget (2 epochs" in " ".join(
+        result.output.split()
+    )
+
+
+# --- the Pareto rung rule and the pick --------------------------------------------------------------
+
+
+def test_pareto_ranks_put_the_front_first():
+    points = {0: (0.9, 0.5), 1: (0.8, 0.7), 2: (0.7, 0.4), 3: (0.95, 0.45)}
+    assert fidelity.pareto_ranks(points) == {0: 0, 1: 0, 3: 0, 2: 1}
+
+
+def test_at_a_rung_only_the_top_third_by_pareto_rank_climbs():
+    at_rung = [(0.9, 0.5), (0.8, 0.7), (0.7, 0.4), (0.6, 0.3), (0.5, 0.2), (0.4, 0.1)]
+    trials = [_trial(n, c, r, 8, TrialState.RUNNING, rung_8=[c, r]) for n, (c, r) in enumerate(at_rung)]
+    climbs = [n for n in range(6) if fidelity.pareto_promotable(n, 8, trials, reduction_factor=3)]
+    # front {0, 1}; 6 // 3 = 2 climb: both front members, and nobody else
+    assert climbs == [0, 1]
+    # alone at a rung, a trial climbs; with fewer than η others, only the best one does
+    assert fidelity.pareto_promotable(0, 8, trials[:1], reduction_factor=3)
+    assert not fidelity.pareto_promotable(2, 8, trials[:3], reduction_factor=3)
+
+
+def test_pareto_pick_is_the_most_robust_within_max_clean_drop_of_the_best_clean():
+    trials = [
+        _trial(0, 0.98, 0.60, 40, values=[0.98, 0.60]),
+        _trial(1, 0.965, 0.80, 40, values=[0.965, 0.80]),  # within 0.02 of 0.98, and the most robust
+        _trial(2, 0.90, 0.95, 40, values=[0.90, 0.95]),  # more robust still, but 0.08 below on clean
+    ]
+    objective = fidelity.Objective.of(_cfg(objective="pareto"), train_epochs=40)
+    assert fidelity.pick_best(trials, objective, max_clean_drop=0.02).number == 1
+    assert fidelity.pick_best(trials, objective, max_clean_drop=0.1).number == 2
+    assert fidelity.pick_best(trials, objective, max_clean_drop=0.0).number == 0
+    assert fidelity.pareto_front(trials) == [0, 1, 2]
+
+
+def _report_on(project: Path, trials, **tune) -> dict:
+    """``tuning.report`` over a study holding exactly ``trials``; returns best_params.yaml."""
+    tree = repo_params()
+    tree["train"]["epochs"] = 40
+    tree["tune"] |= {"max_epochs": None, **tune}
+    write_params(project, tree)
+    params = load_params("params.yaml")
+    cfg = params.tune
+    objective = fidelity.Objective.of(cfg, 40)
+    ref = tuning.StudyRef(
+        tuning.study_name(params), tuning.storage_url(cfg), params.raw(), "data/cache/splits"
+    )
+    study = optuna.create_study(study_name=ref.name, storage=ref.storage_url, directions=objective.directions)
+    for t in trials:
+        study.add_trial(t)
+    tuning.report(params, ref, project / "reports/tuning")
+    return yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+
+
+@pytest.mark.parametrize("objective", ["accuracy", "robust"])
+def test_best_params_never_come_from_a_trial_below_the_top_rung(project, objective):
+    key = "clean" if objective == "accuracy" else "robust"
+    score = {"clean": (0.99, 0.5), "robust": (0.5, 0.99)}[key]
+    trials = [
+        # the best score of the study, but at 24 of 40 epochs: a snapshot, not a full training
+        _trial(0, *score, epochs=24, values=[0.99], last_rung=24),
+        _trial(1, 0.7, 0.7, epochs=24, state=TrialState.PRUNED, last_rung=24),
+        _trial(2, 0.8, 0.6, epochs=40, values=[0.8 if key == "clean" else 0.6], last_rung=40),
+        _trial(3, 0.75, 0.65, epochs=40, values=[0.75 if key == "clean" else 0.65], last_rung=40),
+    ]
+    best = _report_on(project, trials, objective=objective)
+    assert best["trial"] == (2 if key == "clean" else 3)
+    assert best["epochs"] == 40 and best["top_rung_trials"] == 2
+
+
+def test_a_study_with_no_top_rung_trial_fails_and_writes_nothing(project):
+    trials = [
+        _trial(0, 0.9, 0.9, epochs=8, state=TrialState.PRUNED, last_rung=8),
+        _trial(1, 0.9, 0.9, epochs=24, values=[0.9, 0.9], last_rung=24),  # complete, yet short of 40
+    ]
+    with pytest.raises(tuning.TuningFailed, match="reached the top rung"):
+        _report_on(project, trials, objective="pareto")
+    assert not (project / "reports/tuning/best_params.yaml").exists()
+
+
+# --- what a real trial records ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_split(project: Path) -> Path:
+    for step in ("ingest", "validate", "split"):
+        result = runner.invoke(app, [step])
+        assert result.exit_code == 0, result.output
+    return project
+
+
+def _tune(project: Path, **tune) -> tuple[config.Params, optuna.Study]:
+    tree = repo_params()
+    tree["tune"] |= tune
+    write_params(project, tree)
+    params = load_params("params.yaml")
+    return params, optuna.create_study(
+        study_name=tuning.study_name(params),
+        storage=tuning.storage_url(params.tune),
+        directions=fidelity.Objective.of(params.tune, params.train.epochs).directions,
+        load_if_exists=True,
+    )
+
+
+def _run() -> None:
+    result = runner.invoke(app, ["tune", "--no-track"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("objective", ["accuracy", "robust", "pareto"])
+def test_each_objective_scores_full_trials_and_writes_its_plots(small_split, objective):
+    params, _ = _tune(
+        small_split, n_trials=2, objective=objective, robust_score="mean", pruner={"kind": "none"}
+    )
+    _run()
+    study = optuna.load_study(study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune))
+    assert (
+        study.metric_names
+        == {
+            "accuracy": ["val_accuracy"],
+            "robust": ["robust_mean"],
+            "pareto": ["val_accuracy", "robust_mean"],
+        }[objective]
+    )
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE and t.user_attrs["epochs"] == 2 == len(t.user_attrs["curve"])
+        clean = max(c for _, c, _ in t.user_attrs["curve"])
+        assert t.user_attrs["clean"] == pytest.approx(clean)
+        if objective == "accuracy":
+            assert t.values == pytest.approx([clean]) and t.user_attrs["robust"] is None
+        else:
+            robust = max(r for _, _, r in t.user_attrs["curve"] if r is not None)
+            assert 0 <= robust <= 1 and t.user_attrs["robust"] == pytest.approx(robust)
+            assert t.values == pytest.approx({"robust": [robust], "pareto": [clean, robust]}[objective])
+    best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
+    assert best["objective"] == objective and best["epochs"] == 2
+    for name in ("rungs.png", "pareto_front.png", "history.png", "importance.png"):
+        assert (Path("reports/tuning/plots") / name).stat().st_size > 1000, name
+
+
+def test_a_pruned_trial_records_its_last_rung(small_split):
+    params, study = _tune(small_split, n_trials=2, max_epochs=2, objective="pareto")  # rung at 1 epoch
+    # a finished trial that scored perfectly at the rung: no tiny 1-epoch model beats it there
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            values=[1.0, 1.0],
+            params={k: v for k, v in _first_values(params).items()},
+            distributions=_distributions(params),
+            user_attrs={"clean": 1.0, "robust": 1.0, "epochs": 2, "rung_1": [1.0, 1.0], "last_rung": 2},
+        )
+    )
+    _run()
+    pruned = [
+        t
+        for t in optuna.load_study(
+            study_name=study.study_name, storage=tuning.storage_url(params.tune)
+        ).trials
+        if t.state == TrialState.PRUNED
+    ]
+    assert pruned, "the trial that ranks below the planted one at rung 1 climbs no further"
+    t = pruned[0]
+    assert t.user_attrs["last_rung"] == 1 and t.user_attrs["epochs"] == 1 and len(t.user_attrs["curve"]) == 1
+    assert t.user_attrs["rung_1"] == pytest.approx([t.user_attrs["clean"], t.user_attrs["robust"]])
+    table = Path("reports/tuning/trials.csv").read_text().splitlines()
+    assert "user_attrs_last_rung" in table[0].split(",")
+
+
+def _first_values(params: config.Params) -> dict:
+    return {k: spec.values()[0] for k, spec in params.tune.space.items()}
+
+
+def _distributions(params: config.Params) -> dict:
+    out = {}
+    for key, spec in params.tune.space.items():
+        if spec.kind == "categorical":
+            out[key] = optuna.distributions.CategoricalDistribution(spec.choices)
+        elif spec.kind == "int":
+            out[key] = optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log)
+        else:
+            out[key] = FloatDistribution(spec.low, spec.high, log=spec.log)
+    return out
+
+
+# --- the robust score's views -----------------------------------------------------------------------
+
+
+def test_family_views_are_each_family_alone_in_range_and_leave_the_rng_alone():
+    robust = config.RobustConfig(enabled=True)
+    x = torch.rand(5, 1, 32, 32)
+    torch.manual_seed(7)
+    before = torch.rand(3)
+    torch.manual_seed(7)
+    views = family_views(x, robust, seed=0)
+    assert torch.equal(torch.rand(3), before)  # training's random stream is untouched
+    assert set(views) == {n for n in config.ROBUST_FAMILIES if getattr(robust, n).p > 0}
+    for name, v in views.items():
+        assert v.shape == x.shape and v.dtype == x.dtype, name
+        assert float(v.min()) >= 0 and float(v.max()) <= 1, name
+        assert not torch.equal(v, x), f"{name} changed nothing at p = 1"
+    again = family_views(x, robust, seed=0)
+    assert all(torch.equal(views[n], again[n]) for n in views)  # the same views for every trial
