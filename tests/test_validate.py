@@ -123,6 +123,17 @@ def test_clean_manifest_passes_and_writes_json_and_data_docs(run, tmp_path: Path
     assert "Calculating Metrics" not in "".join(capfd.readouterr())  # GX's progress bars stay off
 
 
+def test_data_docs_name_the_data_asset_and_each_check(run, tmp_path: Path) -> None:
+    run(clean_rows())
+    docs = tmp_path / "reports" / "validation"
+    (page,) = (docs / "validations" / "manifest").rglob("*.html")
+    html = page.read_text()
+    assert "Data asset: data/manifest.csv" in html and "Data asset: None" not in html
+    suite = (docs / "expectations" / "manifest.html").read_text()
+    for check in ("every file decodes as an image", "no content under two labels", "image mode in L, RGB"):
+        assert check in suite, check  # GX 1.x shows an expectation's description= as its name
+
+
 def test_report_is_deterministic_and_replaces_the_previous_one(run, tmp_path: Path) -> None:
     reports_dir = tmp_path / "reports"
     reports_dir.mkdir()
