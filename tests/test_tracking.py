@@ -47,7 +47,12 @@ def test_one_params_hash_covers_what_shapes_the_model_only():
     assert tracking.lineage_hash(tuned) != base
 
 
-def test_study_names_read_as_variant_data_hash():
+def test_study_names_read_as_variant_data_hash(project):
+    from steelflow.steps.tune import study_name
+
+    name = study_name(config.load_params())
+    variant, data, digest = name.rsplit("-", 2)
+    assert (variant, data, len(digest)) == ("casinet", "synthetic", 12)
     assert project.data_label("synthetic") == "synthetic"
     assert project.data_label("../shared/datasets/NEU-CLS/") == "NEU-CLS"
     assert project.data_label("s3://steelflow/neu cls") == "neu_cls"

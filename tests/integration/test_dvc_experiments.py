@@ -72,6 +72,9 @@ def test_experiments_log_into_the_project_stores_not_the_temporary_clones(experi
     assert challenger.tags["dvc.exp_name"] == "exp-temp"
     assert challenger.run_id == by_exp["exp-temp"].info.run_id
     assert challenger.tags["params_hash"] == by_exp["exp-temp"].data.tags["params_hash"]
+    model = client.get_registered_model(NAME)  # what its page in the MLflow UI shows first
+    assert model.description.startswith("Steel-surface defect classifier")
+    assert model.tags["variant"] == "casinet" and "crazing" in model.tags["classes"]
     # the Optuna trials of both experiments' tune stages
     with sqlite3.connect(experiments / "optuna.db") as db:
         trials = db.execute("select count(*) from trials").fetchone()[0]
