@@ -47,7 +47,8 @@ def test_one_params_hash_covers_what_shapes_the_model_only():
     assert tracking.lineage_hash(tuned) != base
 
 
-def test_study_names_read_as_variant_data_hash(project):
+@pytest.mark.usefixtures("project")  # a project folder with small params as the cwd
+def test_study_names_read_as_variant_data_hash():
     from steelflow.steps.tune import study_name
 
     name = study_name(config.load_params())
