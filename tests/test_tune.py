@@ -213,9 +213,9 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
         trial = by_number[int(child.data.tags["optuna.trial_number"])]
         assert child.data.tags["optuna.state"] == trial.state.name
         assert float(child.data.params["train.lr"]) == pytest.approx(trial.params["train.lr"])
-        history = client.get_metric_history(child.info.run_id, "objective")
+        history = client.get_metric_history(child.info.run_id, "tune/objective")
         assert {m.step: m.value for m in history} == pytest.approx(trial.intermediate_values)
-        curve = client.get_metric_history(child.info.run_id, "val_accuracy")
+        curve = client.get_metric_history(child.info.run_id, "val/accuracy")
         assert {m.step: m.value for m in curve} == pytest.approx(
             {e: c for e, c, _ in trial.user_attrs["curve"]}
         )

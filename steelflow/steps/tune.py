@@ -703,14 +703,16 @@ class _TrialLogger:
             run = self._client.create_run(self._experiment, run_name=f"trial {t.number}", tags=tags)
             metrics = []
             for epoch, clean, robust in t.user_attrs.get(fidelity.CURVE) or []:
-                metrics.append(Metric("val_accuracy", clean, end, int(epoch)))
+                metrics.append(Metric("val/accuracy", clean, end, int(epoch)))
                 if robust is not None:
-                    metrics.append(Metric("val_robust", robust, end, int(epoch)))
+                    metrics.append(Metric("val/robust", robust, end, int(epoch)))
             # what the pruner saw (single objective: the best so far each epoch), and the final value(s)
-            metrics += [Metric("objective", v, end, int(step)) for step, v in t.intermediate_values.items()]
+            metrics += [
+                Metric("tune/objective", v, end, int(step)) for step, v in t.intermediate_values.items()
+            ]
             if t.values and len(t.values) > 1:
                 metrics += [
-                    Metric(f"objective_{name}", float(v), end, 0)
+                    Metric(f"tune/objective/{name}", float(v), end, 0)
                     for name, v in zip(("clean", "robust"), t.values, strict=True)
                 ]
             self._client.log_batch(
