@@ -13,6 +13,8 @@ case "${1:-}" in
       lock=$(mktemp)
       grep -v '^torch==' requirements.lock > "$lock"
     fi
+    # The pip that `make setup` uses, whatever the base brings (Debian's 23.0 builds some sdists the old way).
+    python -m pip install --no-cache-dir --disable-pip-version-check pip==25.3
     python -m pip install --no-cache-dir --disable-pip-version-check ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -r "$lock"
     ;;
   project)
