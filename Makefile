@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean image image-cpu image-gpu image-mlflow base-image push
+.PHONY: setup run test lint bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
 
 # Images for the Kubeflow pipeline, tagged <version> and <version>-<git sha>: `make image REGISTRY=...`.
 REGISTRY ?= ghcr.io/steelflow
@@ -66,6 +66,14 @@ image-mlflow:
 
 base-image:
 	sh docker/base-image.sh $(CONTAINER_TOOL) $(LOCAL_BASE)
+
+# buildah and debootstrap from Debian's packages: what the image tests (and `make base-image`) need where
+# no Docker engine runs. As root, or through sudo.
+image-tools:
+	@if command -v buildah >/dev/null && command -v debootstrap >/dev/null; then exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap
 
 push: image
 	$(CONTAINER_TOOL) push $(IMAGE):$(VERSION) && $(CONTAINER_TOOL) push $(IMAGE):$(VERSION)-$(GIT_SHA)

@@ -446,7 +446,7 @@ def mlflow_server(mlflow_image, tmp_path_factory) -> str:
             )
             assert time.monotonic() < deadline, "mlflow server did not answer /health within 180 s"
             time.sleep(1)
-        yield url, ctr, store
+        yield url, ctr, store, flags
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -461,13 +461,13 @@ def mlflow_server(mlflow_image, tmp_path_factory) -> str:
 def test_the_mlflow_image_serves_health_and_logs_a_run(mlflow_server, mlflow_image):
     from mlflow import MlflowClient
 
-    url, ctr, store = mlflow_server
+    url, ctr, store, env = mlflow_server
     with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
         assert r.read().decode().strip() == "OK"
-    # The image's own HEALTHCHECK, run inside the server's container as Docker would.
+    # The image's own HEALTHCHECK, run as Docker would: in the server's container, with its environment.
     check = image_config(mlflow_image)["Healthcheck"]["Test"]
     assert check[0] == "CMD"
-    proc = sh("buildah", "run", "--isolation", "chroot", ctr, "--", *check[1:])
+    proc = sh("buildah", "run", "--isolation", "chroot", *env, ctr, "--", *check[1:])
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(url)
     experiment = client.create_experiment("image-check")
@@ -483,7 +483,7 @@ def test_the_mlflow_image_serves_health_and_logs_a_run(mlflow_server, mlflow_ima
 @pytest.fixture(scope="module")
 def pipeline_run(cpu_image, mlflow_server, tmp_path_factory, git_sha) -> tuple[Kubelet, str]:
     """Compile inside the image, then run every task of that YAML in the image, in order."""
-    url, _, _ = mlflow_server
+    url = mlflow_server[0]
     root = tmp_path_factory.mktemp("kubelet")
     uid_gid = user_of(cpu_image)
     bucket, stores, compiled = root / "bucket", root / "stores", root / "compiled"
