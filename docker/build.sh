@@ -2,9 +2,10 @@
 # One image build with docker, podman or buildah, the same options for each:
 #   docker/build.sh TOOL -f docker/Dockerfile -t NAME:TAG [--build-arg K=V ...] CONTEXT
 # buildah and podman build in `chroot` isolation, which needs no OCI runtime (this project's machines have
-# none that can start a container), keep layers for the cache, and write Docker's image format, the one
-# that keeps HEALTHCHECK. HOST_PIP=1 hands this machine's pip settings to the build as read-only mounts
-# (docker/pip-settings.py); `docker build` has no mounts, so there it is refused.
+# none that can start a container), keep layers for the cache, remove their build containers even when a
+# build fails, and write Docker's image format, the one that keeps HEALTHCHECK. HOST_PIP=1 hands this
+# machine's pip settings to the build as read-only mounts (docker/pip-settings.py); `docker build` has no
+# mounts, so there it is refused.
 set -eu
 tool=${1:?no container tool: set CONTAINER_TOOL=docker, podman or buildah (usage: docker/build.sh TOOL BUILD-OPTIONS... CONTEXT)}
 shift
@@ -22,9 +23,9 @@ fi
 case "$tool" in
   # $mounts is a list of flags on purpose: split on spaces.
   # shellcheck disable=SC2086
-  buildah) buildah bud --isolation chroot --layers --format docker $mounts "$@" ;;
+  buildah) buildah bud --isolation chroot --layers --force-rm --format docker $mounts "$@" ;;
   # shellcheck disable=SC2086
-  podman) podman build --isolation chroot --layers --format docker $mounts "$@" ;;
+  podman) podman build --isolation chroot --layers --force-rm --format docker $mounts "$@" ;;
   docker) docker build "$@" ;;
   *) echo "build: unknown container tool '$tool' (docker, podman or buildah)" >&2; exit 2 ;;
 esac

@@ -35,7 +35,8 @@ import yaml
 
 from tests.helpers import REPO, SMALL, deep_update
 
-pytestmark = [pytest.mark.integration, pytest.mark.images]
+# The first test's set-up builds the base and the CPU image cold: minutes, past pyproject's 600 s on a slow day.
+pytestmark = [pytest.mark.integration, pytest.mark.images, pytest.mark.timeout(1800)]
 
 CI = os.environ.get("CI") == "true"
 BASE_RECIPE = ("docker/base-image.sh", "docker/base.Dockerfile")
