@@ -35,7 +35,7 @@ import yaml
 
 from tests.helpers import REPO, SMALL, deep_update
 
-# The first test's set-up builds the base and the CPU image cold: minutes, past pyproject's 600 s on a slow day.
+# The first test's set-up builds the base and the CPU image cold: minutes, past pyproject's 600 s if slow.
 pytestmark = [pytest.mark.integration, pytest.mark.images, pytest.mark.timeout(1800)]
 
 CI = os.environ.get("CI") == "true"
