@@ -74,6 +74,12 @@ def _unusable() -> str | None:
         return f"buildah info failed: {info.stderr.strip()[:300]}"
     if os.geteuid() != 0:
         return "needs root: buildah's chroot isolation, and volumes handed to the image's user"
+    scratch = subprocess.run(
+        ["buildah", "from", "scratch"], capture_output=True, text=True
+    )  # its storage works
+    if scratch.returncode != 0:
+        return f"buildah cannot create a container: {scratch.stderr.strip()[:300]}"
+    subprocess.run(["buildah", "rm", scratch.stdout.strip()], capture_output=True)
     if shutil.which("debootstrap") is None:
         return "debootstrap is not installed (apt-get install debootstrap), so no local base can be built"
     return None
