@@ -19,6 +19,7 @@ case "${1:-}" in
     ;;
   project)
     python -m pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation .
+    rm -rf build ./*.egg-info  # setuptools' leftovers beside the sources; the install is in site-packages
     ;;
   *)
     echo "usage: docker/install.sh deps|project" >&2
