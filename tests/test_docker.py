@@ -15,7 +15,12 @@ import pytest
 
 from tests.helpers import REPO
 
-DOCKERFILES = ("docker/Dockerfile", "docker/Dockerfile.gpu", "docker/mlflow.Dockerfile")
+DOCKERFILES = (
+    "docker/Dockerfile",
+    "docker/Dockerfile.gpu",
+    "docker/mlflow.Dockerfile",
+    "docker/base.Dockerfile",
+)
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
 
 
