@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean image push
+.PHONY: setup run test lint bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
 
 # Images for the Kubeflow pipeline, tagged <version> and <version>-<git sha>: `make image REGISTRY=...`.
 REGISTRY ?= ghcr.io/steelflow
@@ -12,6 +12,17 @@ VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 GIT_SHA  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 IMAGE    := $(REGISTRY)/steelflow
 GPU_IMAGE := $(REGISTRY)/steelflow-gpu
+MLFLOW_IMAGE := $(REGISTRY)/steelflow-mlflow
+# docker (with a daemon that answers), podman or buildah: the first that can build (docker/container-tool.sh).
+CONTAINER_TOOL ?= $(shell sh docker/container-tool.sh)
+# The local Debian Python base (`make base-image`), for machines that reach no container registry.
+LOCAL_BASE := localhost/steelflow-base:bookworm
+# Build arguments passed only when set: BASE (the CPU image's Python base; `make image-cpu
+# BASE=$(LOCAL_BASE)` here) and TORCH_INDEX (`TORCH_INDEX=` takes torch from pip's own indexes).
+# HOST_PIP=1 hands this machine's pip settings to a buildah/podman build as read-only mounts.
+BUILD_ARGS := $(if $(BASE),--build-arg BASE=$(BASE)) \
+	$(if $(filter-out undefined,$(origin TORCH_INDEX)),--build-arg TORCH_INDEX=$(TORCH_INDEX))
+BUILD    := sh docker/build.sh "$(CONTAINER_TOOL)"
 
 setup: $(STAMP)
 
@@ -31,7 +42,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.gpu docker/mlflow.Dockerfile
+	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.gpu docker/mlflow.Dockerfile docker/base.Dockerfile
 
 bench: setup
 	$(BIN)/python benchmarks/bench_ingest_validate.py
@@ -39,12 +50,31 @@ bench: setup
 clean:
 	rm -rf data/manifest.csv data/images data/splits data/corrupted data/cache reports
 
-image:
-	docker build -f docker/Dockerfile --build-arg GIT_SHA=$(GIT_SHA) \
+image: image-cpu image-gpu
+
+image-cpu:
+	$(BUILD) -f docker/Dockerfile $(BUILD_ARGS) --build-arg GIT_SHA=$(GIT_SHA) \
 		-t $(IMAGE):$(VERSION) -t $(IMAGE):$(VERSION)-$(GIT_SHA) .
-	docker build -f docker/Dockerfile.gpu --build-arg GIT_SHA=$(GIT_SHA) \
+
+image-gpu:
+	$(BUILD) -f docker/Dockerfile.gpu --build-arg GIT_SHA=$(GIT_SHA) \
 		-t $(GPU_IMAGE):$(VERSION) -t $(GPU_IMAGE):$(VERSION)-$(GIT_SHA) .
 
+image-mlflow:
+	$(BUILD) -f docker/mlflow.Dockerfile $(if $(BASE),--build-arg BASE=$(BASE)) \
+		-t $(MLFLOW_IMAGE):$(VERSION) docker
+
+base-image:
+	sh docker/base-image.sh $(CONTAINER_TOOL) $(LOCAL_BASE)
+
+# buildah and debootstrap from Debian's packages: what the image tests (and `make base-image`) need where
+# no Docker engine runs. As root, or through sudo.
+image-tools:
+	@if command -v buildah >/dev/null && command -v debootstrap >/dev/null; then exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap
+
 push: image
-	docker push $(IMAGE):$(VERSION) && docker push $(IMAGE):$(VERSION)-$(GIT_SHA)
-	docker push $(GPU_IMAGE):$(VERSION) && docker push $(GPU_IMAGE):$(VERSION)-$(GIT_SHA)
+	$(CONTAINER_TOOL) push $(IMAGE):$(VERSION) && $(CONTAINER_TOOL) push $(IMAGE):$(VERSION)-$(GIT_SHA)
+	$(CONTAINER_TOOL) push $(GPU_IMAGE):$(VERSION) && $(CONTAINER_TOOL) push $(GPU_IMAGE):$(VERSION)-$(GIT_SHA)

@@ -13,10 +13,13 @@ case "${1:-}" in
       lock=$(mktemp)
       grep -v '^torch==' requirements.lock > "$lock"
     fi
+    # The pip that `make setup` uses, whatever the base brings (Debian's 23.0 builds some sdists the old way).
+    python -m pip install --no-cache-dir --disable-pip-version-check pip==25.3
     python -m pip install --no-cache-dir --disable-pip-version-check ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -r "$lock"
     ;;
   project)
     python -m pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation .
+    rm -rf build ./*.egg-info  # setuptools' leftovers beside the sources; the install is in site-packages
     ;;
   *)
     echo "usage: docker/install.sh deps|project" >&2

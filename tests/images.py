@@ -1,7 +1,8 @@
 """Rebuild a Docker image's Python environment in a venv by following its Dockerfile (no Docker engine here).
 
-ARG, ENV, WORKDIR, COPY and RUN are carried out in order: WORKDIR and COPY inside a folder standing in for
-the image's file system, RUN with the venv's ``python`` and ``pip`` first on PATH. FROM, CMD and the other
+ARG, ENV, WORKDIR, COPY and the RUNs of docker/install.sh are carried out in order: WORKDIR and COPY inside a
+folder standing in for the image's file system, RUN with the venv's ``python`` and ``pip`` first on PATH.
+tests/integration/test_images.py builds the real images. FROM, USER, CMD and the other
 instructions change nothing a Python process sees and are skipped; what a base image brings (the CUDA
 image's torch) is passed in as ``preinstalled`` packages.
 """
@@ -69,8 +70,10 @@ def build_env(
             *sources, target = shlex.split(rest)
             folder = len(sources) > 1 or target.endswith("/")
             _copy(sources, (image_root if target.startswith("/") else cwd) / target.lstrip("/"), folder)
-        elif op == "RUN":
+        elif op == "RUN" and "install.sh" in rest:
             _run(rest, cwd, env)
+        # Other RUNs set up the image's system (its user, Kubeflow's staging folders): followed here they
+        # would change this machine, and a Python process in the venv sees none of it.
     return bin_dir / "python"
 
 

@@ -1,7 +1,7 @@
 """The images' recipes: hadolint on every Dockerfile, `make image` tags, what the build context holds.
 
-No Docker engine runs here; tests/integration/test_kfp.py rebuilds each image's environment from its
-Dockerfile in a fresh venv and runs the pipeline in it.
+The images themselves are built and run in tests/integration/test_images.py (buildah);
+tests/integration/test_kfp.py rebuilds each image's environment from its Dockerfile in a fresh venv.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ import pytest
 
 from tests.helpers import REPO
 
-DOCKERFILES = ("docker/Dockerfile", "docker/Dockerfile.gpu", "docker/mlflow.Dockerfile")
+DOCKERFILES = (
+    "docker/Dockerfile",
+    "docker/Dockerfile.gpu",
+    "docker/mlflow.Dockerfile",
+    "docker/base.Dockerfile",
+)
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
 
 
@@ -66,3 +71,42 @@ def test_the_build_context_sends_only_what_the_images_copy():
             if line.startswith("COPY "):
                 copied |= {src.rstrip("/") for src in line.split()[1:-1]}
     assert copied == kept
+
+
+def _path_with(folder: Path, tools: dict[str, int]) -> dict[str, str]:
+    """An environment whose PATH holds only what make needs and stand-in container tools, whose `info`
+    exits with the given code (docker's exits 1 when no daemon answers)."""
+    folder.mkdir()
+    for name in ("sh", "make", "sed", "git"):
+        (folder / name).symlink_to(shutil.which(name))
+    for name, rc in tools.items():
+        (folder / name).write_text(f'#!/bin/sh\n[ "$1" = info ] && exit {rc}\nexit 0\n')
+        (folder / name).chmod(0o755)
+    return {"PATH": str(folder)}
+
+
+@pytest.mark.parametrize(
+    ("tools", "chosen"),
+    [
+        ({"docker": 1, "podman": 1, "buildah": 0}, "buildah"),  # a docker CLI without a daemon is passed over
+        ({"docker": 0, "buildah": 0}, "docker"),
+        ({"podman": 0, "buildah": 0}, "podman"),
+    ],
+)
+def test_make_image_uses_the_first_tool_that_can_build(tools, chosen, tmp_path):
+    env = _path_with(tmp_path / "bin", tools)
+    proc = subprocess.run(
+        ["sh", "docker/container-tool.sh"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert (proc.returncode, proc.stdout.strip()) == (0, chosen)
+    out = subprocess.run(["make", "-n", "image-cpu"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert f'docker/build.sh "{chosen}" -f docker/Dockerfile' in out.stdout
+
+
+def test_no_tool_that_can_build_is_one_clear_error(tmp_path):
+    env = _path_with(tmp_path / "bin", {"docker": 1})
+    proc = subprocess.run(
+        ["sh", "docker/container-tool.sh"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "docker (no daemon?)" in proc.stderr and "CONTAINER_TOOL" in proc.stderr
