@@ -59,7 +59,12 @@ def main() -> None:
     parser.add_argument("--out", default="tune-default")
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     parser.add_argument("--row", nargs=2, metavar=("NAME", "VALUES_JSON"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--collect", action="store_true", help="report the rows a (stopped) run left in --workdir so far"
+    )
     args = parser.parse_args()
+    if args.collect:
+        return collect(args)
     if args.row:
         return _train_row(args.workdir, args.row[0], json.loads(args.row[1]))
     if args.throughput:
@@ -76,7 +81,7 @@ def main() -> None:
         _steelflow(project, "tune", "--no-track", "--workers", str(args.workers[0]))
         study_seconds = time.perf_counter() - tick
         best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
-        trials = _trials(project, params)
+        trials = _trials(project, best["study"])
         print(f"study: {len(trials)} trials in {study_seconds:.0f} s, best trial {best['trial']}")
         print(f"  best_params: {best['params']}")
 
@@ -129,18 +134,12 @@ def _steelflow(project: Path, *args: str) -> None:
     )
 
 
-def _trials(project: Path, params: dict) -> list[dict]:
+def _trials(project: Path, study: str) -> list[dict]:
     """Every trial of the study: number, state, values, last rung and its (clean, robust) scores there."""
     import optuna
 
-    sys.path.insert(0, str(REPO))
-    from steelflow.config import parse_params
-    from steelflow.steps import tune
-
-    p = parse_params(params)
-    os.chdir(project)  # the storage URL is relative to the project
-    study = optuna.load_study(study_name=tune.study_name(p), storage=tune.storage_url(p.tune))
-    os.chdir(REPO)
+    storage = f"sqlite:///{project / 'optuna.db'}"  # the bench's study: the profile's default storage
+    study = optuna.load_study(study_name=study, storage=storage)
     return [
         {
             "number": t.number,
@@ -208,9 +207,29 @@ def _train_row(project: Path, name: str, values: dict) -> None:
     (out / "row.json").write_text(json.dumps(row, indent=2))
 
 
+def collect(args: argparse.Namespace) -> None:
+    """The report over the rows finished so far in ``--workdir`` (a run stopped before its end)."""
+    project = args.workdir
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    source = params["data"]["source"]
+    args.data = source if source != "synthetic" else "synthetic"
+    best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+    trials = _trials(project, best["study"])
+    configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
+    done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
+    report = _report(args, params, best, trials, configs, done, study_seconds=None)
+    report["partial"] = f"{len(done)} of {2 * len(args.seeds) + len(configs)} trainings finished"
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plot(report, RESULTS / f"{args.out}.png")
+    print(summary(report))
+    print(f"{report['partial']} → {RESULTS / args.out}.json, {args.out}.png")
+
+
 def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
     def stats(prefix: str, key: str) -> dict:
-        values = [done[f"{prefix}-seed{s}"][key] for s in args.seeds]
+        values = [done[f"{prefix}-seed{s}"][key] for s in args.seeds if f"{prefix}-seed{s}" in done]
+        if not values:
+            return {"mean": float("nan"), "sd": float("nan"), "values": []}
         return {
             "mean": statistics.mean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -223,6 +242,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
     meets = all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
     objective = params["tune"]["objective"]
     trial_key = "clean" if objective == "accuracy" else "robust"  # pareto: its pick rule's primary score
+    configs = [t for t in configs if f"trial{t['number']}" in done]
     pairs = [(t[trial_key], done[f"trial{t['number']}"]) for t in configs if t[trial_key] is not None]
     rho = {
         "validation": spearman([a for a, _ in pairs], [r[f"val_{trial_key}"] for _, r in pairs]),
