@@ -23,6 +23,19 @@ SMALL = {
 }
 
 
+# SMALL trains 2 epochs on 16 px images, far below params.yaml's gates: relaxed so that it registers.
+LENIENT_GATES = {
+    "registry": {
+        "gates": {
+            "min_clean_accuracy": 0.0,
+            "min_worst_accuracy": 0.0,
+            "min_holdout_accuracy": 0.0,
+            "max_drop": 1.0,
+        }
+    }
+}
+
+
 def deep_update(tree: dict, changes: dict) -> dict:
     out = copy.deepcopy(tree)
     for key, value in changes.items():

@@ -222,20 +222,12 @@ def plot_front(trials: Sequence[FrozenTrial], objective: Objective, chosen: int 
         ax.set_axis_off()
     else:
         pruned = [t for t in trials if t.state == TrialState.PRUNED and t.user_attrs.get(ROBUST) is not None]
-        ax.scatter(
-            [t.user_attrs[CLEAN] for t in pruned],
-            [t.user_attrs[ROBUST] for t in pruned],
-            c="lightgrey",
-            s=20,
-            label="pruned (scores at their last rung)",
-        )
-        ax.scatter(
-            [t.user_attrs[CLEAN] for t in done],
-            [t.user_attrs[ROBUST] for t in done],
-            c="tab:blue",
-            s=30,
-            label="top rung",
-        )
+        for group, colour, size, label in (
+            (pruned, "lightgrey", 20, "pruned (scores at their last rung)"),
+            (done, "tab:blue", 30, "top rung"),
+        ):
+            xs, ys = [t.user_attrs[CLEAN] for t in group], [t.user_attrs[ROBUST] for t in group]
+            ax.scatter(xs, ys, c=colour, s=size, label=label)
         front = sorted((t for t in done if t.number in pareto_front(done)), key=lambda t: t.user_attrs[CLEAN])
         ax.plot(
             [t.user_attrs[CLEAN] for t in front],

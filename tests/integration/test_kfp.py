@@ -19,23 +19,12 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import REPO, SMALL, clone_repo, deep_update, sh
+from tests.helpers import LENIENT_GATES, REPO, SMALL, clone_repo, deep_update, sh
 from tests.images import build_env, instructions
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
 
-# SMALL trains 2 epochs on 16 px images, far below params.yaml's gates: the first run relaxes them to
-# register; the gate-failure test keeps the real ones.
-LENIENT_GATES = {
-    "registry": {
-        "gates": {
-            "min_clean_accuracy": 0.0,
-            "min_worst_accuracy": 0.0,
-            "min_holdout_accuracy": 0.0,
-            "max_drop": 1.0,
-        }
-    }
-}
+# The first run relaxes the gates (LENIENT_GATES) to register; the gate-failure test keeps the real ones.
 # The CPU image's torch index is not reachable from here; torch 2.13.0 (CPU) comes from this machine's disk.
 BUILD_ARGS = {"TORCH_INDEX": ""}
 # Docker's base image for the GPU steps brings a CUDA torch; the same version, CPU build, stands in for it.
