@@ -521,10 +521,11 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
     from mlflow import MlflowClient
 
     kubelet, url = pipeline_run
-    assert kubelet.ran[:3] == ["ingest", "validate", "split"]
+    # settings turns the run's typed parameters into params overrides before anything else runs
+    assert kubelet.ran[:4] == ["settings", "ingest", "validate", "split"]
     assert sorted(kubelet.ran) == sorted(
-        ["ingest", "validate", "split", "corrupt", "tune-start", "tune-worker", "tune-worker", "tune-finish",
-         "train", "evaluate", "gate", "register"]
+        ["settings", "ingest", "validate", "split", "corrupt", "tune-start", "tune-worker", "tune-worker",
+         "tune-finish", "train", "evaluate", "gate", "register"]
     )  # fmt: skip
     assert kubelet.ran.index("tune-finish") > max(i for i, n in enumerate(kubelet.ran) if n == "tune-worker")
     assert kubelet.ran[-3:] == ["evaluate", "gate", "register"]
@@ -535,7 +536,7 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
     assert str(challenger.version) == version == "1"
     assert challenger.tags["git_commit"] == git_sha  # the commit the image was built from
     run = client.get_run(challenger.run_id)
-    assert "eval.clean_accuracy" in run.data.metrics
+    assert "eval/clean_accuracy" in run.data.metrics
 
 
 def test_the_steps_artifacts_are_where_a_bucket_would_hold_them(pipeline_run):
