@@ -78,19 +78,26 @@ class MlflowTracker:
         self._mlflow = mlflow
         self._cfg = cfg
         self.uri = tracking_uri(cfg)
-        with self._failing("opening the run"):
-            mlflow.set_tracking_uri(self.uri)
-            mlflow.set_experiment(
-                experiment_id=ensure_experiment(mlflow.MlflowClient(self.uri), cfg.experiment)
-            )
-            if run_id is not None:
-                self._run = mlflow.start_run(run_id=run_id)
-            else:
-                self._run = mlflow.start_run(run_name=run_name, tags=tags)
-                mlflow.log_params(flatten(params))
-                if params_document is not None:
-                    mlflow.log_dict(params_document, "params.yaml")
-            self.run_id = self._run.info.run_id
+        # The params document is an artifact: uploaded when the run closes, so an artifact store that is
+        # down fails the step after its local outputs are written, not before it starts.
+        self._params_document = params_document if run_id is None else None
+        try:
+            with self._failing("opening the run"):
+                mlflow.set_tracking_uri(self.uri)
+                mlflow.set_experiment(
+                    experiment_id=ensure_experiment(mlflow.MlflowClient(self.uri), cfg.experiment)
+                )
+                if run_id is not None:
+                    self._run = mlflow.start_run(run_id=run_id)
+                else:
+                    self._run = mlflow.start_run(run_name=run_name, tags=tags)
+                    mlflow.log_params(flatten(params))
+                self.run_id = self._run.info.run_id
+        except BaseException:
+            if mlflow.active_run() is not None:  # never leave a half-opened run active in this process
+                with contextlib.suppress(Exception):
+                    mlflow.end_run(status="FAILED")
+            raise
 
     @contextlib.contextmanager
     def _failing(self, what: str) -> Iterator[None]:
@@ -111,6 +118,14 @@ class MlflowTracker:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is None:
+            try:
+                if self._params_document is not None:
+                    with self._failing("uploading params.yaml"):
+                        self._mlflow.log_dict(self._params_document, "params.yaml")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._mlflow.end_run(status="FAILED")
+                raise
             with self._failing("closing the run"):
                 self._mlflow.end_run(status="FINISHED")
         else:
