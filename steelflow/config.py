@@ -184,6 +184,23 @@ class StripesCondition(_Condition):
     strength: float = Field(gt=0, le=1, description="row/column banding, std as a fraction of the mean")
 
 
+class SpeckleCondition(_Condition):
+    kind: Literal["speckle"]
+    sigma: float = Field(gt=0, le=1, description="multiplicative noise: I · (1 + n), n ~ N(0, sigma²)")
+
+
+class PosterizeCondition(_Condition):
+    kind: Literal["posterize"]
+    bits: int = Field(ge=1, le=7, description="grey levels kept: 2**bits (a low bit-depth or badly scaled camera)")
+
+
+class ElasticCondition(_Condition):
+    kind: Literal["elastic"]
+    displacement: float = Field(
+        gt=0, le=0.2, description="peak of a smooth random warp, as a fraction of the image side"
+    )
+
+
 _CONDITIONS = (
     LuminanceCondition,
     NoiseCondition,
@@ -192,6 +209,9 @@ _CONDITIONS = (
     SaltPepperCondition,
     PixelateCondition,
     StripesCondition,
+    SpeckleCondition,
+    PosterizeCondition,
+    ElasticCondition,
 )
 CONDITION_KINDS = tuple(c.model_fields["kind"].annotation.__args__[0] for c in _CONDITIONS)
 Condition = Annotated[
@@ -201,7 +221,10 @@ Condition = Annotated[
     | JpegCondition
     | SaltPepperCondition
     | PixelateCondition
-    | StripesCondition,
+    | StripesCondition
+    | SpeckleCondition
+    | PosterizeCondition
+    | ElasticCondition,
     Field(discriminator="kind"),
 ]
 
@@ -320,6 +343,18 @@ class NoiseFamily(_Family):
         default=(0.0, 0.0),
         description="range of β in the noise's isotropic power spectrum 1/f^β: 0 white, 1 pink, 2 blotchy",
     )
+    streak: Span = Field(
+        default=(0.0, 0.0),
+        description="range of the noise's correlation length along a random direction, a fraction of the "
+        "side: 0 no direction, 0.5 streaks half the image long (scan lines, read-out, rolling marks)",
+    )
+
+    @field_validator("streak")
+    @classmethod
+    def _streak(cls, v: Span) -> Span:
+        if v[0] < 0 or v[1] > 2:  # (low <= high: _Family._ordered checks every span)
+            raise ValueError(f"must lie in [0, 2], got {list(v)}")
+        return v
 
     @field_validator("spectrum")
     @classmethod
@@ -378,7 +413,7 @@ class RobustConfig(Section):
     )
     gamma: GammaFamily = GammaFamily(p=0.4, gamma=(0.6, 1.7), gain=(0.8, 1.25))
     contrast: ContrastFamily = ContrastFamily(p=0.4, factor=(0.4, 1.6))
-    noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0))
+    noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0), streak=(0.0, 0.5))
     motion_blur: MotionBlurFamily = MotionBlurFamily(p=0.3, length=(0.01, 0.05))
     defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.005, 0.015))
 

@@ -87,6 +87,33 @@ def test_coloured_noise_keeps_its_snr_grows_grain_and_favours_no_direction(beta)
     assert abs(down - across) < 0.1  # isotropic: no row or column banding
 
 
+def test_streaked_noise_keeps_its_snr_and_runs_along_its_own_angle_not_the_axes():
+    """Streaks: correlated along a drawn direction, white across it; each image its own angle."""
+    x = _batch(side=96)
+    torch.manual_seed(6)
+    y = RobustAugment(_only("noise", snr_db=(20.0, 20.0), streak=(0.5, 0.5)))(x)
+    d = y - x
+    snr = 10 * torch.log10(x.pow(2).mean() / d.pow(2).mean())
+    assert abs(float(snr) - 20.0) < 1.5
+    d = d - d.mean(dim=(-2, -1), keepdim=True)
+    power = d.pow(2).mean(dim=(1, 2, 3))
+    down = (d[..., 1:, :] * d[..., :-1, :]).mean(dim=(1, 2, 3)) / power
+    across = (d[..., :, 1:] * d[..., :, :-1]).mean(dim=(1, 2, 3)) / power
+    # smeared in some direction: neighbours correlate along at least one axis (white noise: ~0 on both)
+    assert bool((torch.maximum(down, across) > 0.3).all()), (down, across)
+    # and not always the same one: the angle is drawn per image
+    assert float((down - across).abs().max()) > 0.3 and float((down - across).std()) > 0.1
+
+
+def test_streak_zero_is_the_plain_noise_draw_for_draw():
+    x = _batch()
+    torch.manual_seed(7)
+    plain = RobustAugment(_only("noise"))(x.clone())
+    torch.manual_seed(7)
+    off = RobustAugment(_only("noise", streak=(0.0, 0.0)))(x.clone())
+    assert torch.equal(plain, off)
+
+
 def test_overlay_adds_another_images_texture_never_its_own():
     x = torch.full((6, 1, 32, 32), 0.5)
     for i in range(6):  # every image its own pattern, so a mix shows whose texture came in

@@ -285,6 +285,55 @@ def test_bad_input_raises_value_error_naming_the_value(call, message):
         call()
 
 
+# --- the newer hold-out kinds -----------------------------------------------------------------------
+
+
+def test_speckle_grows_with_brightness_and_leaves_black_black():
+    img = np.concatenate([np.full((64, 32), 40, np.uint8), np.full((64, 32), 160, np.uint8)], axis=1)
+    img[:8] = 0
+    out = corruptions.speckle(img, 0.2, np.random.default_rng(0)).astype(np.float64)
+    assert (out[:8] == 0).all()  # multiplicative: nothing to scale
+    dark, bright = out[8:, :32].std(), out[8:, 32:].std()
+    assert 0.15 * 40 < dark < 0.25 * 40 and 0.15 * 160 < bright < 0.25 * 160
+
+
+@pytest.mark.parametrize("bits", [1, 3, 7])
+def test_posterize_keeps_two_to_the_bits_levels_each_in_its_bins_middle(bits):
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    out = corruptions.posterize(img, bits)
+    assert out.dtype == np.uint8 and len(np.unique(out)) == 2**bits
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 2 ** (8 - bits) // 2
+    assert np.array_equal(corruptions.posterize(img, 8), img)
+
+
+def test_elastic_moves_pixels_by_at_most_the_displacement_and_keeps_the_grey_levels():
+    img = textured(size=100)
+    out = corruptions.elastic(img, 0.03, np.random.default_rng(1))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    # a warp, not a tone change: the histogram barely moves
+    assert abs(float(out.mean()) - float(img.mean())) < 2 and abs(float(out.std()) - float(img.std())) < 3
+    # every output pixel lies within the image's values in a (3 + 1) px neighbourhood of where it was
+    lo = ndimage.minimum_filter(img, size=2 * 4 + 1, mode="nearest")
+    hi = ndimage.maximum_filter(img, size=2 * 4 + 1, mode="nearest")
+    assert ((out >= lo) & (out <= hi)).all()
+    colour = np.stack([img] * 3, axis=-1)
+    coloured = corruptions.elastic(colour, 0.03, np.random.default_rng(1))
+    assert all(np.array_equal(coloured[..., c], out) for c in range(3))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: corruptions.speckle(GRAY, -0.1, RNG), "-0.1"),
+        (lambda: corruptions.posterize(GRAY, 0), "bits.*0"),
+        (lambda: corruptions.elastic(GRAY, float("nan"), RNG), "displacement.*nan"),
+    ],
+)
+def test_new_holdout_kinds_refuse_bad_values_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 def test_apply_refuses_an_unknown_kind():
     class Fog:
         kind = "fog"

@@ -12,7 +12,8 @@ the same batches):
     bright or dark off-centre spot, several light sources, a linear gradient or a low-frequency random
     field, or an additive glare. ``s`` reaches past 1, where parts of the image go black or saturate;
   - optics: motion blur (random length and angle) and defocus;
-  - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches);
+  - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches),
+    optionally smeared along a random direction (streaks: scan lines, read-out and rolling marks);
   - tone: global gamma (with an exposure gain) and contrast.
 
   Applied in the order scene → light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
@@ -144,8 +145,12 @@ class RobustAugment:
         snr = _between(fam.snr_db, n, x)
         power = x.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         sigma = torch.sqrt(power * 10 ** (-snr / 10))
-        white = torch.randn_like(x)
-        noisy = x + sigma * (_coloured(white, _between(fam.spectrum, n, x)) if fam.spectrum[1] else white)
+        shaped = torch.randn_like(x)
+        if fam.spectrum[1]:
+            shaped = _coloured(shaped, _between(fam.spectrum, n, x))
+        if fam.streak[1]:
+            shaped = _streaked(shaped, _between(fam.streak, n, x), _between((0.0, math.pi), n, x))
+        noisy = x + sigma * shaped
         return torch.where(_chosen(fam.p, n, x), noisy, x).clamp_(0, 1)
 
     def contrast(self, x: torch.Tensor) -> torch.Tensor:
@@ -196,6 +201,25 @@ def _coloured(white: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     shaped = torch.fft.irfft2(torch.fft.rfft2(white) * radius ** (-beta / 2), s=(h, w))
     shaped = shaped - shaped.mean(dim=(-2, -1), keepdim=True)
     return shaped / shaped.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
+
+
+def _streaked(noise: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Noise smeared along a direction: correlated over ``length`` (a fraction of the side) along ``angle``
+    (radians from the x axis), unchanged across it; unit std per image. Length 0 leaves it as it was.
+
+    A Gaussian low-pass on the frequency component along the direction, ``exp(−2π²ℓ²(f·u)²)``, the
+    spectrum of a Gaussian smear ``ℓ`` pixels long. Streaks at any angle (scan lines, read-out and
+    rolling marks, brushed texture): Kornia's noise is white only, hence these lines.
+    """
+    h, w = noise.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=noise.device, dtype=noise.dtype).view(1, 1, h, 1)
+    fx = torch.fft.rfftfreq(w, device=noise.device, dtype=noise.dtype).view(1, 1, 1, -1)
+    along = fx * torch.cos(angle) + fy * torch.sin(angle)
+    pixels = length * max(h, w)
+    smear = torch.exp(-2 * math.pi**2 * pixels**2 * along**2)
+    out = torch.fft.irfft2(torch.fft.rfft2(noise) * smear, s=(h, w))
+    out = out - out.mean(dim=(-2, -1), keepdim=True)
+    return out / out.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
 
 
 # --- illumination fields: (N, 1, H, W) in [−1, 1] -------------------------------------------------------

@@ -21,7 +21,8 @@ returned as uint8 in the input's shape. A colour image gets the same field / ker
   Integer ``L`` at θ = 0 gives ``L`` equal taps for odd ``L`` and ``[½, 1, …, 1, ½] / L`` for even ``L``.
 
 The **hold-out** kinds (``corrupt.holdout``) are families robust training never augments with
-(:mod:`steelflow.data.augment` has no compression, impulse, resolution or banding family), so accuracy on
+(:mod:`steelflow.data.augment` has no compression, impulse, resolution, multiplicative-noise, quantisation
+or warp family; the README's Hold-out section names each one's nearest training family), so accuracy on
 them tells robustness apart from fitting the augmentation:
 
 - **JPEG at quality q**: encoded and decoded by Pillow (4:2:0 for colour); blocking and ringing.
@@ -31,6 +32,14 @@ them tells robustness apart from fitting the augmentation:
   original size; a coarse sensor or a digital zoom.
 - **Stripes, strength s**: every row (or every column, by a coin flip) gets its own additive offset
   ``n · s · mean(I)``, ``n ~ N(0, 1)``; the fixed-pattern banding of a line-scan sensor.
+- **Speckle, σ**: multiplicative noise ``I · (1 + n)``, ``n ~ N(0, σ²)`` i.i.d. per pixel; the grain of
+  coherent light or a rough, glinting surface, which grows with the brightness (training's noise is additive).
+- **Posterize to b bits**: ``2^b`` grey levels kept (``I`` with its low ``8 − b`` bits cleared, then
+  centred in its bin); a camera whose gain was set for the wrong range, or a low bit depth.
+- **Elastic warp, d**: the image resampled (bilinear, edges repeated) through a smooth random displacement
+  field, each axis a sum of a few random Gaussian bumps of width ``[0.1, 0.3]`` of the side, scaled so that
+  the largest displacement is ``d`` of the side; a flexing strip, a wobbling line-scan or an uneven roll
+  (training has no geometric warp beyond flips).
 
 The randomness of one image under one condition comes from :func:`rng_for` (global seed, the image's
 sha256, the condition name), so a corrupted image does not depend on processing order or worker count.
@@ -72,6 +81,12 @@ def apply(img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np
         return pixelate(img, condition.factor)
     if kind == "stripes":
         return stripes(img, condition.strength, rng)
+    if kind == "speckle":
+        return speckle(img, condition.sigma, rng)
+    if kind == "posterize":
+        return posterize(img, condition.bits)
+    if kind == "elastic":
+        return elastic(img, condition.displacement, rng)
     raise ValueError(f"unknown corruption kind {kind!r} (allowed: {', '.join(CONDITION_KINDS)})")
 
 
@@ -220,6 +235,53 @@ def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.nd
     if img.ndim == 3:
         offsets = offsets[..., None]
     return _to_uint8(signal + offsets)
+
+
+def speckle(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative Gaussian noise: ``I · (1 + n)``, ``n ~ N(0, σ²)`` per pixel (and channel)."""
+    _check_image(img)
+    sigma = _finite("sigma", sigma)
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    signal = img.astype(np.float64)
+    return _to_uint8(signal * (1.0 + rng.normal(0.0, sigma, img.shape)))
+
+
+def posterize(img: np.ndarray, bits: int) -> np.ndarray:
+    """Keep ``2**bits`` grey levels: clear the low ``8 − bits`` bits and put each value in its bin's middle."""
+    _check_image(img)
+    if not 1 <= int(bits) <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    drop = 8 - int(bits)
+    if drop == 0:
+        return img.copy()
+    return ((img >> drop) << drop) + np.uint8(1 << (drop - 1))
+
+
+def elastic(img: np.ndarray, displacement: float, rng: np.random.Generator) -> np.ndarray:
+    """Resample through a smooth random displacement field whose largest shift is ``displacement`` × side."""
+    _check_image(img)
+    displacement = _finite("displacement", displacement)
+    if displacement < 0:
+        raise ValueError(f"displacement must be >= 0, got {displacement}")
+    h, w = img.shape[:2]
+    side = max(h, w)
+    y, x = np.mgrid[:h, :w].astype(np.float64)
+    shifts = []
+    for _ in range(2):  # dy, then dx
+        field = np.zeros((h, w))
+        for _bump in range(4):
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            width = rng.uniform(0.1, 0.3) * side
+            field += rng.uniform(-1, 1) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width**2))
+        peak = np.abs(field).max()
+        shifts.append(field / peak * displacement * side if peak > 0 else field)
+    coords = [y + shifts[0], x + shifts[1]]
+    signal = img.astype(np.float64)
+    if img.ndim == 2:
+        return _to_uint8(ndimage.map_coordinates(signal, coords, order=1, mode="nearest"))
+    planes = [ndimage.map_coordinates(signal[..., c], coords, order=1, mode="nearest") for c in range(img.shape[2])]
+    return _to_uint8(np.stack(planes, axis=-1))
 
 
 # --- helpers ----------------------------------------------------------------------------------------
