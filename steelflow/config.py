@@ -337,6 +337,30 @@ class ContrastFamily(_Family):
         return v
 
 
+class ToneCurveFamily(_Family):
+    """A random monotone tone curve: piecewise linear over ``knots`` equal input segments, each with its own
+    slope (log-normal, ``spread`` wide), rescaled to map [0, 1] onto [0, 1]."""
+
+    knots: tuple[int, int] = Field(default=(3, 8), description="range of the number of linear segments")
+    spread: Span = Field(
+        default=(0.5, 1.5), description="range of the std of the segments' log-slopes: 0 = a straight line"
+    )
+
+    @field_validator("knots")
+    @classmethod
+    def _knots(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 1 or v[0] > v[1] or v[1] > 64:
+            raise ValueError(f"must be 1 <= low <= high <= 64, got {list(v)}")
+        return v
+
+    @field_validator("spread")
+    @classmethod
+    def _spread(cls, v: Span) -> Span:
+        if v[0] < 0 or v[1] > 4:
+            raise ValueError(f"must lie in [0, 4], got {list(v)}")
+        return v
+
+
 class NoiseFamily(_Family):
     snr_db: Span = Field(description="range of the signal-to-noise ratio of additive Gaussian noise, dB")
     spectrum: Span = Field(
@@ -413,6 +437,7 @@ class RobustConfig(Section):
     )
     gamma: GammaFamily = GammaFamily(p=0.4, gamma=(0.6, 1.7), gain=(0.8, 1.25))
     contrast: ContrastFamily = ContrastFamily(p=0.4, factor=(0.4, 1.6))
+    tone_curve: ToneCurveFamily = ToneCurveFamily(p=0.0)
     noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0), streak=(0.0, 0.5))
     motion_blur: MotionBlurFamily = MotionBlurFamily(p=0.3, length=(0.01, 0.05))
     defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.005, 0.015))

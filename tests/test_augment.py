@@ -12,7 +12,7 @@ import torch
 from steelflow.config import AugmentConfig, RobustConfig
 from steelflow.data.augment import RobustAugment, augment
 
-FAMILIES = ("overlay", "illumination", "gamma", "contrast", "noise", "motion_blur", "defocus")
+FAMILIES = ("overlay", "illumination", "gamma", "contrast", "tone_curve", "noise", "motion_blur", "defocus")
 SHAPES = ("spot", "multi_spot", "gradient", "random_field", "glare")
 
 
@@ -73,7 +73,7 @@ def test_noise_follows_the_snr_it_draws():
 def test_coloured_noise_keeps_its_snr_grows_grain_and_favours_no_direction(beta):
     x = _batch(side=96)
     torch.manual_seed(5)
-    y = RobustAugment(_only("noise", snr_db=(20.0, 20.0), spectrum=(beta, beta)))(x)
+    y = RobustAugment(_only("noise", snr_db=(20.0, 20.0), spectrum=(beta, beta), streak=(0.0, 0.0)))(x)
     d = y - x
     snr = 10 * torch.log10(x.pow(2).mean() / d.pow(2).mean())
     assert abs(float(snr) - 20.0) < 1.0
@@ -105,13 +105,13 @@ def test_streaked_noise_keeps_its_snr_and_runs_along_its_own_angle_not_the_axes(
     assert float((down - across).abs().max()) > 0.3 and float((down - across).std()) > 0.1
 
 
-def test_streak_zero_is_the_plain_noise_draw_for_draw():
-    x = _batch()
-    torch.manual_seed(7)
-    plain = RobustAugment(_only("noise"))(x.clone())
-    torch.manual_seed(7)
-    off = RobustAugment(_only("noise", streak=(0.0, 0.0)))(x.clone())
-    assert torch.equal(plain, off)
+def test_a_tone_curve_is_monotone_pins_black_and_white_and_bends_the_middle():
+    ramp = torch.linspace(0, 1, 256).view(1, 1, 16, 16).repeat(8, 1, 1, 1)
+    torch.manual_seed(8)
+    y = RobustAugment(_only("tone_curve"))(ramp).flatten(1)
+    assert bool((y.diff(dim=1) >= -1e-6).all())  # monotone: the order of grey levels is kept
+    assert torch.allclose(y[:, 0], torch.zeros(8), atol=1e-6) and torch.allclose(y[:, -1], torch.ones(8))
+    assert float((y - ramp.flatten(1)).abs().amax(dim=1).min()) > 0.02  # every image's curve bends
 
 
 def test_overlay_adds_another_images_texture_never_its_own():

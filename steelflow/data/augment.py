@@ -14,9 +14,9 @@ the same batches):
   - optics: motion blur (random length and angle) and defocus;
   - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches),
     optionally smeared along a random direction (streaks: scan lines, read-out and rolling marks);
-  - tone: global gamma (with an exposure gain) and contrast.
+  - tone: global gamma (with an exposure gain), contrast, and a random monotone tone curve (off by default).
 
-  Applied in the order scene → light → optics → sensor → tone, clipping to [0, 1] after each (a sensor saturates).
+  Applied in the order scene → light → optics → sensor → tone (gamma, contrast, curve), clipping to [0, 1] after each (a sensor saturates).
 
 No peeking: nothing here calls :mod:`steelflow.data.corruptions`, the evaluation's corruptions, and the
 families are broader than those (tests/test_augment.py fails if training imports that module). Kornia does
@@ -78,6 +78,8 @@ class RobustAugment:
             x = self._gamma(x)
         if cfg.contrast.p:
             x = self.contrast(x)
+        if cfg.tone_curve.p:
+            x = self.tone_curve(x)
         return x
 
     # --- scene ----------------------------------------------------------------------------------------
@@ -159,6 +161,25 @@ class RobustAugment:
         n = x.shape[0]
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         out = (x - mean) * _between(fam.factor, n, x) + mean
+        return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
+
+    def tone_curve(self, x: torch.Tensor) -> torch.Tensor:
+        """Each chosen image through its own random monotone curve (a camera's tone mapping, knee and
+        shoulder, a badly set gain): piecewise linear, the slopes log-normal, the ends pinned to 0 and 1.
+
+        Kornia has gamma, contrast and posterisation, not a free-form monotone curve; hence these lines.
+        """
+        fam = self.cfg.tone_curve
+        n = x.shape[0]
+        k = int(torch.randint(fam.knots[0], fam.knots[1] + 1, (1,)))  # one segment count per batch
+        spread = _between(fam.spread, n, x).view(n, 1)
+        slopes = torch.exp(spread * torch.randn(n, k, device=x.device, dtype=x.dtype))
+        levels = torch.cat([torch.zeros_like(slopes[:, :1]), slopes.cumsum(1)], dim=1)
+        levels = levels / levels[:, -1:]  # (n, k + 1), 0 .. 1, increasing
+        pos = (x * k).flatten(1)
+        seg = pos.floor().clamp_(0, k - 1)
+        lo, hi = levels.gather(1, seg.long()), levels.gather(1, seg.long() + 1)
+        out = (lo + (pos - seg) * (hi - lo)).view_as(x)
         return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
 
 
