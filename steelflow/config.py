@@ -191,7 +191,7 @@ class SpeckleCondition(_Condition):
 
 class PosterizeCondition(_Condition):
     kind: Literal["posterize"]
-    bits: int = Field(ge=1, le=7, description="grey levels kept: 2**bits (a low bit-depth or badly scaled camera)")
+    bits: int = Field(ge=1, le=7, description="grey levels kept: 2**bits (a low bit depth, a badly set gain)")
 
 
 class ElasticCondition(_Condition):
