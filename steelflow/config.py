@@ -437,7 +437,7 @@ class RobustConfig(Section):
     )
     gamma: GammaFamily = GammaFamily(p=0.4, gamma=(0.6, 1.7), gain=(0.8, 1.25))
     contrast: ContrastFamily = ContrastFamily(p=0.4, factor=(0.4, 1.6))
-    tone_curve: ToneCurveFamily = ToneCurveFamily(p=0.0)
+    tone_curve: ToneCurveFamily = ToneCurveFamily(p=0.3)
     noise: NoiseFamily = NoiseFamily(p=0.4, snr_db=(12.0, 40.0), streak=(0.0, 0.5))
     motion_blur: MotionBlurFamily = MotionBlurFamily(p=0.3, length=(0.01, 0.05))
     defocus: DefocusFamily = DefocusFamily(p=0.2, sigma=(0.005, 0.015))
