@@ -12,7 +12,7 @@ and robust_training_examples.png (training images and what robust training makes
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2]
         [--norms none standardize flatfield local] [--regimes clean robust] [--data DIR] [--workdir DIR]
-        [--set KEY=VALUE ...] [--out NAME]
+        [--set KEY=VALUE ...] [--out NAME] [--collect]
 
 ``--set`` applies params overrides to every row, for an ablation
 (e.g. ``--set train.robust.noise.spectrum=[0,0]``).
@@ -49,24 +49,40 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     parser.add_argument("--out", default="robustness", help="name of the JSON and PNG under results/")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="params overrides")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="write the report from the rows already trained in --workdir (of --regimes x --norms), "
+        "training none: for rows run apart (--row) or a run that was stopped",
+    )
     parser.add_argument("--row", nargs=2, metavar=("REGIME", "NORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:  # one row, in its own process (what the parent runs --jobs of at once)
         return _train_row(args.workdir, *args.row)
 
     started = time.perf_counter()
+    rows = [(r, n) for r in args.regimes for n in args.norms]
+    if args.collect:
+        if not args.workdir:
+            parser.error("--collect needs --workdir, the folder the rows were trained in")
+        found = [(r, n) for r, n in rows if (args.workdir / "rows" / f"{r}-{n}" / "row.json").is_file()]
+        if not found:
+            parser.error(f"no trained rows under {args.workdir / 'rows'}")
+        folder = args.workdir / "rows"
+        results = [json.loads((folder / f"{r}-{n}" / "row.json").read_text()) for r, n in found]
+        prep = None
     with tempfile.TemporaryDirectory(prefix="steelflow-bench-robust-") as tmp:
         project = args.workdir or Path(tmp)
-        project.mkdir(parents=True, exist_ok=True)
-        _write_params(project, args)
-        prep = time.perf_counter()
-        for step in ("ingest", "validate", "split", "corrupt"):
-            _steelflow(project, step)
-        prep = time.perf_counter() - prep
-        examples(project, RESULTS / "robust_training_examples.png")
-        rows = [(r, n) for r in args.regimes for n in args.norms]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(lambda row: _run_row(project, *row), rows))
+        if not args.collect:
+            project.mkdir(parents=True, exist_ok=True)
+            _write_params(project, args)
+            prep = time.perf_counter()
+            for step in ("ingest", "validate", "split", "corrupt"):
+                _steelflow(project, step)
+            prep = time.perf_counter() - prep
+            examples(project, RESULTS / "robust_training_examples.png")
+            with ThreadPoolExecutor(args.jobs) as pool:
+                results = list(pool.map(lambda row: _run_row(project, *row), rows))
     params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
     holdout = [c["name"] for c in params["corrupt"]["holdout"]]
     report = {
@@ -78,7 +94,8 @@ def main() -> None:
         "floors": FLOORS,
         "rows": results,
         "prepare_seconds": prep,
-        "total_seconds": time.perf_counter() - started,
+        "total_seconds": None if args.collect else time.perf_counter() - started,
+        "row_seconds": sum(r["seconds"] for r in results),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "command": "benchmarks/bench_robustness.py " + " ".join(sys.argv[1:]),
@@ -87,7 +104,8 @@ def main() -> None:
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, holdout))
     _plot(results, holdout, RESULTS / f"{args.out}.png")
-    print(f"total {report['total_seconds']:.0f} s → {RESULTS / args.out}.json, {args.out}.png")
+    took = f"{report['row_seconds']:.0f} s of rows" if args.collect else f"{report['total_seconds']:.0f} s"
+    print(f"total {took} → {RESULTS / args.out}.json, {args.out}.png")
 
 
 def _write_params(project: Path, args: argparse.Namespace) -> None:
