@@ -37,14 +37,8 @@ from typing import Any, TypeVar
 from steelflow import config, io, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
-from steelflow.steps.evaluate import (
-    CLEAN,
-    accuracy_of,
-    data_hash,
-    evaluation_sets,
-    training_label,
-    worst_condition,
-)
+from steelflow.reports import model_card
+from steelflow.scoring import CLEAN, accuracy_of, data_hash, evaluation_sets, worst_condition
 from steelflow.tracking import identity_tags, mlflow_retries, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -425,54 +419,6 @@ def requirements(engine: str) -> list[str]:
     if engine == "pytorch":
         names.append("torch")
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
-
-
-def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
-    """Markdown: data, training params, the robustness table, intended use, limitations."""
-    from steelflow.steps.evaluate import robustness_table
-
-    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
-    s = metrics["summary"]
-    train = params.train
-    lines = [
-        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta['variant']})",
-        "",
-        "## Data",
-        f"- source: `{params.data.source}`; classes: {', '.join(meta['classes'])}",
-        f"- data version (md5 of data/manifest.csv): `{tags['data_version']}`",
-        f"- split: test {params.split.test}, val {params.split.val} of train, seed {params.split.seed}",
-        f"- evaluation data hash: `{tags['eval_data_hash']}`",
-        "",
-        "## Training",
-        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}, input stage "
-        f"`{meta.get('input_norm', 'none')}`; {training_label(meta)} (train.robust)",
-        f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
-        f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
-        f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
-        f"params hash `{tags['params_hash']}`, MLflow run `{tags['run_id']}`",
-        "",
-        "## Metrics",
-        f"Clean accuracy {s['clean_accuracy']:.4f}; worst condition {s['worst_condition']} "
-        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}"
-        + (
-            f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
-            if "holdout_worst_condition" in s
-            else "."
-        ),
-        "",
-        robustness_table(
-            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
-        ).split("\n", 2)[2],
-        "## Intended use",
-        "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
-        "classes of the dataset it was trained on), as a screening aid next to human inspection.",
-        "",
-        "## Limitations",
-        "- Trained on one dataset's imaging conditions; other mills, cameras or lighting need re-validation.",
-        "- Every image gets one of the known classes: there is no 'no defect' or 'unknown' answer.",
-        "- Robustness is measured on synthetic corruptions (lighting, noise, blur), not on field data.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- promote, rollback, history ---------------------------------------------------------------------
