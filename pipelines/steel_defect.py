@@ -98,7 +98,9 @@ def build(
             )
             evaluation = evaluate.outputs["evaluation"]
             gate = _setup(
-                c.gate(**run, splits=splits, corrupted=corrupted, evaluation=evaluation), "gate", kf
+                c.gate(**run, splits=splits, corrupted=corrupted, model=model, evaluation=evaluation),
+                "gate",
+                kf,
             )
             with dsl.If(gate.outputs["Output"] == True, name="gates-passed"):  # noqa: E712
                 register = c.register(
@@ -109,6 +111,7 @@ def build(
                     tuning=tuning,
                     model=model,
                     evaluation=evaluation,
+                    verdict=gate.outputs["verdict"],
                 )
                 _setup(register, "register", kf)
 

@@ -195,11 +195,14 @@ def register(
     out_path: Path = paths.REGISTRATION,
     best_params_path: Path = paths.BEST_PARAMS,
     gated: bool = True,
+    verdict: Any = None,
 ) -> dict[str, Any]:
     """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
 
-    With ``registry.challenger: gated`` (and ``gated``; the Kubeflow pipeline gates in a step of its own) a
-    model that fails ``registry.gates`` against the current champion is not registered and nothing moves:
+    ``verdict`` is the gate step's answer (:func:`steelflow.steps.gate.load_verdict`; both orchestrators
+    run that step first and pass it): a refusal fails here (exit 8) and nothing is checked twice. Without
+    one, with ``registry.challenger: gated`` and ``gated``, the gates are checked here: a model that fails
+    ``registry.gates`` against the current champion is not registered and nothing moves;
     ``registration.json`` says ``registered: false`` with every gate, and the model card is still written.
 
     The version is models-from-code (:mod:`steelflow.serving_model`) with the network as ONNX (checked
@@ -210,6 +213,10 @@ def register(
     for needed in (model_path, run_id_path, metrics_path):
         if not Path(needed).is_file():
             raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
+    if verdict is not None:
+        if not verdict.register:
+            raise GateFailed(f"the gate step refused this model; nothing was registered:\n{verdict.table}")
+        gated = False
     params = config.with_tuned(params, best_params_path)
     reg = Registry(params)
     with reg.own_retries():
