@@ -210,13 +210,13 @@ def register(
     weights as artifacts. The params recorded (model card, params hash) are the ones training used:
     ``params`` plus tune's best values when ``train.use_tuned`` is on.
     """
-    for needed in (model_path, run_id_path, metrics_path):
-        if not Path(needed).is_file():
-            raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
     if verdict is not None:
         if not verdict.register:
             raise GateFailed(f"the gate step refused this model; nothing was registered:\n{verdict.table}")
         gated = False
+    for needed in (model_path, run_id_path, metrics_path):
+        if not Path(needed).is_file():
+            raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
     params = config.with_tuned(params, best_params_path)
     reg = Registry(params)
     with reg.own_retries():
