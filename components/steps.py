@@ -147,8 +147,9 @@ def tune_start(
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        tune.start(ws.params, track=True).save(study.path)
-        return list(range(ws.params.tune.workers))
+        ref = tune.start(ws.params, track=True)
+        ref.save(study.path)
+        return ref.worker_indices()
 
 
 def tune_worker(
@@ -163,8 +164,8 @@ def tune_worker(
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
-    with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        tune.work(tune.StudyRef.load(study.path), worker, tune.deadline_of(ws.params.tune))
+    with workspace(params, overrides, [manifest.path, splits.path]):
+        tune.work(tune.StudyRef.load(study.path), worker)
 
 
 def tune_finish(
@@ -184,9 +185,8 @@ def tune_finish(
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
         result = tune.finish(ws.params, tune.StudyRef.load(study.path))
         ws.keep(tuning.path, *outputs("tune"))
-    metrics.log_metric("best_value", result.best_value)
-    for state, n in result.counts.items():
-        metrics.log_metric(f"trials_{state.lower()}", n)
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
 
 
 def train(

@@ -168,7 +168,6 @@ STEPS: dict[str, Step] = {
                 "corrupt.holdout",
                 TUNED,
                 "registry.name",
-                "registry.description",
                 "registry.serving",
                 "registry.max_parity_diff",
                 "registry.min_label_agreement",

@@ -138,3 +138,17 @@ def test_an_import_added_to_a_step_shows_in_its_code_deps(tmp_path: Path):
     }
     assert "steelflow.other" not in contract.import_chain(["steelflow.runs:a"], tmp_path)
     assert "steelflow.helper" in contract.import_chain(["steelflow.runs:a"], tmp_path)
+
+
+def test_every_params_key_a_step_reads_is_in_params_yaml():
+    """DVC refuses a stage whose params key is missing from params.yaml (a default in config.py is not
+    enough)."""
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    for step in contract.STEPS.values():
+        for key in step.params:
+            if key == contract.TUNED:
+                continue
+            node = tree
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{step.name}: {key} not in params.yaml"
+                node = node[part]
