@@ -314,6 +314,31 @@ def relocate_artifacts(
     out.print(f"relocate-artifacts: {changed} artifact location(s) {old} → {new}")
 
 
+params_app = typer.Typer(help="The params steps run with.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+
+
+@params_app.command("show")
+@_step
+def params_show(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
+) -> None:
+    """The effective, validated params (params file, --set, environment, defaults) and where each value
+    came from; passwords in URLs are hidden."""
+    import json
+
+    rows = {key: (config.hide_password(v), src) for key, (v, src) in _params(params, set_).sources().items()}
+    if as_json:
+        print(json.dumps({k: {"value": v, "source": s} for k, (v, s) in rows.items()}, indent=2, default=str))
+        return
+    width = max(map(len, rows), default=0)
+    for key, (value, source) in rows.items():
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        out.print(f"{key:<{width}}  {shown}  # {source}", highlight=False, markup=False)
+
+
 registry_app = typer.Typer(help="The model registry's records.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 

@@ -33,7 +33,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from steelflow import io, paths
+from steelflow import io
 from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, with_overrides
 from steelflow.project import anchored, data_label
 from steelflow.steps import tune_objective as fidelity
@@ -109,7 +109,8 @@ def study_name(params: Params) -> str:
 
 def storage_url(cfg: TuneConfig) -> str:
     # relative sqlite:/// from the project root: a `dvc exp run --temp` study lands in the project's file
-    return anchored(os.environ.get(paths.OPTUNA_STORAGE_ENV) or cfg.storage)
+    # STEELFLOW_OPTUNA_STORAGE, when set, was resolved when params were loaded (cfg.effective_storage)
+    return anchored(cfg.effective_storage)
 
 
 def load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
