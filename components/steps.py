@@ -1,13 +1,14 @@
 """One Kubeflow component per pipeline step: thin adapters over the same functions ``steelflow <step>`` calls.
 
-Every function here becomes a KFP v2 Python-function component (see ``components.build``): kfp copies its
-source into the container command and runs it with the steelflow image's Python, so each body imports what
-it needs and does nothing but move paths. It opens a :func:`steelflow.workspace.workspace` from the run's
-params (a params tree as JSON text, plus ``dotted.key=value`` overrides), links its input artifacts
-into it, calls the step, and copies the step's outputs into its output artifacts. Every Dataset / Model /
-Artifact folder is laid out as a slice of the project root (``data/…``, ``reports/…``, ``models/…``), exactly
-where ``dvc repro`` keeps the same files. (No ``from __future__ import annotations``: kfp reads the
-annotations as types.)
+Every function here becomes a KFP v2 Python-function component (see ``components.make_components``):
+kfp copies its source into the container command and runs it with the steelflow image's Python, so each
+body imports what it needs and does nothing but move paths. It opens a
+:func:`steelflow.workspace.workspace` from the run's params (a params tree as JSON text, plus
+``dotted.key=value`` overrides), links its input artifacts into it, calls the step, and copies the step's
+outputs (:func:`steelflow.contract.outputs`, the same table dvc.yaml is generated from) into its output
+artifacts. Every Dataset / Model / Artifact folder is laid out as a slice of the project root
+(``data/…``, ``reports/…``, ``models/…``), exactly where ``dvc repro`` keeps the same files.
+(No ``from __future__ import annotations``: kfp reads the annotations as types.)
 
 Names below (Input, Output, Dataset, …) come from ``kfp.dsl``; kfp puts ``from kfp.dsl import *`` above
 each function in the container, and this module imports them for the same reason.

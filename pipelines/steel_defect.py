@@ -26,7 +26,7 @@ UNCACHED = ("tune_start", "tune_worker", "tune_finish", "gate", "register")
 RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evaluate", "gate", "register")
 
 
-def build(
+def define_pipeline(
     params: Params, params_text: str, image_tag: str | None = None
 ) -> dsl.graph_component.GraphComponent:
     """The pipeline for ``params``; ``params_text`` (that params tree as JSON) is the default run argument;
@@ -36,7 +36,7 @@ def build(
         raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")
     if params.tune is None or params.registry is None:
         raise ConfigError("the Kubeflow pipeline needs the 'tune' and 'registry' sections of params")
-    c = components.build(*images(kf, image_tag))
+    c = components.make_components(*images(kf, image_tag))
     # A folder source can change under the same params; only generated data is safe to take from the cache.
     cache_ingest = params.data.is_synthetic
 

@@ -28,7 +28,7 @@ FOUNDATION = frozenset(
         "steelflow.config",
         "steelflow.contract",
         "steelflow.errors",
-        "steelflow.io",
+        "steelflow.atomic",
         "steelflow.paths",
         "steelflow.progress",
     }
@@ -360,8 +360,8 @@ def _yaml(tree: object) -> str:
 
 def write_dvc_yaml(target: Path | None = None) -> Path:
     """Write the generated dvc.yaml (default: the project's)."""
-    from steelflow import io
+    from steelflow import atomic
 
     target = ROOT / "dvc.yaml" if target is None else Path(target)
-    io.write_text(target, dvc_yaml())
+    atomic.write_text(target, dvc_yaml())
     return target

@@ -19,8 +19,6 @@ VALIDATION_DOCS = REPORTS / "validation"  # Great Expectations Data Docs (HTML)
 SPLIT_JSON = REPORTS / "split.json"
 CORRUPTIONS_PNG = REPORTS / "corruptions.png"
 
-SPLIT_NAMES = ("train", "val", "test")
-
 MODELS = Path("models")
 MODEL = MODELS / "model.pt"  # best weights + what is needed to rebuild the network
 CHECKPOINT = MODELS / "checkpoint.pt"  # last finished epoch, for --resume (not a DVC output)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steelflow import config, io, paths
+from steelflow import atomic, config, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.reports import model_card
@@ -244,7 +244,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "eval_data_hash": eval_hash,
         **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
     }
-    io.write_text(card_path, model_card(params, meta, metrics, tags))
+    atomic.write_text(card_path, model_card(params, meta, metrics, tags))
     if gated and params.registry.challenger == "gated":
         gates = candidate_gates(params, metrics_path, cache_dir)
         if not all(g.passed for g in gates):
@@ -255,7 +255,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         graph, serving_tags = _serving_graph(params, model, sets, cache_dir, staging)
         tags |= serving_tags
         card = model_card(params, meta, metrics, tags)
-        io.write_text(card_path, card)
+        atomic.write_text(card_path, card)
         mlflow.set_tracking_uri(reg.uri)
         mlflow.set_registry_uri(reg.uri)
         with reg.call(mlflow.start_run, run_id=run_id):
@@ -292,7 +292,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "accuracy": accuracy,
         "serving": serving_tags,
     }
-    io.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     return result
 
 
@@ -313,7 +313,7 @@ def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[s
         "gate_table": gate_table(gates),
     }
     reg.call(reg.client.set_tag, run_id, "steelflow.registered", "no: failed registry.gates")
-    io.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     return result
 
 
@@ -346,7 +346,7 @@ def pyfunc_model(
             "cache_size": params.data.cache_size,
             "white_level": params.data.white_level,
             "classes": list(meta["classes"]),
-            "in_chans": int(meta["in_chans"]),
+            "data_channels": pyfunc.data_channels(meta),
             **serving.model_dump(),
             "quantize": params.registry.quantize,
         },
@@ -404,7 +404,7 @@ def quantization_gates(fp32: dict[str, float], int8: dict[str, float], max_drop:
 
 
 def _example(path: Path) -> Any:
-    import io as pyio
+    import io
 
     import pandas as pd
 
@@ -413,7 +413,7 @@ def _example(path: Path) -> Any:
     from steelflow.pyfunc import decode
 
     image = cache.load(path).images[0]
-    buf = pyio.BytesIO()
+    buf = io.BytesIO()
     save_png(decode(image, channels=image.shape[-1]), buf)
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # headless: steps run in CI, DVC and Kubeflow pods
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from steelflow import io, paper  # noqa: E402
+from steelflow import atomic, paper  # noqa: E402
 from steelflow.scoring import CLEAN, training_label  # noqa: E402
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def confusion_figure(matrix: np.ndarray, classes: list[str], out: Path) -> None:
 
 def _save(fig: plt.Figure, out: Path) -> None:
     fig.tight_layout()
-    with io.atomic_path(out) as tmp:
+    with atomic.atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steelflow import io, paper, paths
+from steelflow import atomic, paper, paths
 from steelflow.config import CorruptConfig, EvaluateConfig
 from steelflow.inference import load_trained, pick_device
 from steelflow.reports import (
@@ -102,7 +102,7 @@ def evaluate(
     summary = {"variant": meta["variant"], "training": training_label(meta), **summarize(accuracy, holdout)}
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
-    io.write_json(
+    atomic.write_json(
         metrics_path,
         {
             "summary": summary,
@@ -110,10 +110,10 @@ def evaluate(
             "holdout": holdout,
         },
     )
-    io.write_json(details_path, per_condition)
+    atomic.write_json(details_path, per_condition)
     rows = {f"steelflow {meta['variant']}, {summary['training']}": accuracy}
-    io.write_text(robustness_path, robustness_table(meta["variant"], rows, holdout))
-    with io.atomic_path(predictions_path) as tmp:
+    atomic.write_text(robustness_path, robustness_table(meta["variant"], rows, holdout))
+    with atomic.atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import Params
 from steelflow.errors import DataError
 from steelflow.registry import Gate, GateFailed, Registry, candidate_gates, gate_markdown, gate_table
@@ -69,8 +69,8 @@ def gate(
         challenger=params.registry.challenger,
         run_id=run_id,
     )
-    io.write_json(out_json, _verdict(result))
-    io.write_text(out_md, gate_markdown(gates))
+    atomic.write_json(out_json, _verdict(result))
+    atomic.write_text(out_md, gate_markdown(gates))
     if not result.register and run_id:
         reg = Registry(params)
         with reg.own_retries():

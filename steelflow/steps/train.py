@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import csv
 import functools
-import io as pyio
+import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
 from steelflow.data import augment as augmentation
 from steelflow.data import cache
@@ -129,10 +129,10 @@ def train(
         "input_norm_sigma": model_cfg.input_norm_sigma,
         "robust": cfg.robust.enabled,
         "classes": train_set.classes,
-        "in_chans": int(train_set.images.shape[-1]),  # the data's channels (1 grey, 3 colour)
+        "data_channels": int(train_set.images.shape[-1]),  # 1 grey, 3 colour (the network takes 3)
     }
     result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path)
-    io.write_json(metrics_path, result.metrics())
+    atomic.write_json(metrics_path, result.metrics())
     _write_history(Path(history_path), state.history)
     tracker.log_metrics(
         {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
@@ -412,7 +412,7 @@ class _Checkpoint:
             "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict(),
         }
-        with io.atomic_path(self.path) as tmp:
+        with atomic.atomic_path(self.path) as tmp:
             torch.save(blob, tmp)
 
     def restore(self, run: _Run) -> _State:
@@ -429,10 +429,10 @@ class _Checkpoint:
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    buf = pyio.StringIO()
+    buf = io.StringIO()
     # the fixed columns first, then any the run added (tuning's val_robust_* scores)
     extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_COLUMNS))
     writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    io.write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())

@@ -37,7 +37,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from steelflow import io, paths, progress
+from steelflow import atomic, paths, progress
 from steelflow.config import (
     ROBUST_FAMILIES,
     ConfigError,
@@ -297,15 +297,15 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     }
     if objective.needs_robust:
         doc["pareto_front"] = fidelity.pareto_front(top)
-    with io.atomic_path(out_dir / paths.BEST_PARAMS.name) as tmp:
+    with atomic.atomic_path(out_dir / paths.BEST_PARAMS.name) as tmp:
         tmp.write_text(
             "# written by `steelflow tune`; `train` applies `params` when train.use_tuned is true\n"
             + yaml.safe_dump(doc, sort_keys=False)
         )
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
-    with io.atomic_path(out_dir / paths.TRIALS_CSV.name) as tmp:
+    with atomic.atomic_path(out_dir / paths.TRIALS_CSV.name) as tmp:
         frame.to_csv(tmp, index=False)
-    with io.atomic_path(out_dir / paths.TUNING_PLOTS.name) as tmp:
+    with atomic.atomic_path(out_dir / paths.TUNING_PLOTS.name) as tmp:
         _plots(study, objective, best.number, tmp)
     return TuneResult(
         study_name=ref.name,

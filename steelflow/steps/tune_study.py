@@ -33,7 +33,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from steelflow import io
+from steelflow import atomic
 from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, with_overrides
 from steelflow.project import anchored, data_label
 from steelflow.steps import tune_objective as fidelity
@@ -61,7 +61,7 @@ class StudyRef:
 
     def save(self, path: str | Path) -> None:
         """As JSON: how a Kubeflow run hands the study from its start step to the worker pods."""
-        io.write_text(path, json.dumps(dataclasses.asdict(self)))
+        atomic.write_text(path, json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def load(cls, path: str | Path) -> StudyRef:
