@@ -1,11 +1,15 @@
 """The MLflow Model Registry side: register a challenger, promote it through gates, roll back, keep history.
 
-- :func:`register` (the ``register`` stage) checks the model against ``registry.gates`` and the current
-  champion (``registry.challenger: gated``, the default; a 2-epoch experiment must not become the
-  challenger), then logs it as a pyfunc (raw images in, class and probabilities out;
-  :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of ``registry.name``,
-  tags it (git commit, data version, params hash, run id, DVC experiment, evaluation-data hash, accuracy
-  per condition), attaches a model card, and gives it the alias ``challenger``.
+- :func:`candidate_gates` checks a model not registered yet against ``registry.gates`` and the current
+  champion: what the ``gate`` step (:mod:`steelflow.steps.gate`) runs before ``register`` under both
+  orchestrators. The gates themselves and their tables are :mod:`steelflow.gates`; the model card is
+  :func:`steelflow.reports.model_card`.
+- :func:`register` (the ``register`` stage) registers what the gate step's verdict allows (called without
+  one, it checks the gates itself with ``registry.challenger: gated``, the default), then logs it as a
+  pyfunc (raw images in, class and probabilities out; :mod:`steelflow.pyfunc`) into the training run,
+  registers it as a new version of ``registry.name``, tags it (git commit, data version, params hash, run
+  id, DVC experiment, evaluation-data hash, accuracy per condition), attaches a model card, and gives it
+  the alias ``challenger``.
 - :func:`promote` compares a version with the current ``champion`` on the same evaluation data and moves
   ``champion`` only when every gate in ``registry.gates`` passes (or when forced, with a reason).
 - :func:`rollback` moves ``champion`` back to the version it replaced.
@@ -30,15 +34,16 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from steelflow import atomic, config, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
+from steelflow.gates import Gate, GateFailed, check_gates, gate_table, quantization_gates  # noqa: F401 (re-exported)
 from steelflow.reports import model_card
-from steelflow.scoring import CLEAN, accuracy_of, data_hash, evaluation_sets, worst_condition
+from steelflow.scoring import CLEAN, accuracy_of, data_hash, evaluation_sets
 from steelflow.tracking import identity_tags, mlflow_retries, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -50,21 +55,6 @@ class RegistryError(SteelflowError):
     """The tracking server is unreachable, or the registry lacks what a command needs."""
 
     exit_code = 7
-
-
-class GateFailed(SteelflowError):
-    """A candidate failed a promotion gate; the table says which."""
-
-    exit_code = 8
-
-
-@dataclasses.dataclass
-class Gate:
-    name: str
-    value: float
-    threshold: float
-    passed: bool
-    rule: str  # "≥" or "≤"
 
 
 @dataclasses.dataclass
@@ -394,15 +384,6 @@ def _serving_graph(
     return int8, tags
 
 
-def quantization_gates(fp32: dict[str, float], int8: dict[str, float], max_drop: float) -> list[Gate]:
-    """One gate per evaluation condition (hold-out ones included): int8 accuracy within ``max_drop``."""
-    return [
-        Gate(f"int8 {name} ({fp32[name]:.3f} → {int8[name]:.3f})", drop, max_drop, drop <= max_drop, "≤")
-        for name in fp32
-        for drop in [fp32[name] - int8[name]]
-    ]
-
-
 def _example(path: Path) -> Any:
     import io
 
@@ -519,72 +500,6 @@ def candidate_gates(
         sets = evaluation_sets(params.corrupt, cache_dir)
         scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
     return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names)
-
-
-def check_gates(
-    gates: Any,
-    candidate: dict[str, float],
-    champion: dict[str, float] | None,
-    holdout: Collection[str] = (),
-) -> list[Gate]:
-    """Clean and worst accuracy (over the Table 1 conditions), the worst hold-out accuracy when that gate
-    is set, and no drop against the champion on any condition both were scored on."""
-    worst = worst_condition(candidate, exclude=holdout)
-    out = [
-        Gate(
-            "clean accuracy",
-            candidate[CLEAN],
-            gates.min_clean_accuracy,
-            candidate[CLEAN] >= gates.min_clean_accuracy,
-            "≥",
-        ),
-        Gate(
-            f"worst accuracy ({worst})",
-            candidate[worst],
-            gates.min_worst_accuracy,
-            candidate[worst] >= gates.min_worst_accuracy,
-            "≥",
-        ),
-    ]
-    held = {k: v for k, v in candidate.items() if k in holdout}
-    if gates.min_holdout_accuracy is not None:
-        if not held:
-            raise DataError(
-                "registry.gates.min_holdout_accuracy is set but the model has no hold-out accuracy: "
-                "run `steelflow corrupt` and `steelflow evaluate` with corrupt.holdout"
-            )
-        worst_held = min(held, key=held.get)
-        out.append(
-            Gate(
-                f"worst hold-out ({worst_held})",
-                held[worst_held],
-                gates.min_holdout_accuracy,
-                held[worst_held] >= gates.min_holdout_accuracy,
-                "≥",
-            )
-        )
-    for name, acc in (champion or {}).items():
-        drop = acc - candidate.get(name, 0.0)
-        out.append(Gate(f"drop vs champion ({name})", drop, gates.max_drop, drop <= gates.max_drop, "≤"))
-    return out
-
-
-def gate_table(gates: list[Gate]) -> str:
-    rows = [f"  {'gate':<40} {'value':>8}   {'threshold':>9}   result"]
-    for g in gates:
-        verdict = "pass" if g.passed else "FAIL"
-        rows.append(f"  {g.name:<40} {g.value:>8.4f}   {g.rule} {g.threshold:<7.4f}   {verdict}")
-    return "\n".join(rows)
-
-
-def gate_markdown(gates: list[Gate]) -> str:
-    """The gate table as Markdown (what the Kubeflow UI shows for the pipeline's gate step)."""
-    rows = ["| gate | value | threshold | result |", "|---|---:|---:|---|"]
-    for g in gates:
-        rows.append(
-            f"| {g.name} | {g.value:.4f} | {g.rule} {g.threshold:.4f} | {'pass' if g.passed else 'FAIL'} |"
-        )
-    return "\n".join(rows) + "\n"
 
 
 def _comparable(reg, params, candidate, champion, cache_dir, local):

@@ -24,7 +24,8 @@ from typing import Any
 from steelflow import atomic, paths
 from steelflow.config import Params
 from steelflow.errors import DataError
-from steelflow.registry import Gate, GateFailed, Registry, candidate_gates, gate_markdown, gate_table
+from steelflow.gates import Gate, GateFailed, gate_markdown, gate_table
+from steelflow.registry import Registry, candidate_gates
 
 REFUSED_TAG = "steelflow.registered"  # on the training run whose model the gates refused
 
