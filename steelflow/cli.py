@@ -321,9 +321,9 @@ app.add_typer(params_app, name="params")
 @params_app.command("show")
 @_step
 def params_show(
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
 ) -> None:
     """The effective, validated params (params file, --set, environment, defaults) and where each value
     came from; passwords in URLs are hidden."""
@@ -550,13 +550,12 @@ def pipeline_submit(
     )
 
 
+CheckOpt = Annotated[bool, typer.Option("--check", metavar=FLAG, help="exit 1 if it differs; write nothing")]
+
+
 @app.command("dvc-yaml")
 @_step
-def dvc_yaml(
-    check: Annotated[
-        bool, typer.Option("--check", metavar=FLAG, help="exit 1 if dvc.yaml differs; write nothing")
-    ] = False,
-) -> None:
+def dvc_yaml(check: CheckOpt = False) -> None:
     """Write dvc.yaml from the step contract (steelflow/contract.py), the one place a step is declared."""
     from steelflow import contract
 

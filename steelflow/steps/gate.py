@@ -52,17 +52,13 @@ class GateResult:
 
 
 def gate(
-    params: Params,
-    metrics_path: Path = paths.EVALUATE_METRICS,
-    cache_dir: Path = paths.CACHE,
-    run_id_path: Path = paths.MLFLOW_RUN,
-    out_json: Path = paths.GATES_JSON,
-    out_md: Path = paths.GATES_MD,
+    params: Params, metrics_path: Path = paths.EVALUATE_METRICS, cache_dir: Path = paths.CACHE
 ) -> GateResult:
-    """Check the evaluated model against ``registry.gates`` and the champion; write the verdict and table."""
+    """Check the evaluated model against ``registry.gates`` and the champion; write the verdict
+    (``reports/gates.json``) and the table (``reports/gates.md``)."""
     gates = candidate_gates(params, metrics_path, cache_dir)
     passed = all(g.passed for g in gates)
-    run_id = Path(run_id_path).read_text().strip() if Path(run_id_path).is_file() else None
+    run_id = _run_id(paths.MLFLOW_RUN)
     result = GateResult(
         gates=gates,
         passed=passed,
@@ -70,8 +66,8 @@ def gate(
         challenger=params.registry.challenger,
         run_id=run_id,
     )
-    atomic.write_json(out_json, _verdict(result))
-    atomic.write_text(out_md, gate_markdown(gates))
+    atomic.write_json(paths.GATES_JSON, _verdict(result))
+    atomic.write_text(paths.GATES_MD, gate_markdown(gates))
     if not result.register and run_id:
         reg = Registry(params)
         with reg.own_retries():
@@ -82,7 +78,7 @@ def gate(
 def load_verdict(path: Path = paths.GATES_JSON, run_id_path: Path = paths.MLFLOW_RUN) -> GateResult:
     """The verdict ``gate`` wrote; a DataError when there is none, or when it was written for another
     training run than the one in ``run_id_path``."""
-    run_id = Path(run_id_path).read_text().strip() if Path(run_id_path).is_file() else None
+    run_id = _run_id(run_id_path)
     try:
         tree = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -98,6 +94,11 @@ def load_verdict(path: Path = paths.GATES_JSON, run_id_path: Path = paths.MLFLOW
         challenger=tree["challenger"],
         run_id=tree.get("run_id"),
     )
+
+
+def _run_id(path: Path) -> str | None:
+    """The training run the model comes from (``metrics/mlflow_run_id.txt``), when it was tracked."""
+    return Path(path).read_text().strip() if Path(path).is_file() else None
 
 
 def _verdict(result: GateResult) -> dict[str, Any]:
