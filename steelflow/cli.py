@@ -559,7 +559,7 @@ def dvc_yaml(check: CheckOpt = False) -> None:
     """Write dvc.yaml from the step contract (steelflow/contract.py), the one place a step is declared."""
     from steelflow import contract
 
-    target = contract.ROOT / "dvc.yaml"
+    target = Path("dvc.yaml")  # the project root, where DVC and every steelflow command run
     if check:
         if not target.is_file() or target.read_text() != contract.dvc_yaml():
             raise SteelflowError(f"{target} differs from steelflow/contract.py: run `steelflow dvc-yaml`")

@@ -40,9 +40,12 @@ def experiments(tmp_path_factory) -> Path:
         cwd=clone,
     )  # fmt: skip
     sh("dvc", "queue", "start", cwd=clone)
-    run_cmd("dvc", "queue", "logs", "-f", "exp-queued", cwd=clone)  # follows the task until it ends
+    logs = run_cmd("dvc", "queue", "logs", "-f", "exp-queued", cwd=clone)  # follows the task until it ends
     status = sh("dvc", "queue", "status", cwd=clone)
-    assert "Success" in status and "Failed" in status, status  # exp-temp, and exp-queued at its gate
+    # the queued experiment stops at its failing gate (exit 8), before register
+    assert "exp-queued" in status and "Failed" in status, status
+    out = logs.stdout + logs.stderr
+    assert "Running stage 'gate'" in out and "Running stage 'register'" not in out, out
     sh("dvc", "queue", "stop", "--kill", cwd=clone)
     return clone
 
