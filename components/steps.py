@@ -287,7 +287,7 @@ def register(
         evaluation.path,
         verdict.path,
     ]
-    with workspace(params, overrides, [a.path for a in inputs]) as ws:
+    with workspace(params, overrides, inputs) as ws:
         result = step(ws.params, verdict=load_verdict())
         ws.keep(registration.path, *outputs("register"))
         ws.copy(paths.MODEL_CARD, model_card.path)
