@@ -1,8 +1,8 @@
 """The steelflow steps as Kubeflow Pipelines v2 components (``components.steps`` holds their code).
 
-:func:`build` turns each function of :mod:`components.steps` into a Python-function component whose base
-image is the steelflow image (CPU or GPU, from ``kubeflow`` in params.yaml). The image already holds
-steelflow and kfp, so nothing is pip-installed when a step starts.
+:func:`make_components` turns each function of :mod:`components.steps` into a Python-function component
+whose base image is the steelflow image (CPU or GPU, from ``kubeflow`` in params.yaml). The image already
+holds steelflow and kfp, so nothing is pip-installed when a step starts.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Components:
     register: dsl.base_component.BaseComponent
 
 
-def build(image: str, gpu_image: str) -> Components:
+def make_components(image: str, gpu_image: str) -> Components:
     """Every step as a component on ``image`` (the GPU steps on ``gpu_image``)."""
     made = {
         field.name: dsl.component(

@@ -1,13 +1,14 @@
 """One Kubeflow component per pipeline step: thin adapters over the same functions ``steelflow <step>`` calls.
 
-Every function here becomes a KFP v2 Python-function component (see ``components.build``): kfp copies its
-source into the container command and runs it with the steelflow image's Python, so each body imports what
-it needs and does nothing but move paths. It opens a :func:`steelflow.workspace.workspace` from the run's
-params (a params tree as JSON text, plus ``dotted.key=value`` overrides), links its input artifacts
-into it, calls the step, and copies the step's outputs into its output artifacts. Every Dataset / Model /
-Artifact folder is laid out as a slice of the project root (``data/…``, ``reports/…``, ``models/…``), exactly
-where ``dvc repro`` keeps the same files. (No ``from __future__ import annotations``: kfp reads the
-annotations as types.)
+Every function here becomes a KFP v2 Python-function component (see ``components.make_components``):
+kfp copies its source into the container command and runs it with the steelflow image's Python, so each
+body imports what it needs and does nothing but move paths. It opens a
+:func:`steelflow.workspace.workspace` from the run's params (a params tree as JSON text, plus
+``dotted.key=value`` overrides), links its input artifacts into it, calls the step, and copies the step's
+outputs (:func:`steelflow.contract.outputs`, the same table dvc.yaml is generated from) into its output
+artifacts. Every Dataset / Model / Artifact folder is laid out as a slice of the project root
+(``data/…``, ``reports/…``, ``models/…``), exactly where ``dvc repro`` keeps the same files.
+(No ``from __future__ import annotations``: kfp reads the annotations as types.)
 
 Names below (Input, Output, Dataset, …) come from ``kfp.dsl``; kfp puts ``from kfp.dsl import *`` above
 each function in the container, and this module imports them for the same reason.
@@ -52,12 +53,13 @@ def ingest(params: str, overrides: list, dataset: Output[Dataset], manifest: Out
     """data.source → ``dataset`` (data/images + data/manifest.csv) and ``manifest`` (the manifest alone,
     which later steps read for the data version they record)."""
     from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.steps.ingest import ingest as step
     from steelflow.workspace import workspace
 
     with workspace(params, overrides) as ws:
         step(ws.params.data)
-        ws.keep(dataset.path, paths.MANIFEST, paths.IMAGES)
+        ws.keep(dataset.path, *outputs("ingest"))
         ws.keep(manifest.path, paths.MANIFEST)
 
 
@@ -75,6 +77,7 @@ def validate(
     reports say why.
     """
     from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.errors import ValidationFailed
     from steelflow.steps.validate import validate as step
     from steelflow.workspace import workspace
@@ -87,7 +90,7 @@ def validate(
         except ValidationFailed as e:
             print(f"validate: {e}")
             passed = False
-        ws.keep(report.path, paths.VALIDATION_JSON)
+        ws.keep(report.path, *outputs("validate"))
         ws.copy(paths.VALIDATION_DOCS, data_docs.path)
         ws.log_metrics(metrics, paths.VALIDATION_JSON)
     return passed
@@ -103,12 +106,13 @@ def split(
 ):
     """Stratified train/val/test split of the validated manifest, with the decoded cache → ``splits``."""
     from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.steps.split import split as step
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [dataset.path, report.path]) as ws:
         step(ws.params.data, ws.params.split)
-        ws.keep(splits.path, paths.SPLITS, paths.SPLIT_JSON, paths.CACHE / "splits")
+        ws.keep(splits.path, *outputs("split"))
         ws.log_metrics(metrics, paths.SPLIT_JSON)
 
 
@@ -122,12 +126,13 @@ def corrupt(
 ):
     """The six corrupted copies of the test split (images, index, cache) → ``corrupted``; a picture grid."""
     from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.steps.corrupt import corrupt as step
     from steelflow.workspace import png_page, workspace
 
     with workspace(params, overrides, [dataset.path, splits.path]) as ws:
         step(ws.params.data, ws.params.corrupt)
-        ws.keep(corrupted.path, paths.CORRUPTED, paths.CACHE / "corrupted", paths.CORRUPTIONS_PNG)
+        ws.keep(corrupted.path, *outputs("corrupt"))
         png_page(paths.CORRUPTIONS_PNG, grid.path, "Corrupted test images: one row per condition")
 
 
@@ -143,8 +148,9 @@ def tune_start(
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        tune.start(ws.params, track=True).save(study.path)
-        return list(range(ws.params.tune.workers))
+        ref = tune.start(ws.params, track=True)
+        ref.save(study.path)
+        return ref.worker_indices()
 
 
 def tune_worker(
@@ -159,8 +165,8 @@ def tune_worker(
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
-    with workspace(params, overrides, [manifest.path, splits.path]) as ws:
-        tune.work(tune.StudyRef.load(study.path), worker, tune.deadline_of(ws.params.tune))
+    with workspace(params, overrides, [manifest.path, splits.path]):
+        tune.work(tune.StudyRef.load(study.path), worker)
 
 
 def tune_finish(
@@ -173,16 +179,15 @@ def tune_finish(
     metrics: Output[Metrics],
 ):
     """Best params, trials table and plots of the finished study → ``tuning``; closes its MLflow run."""
-    from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.steps import tune
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path]) as ws:
         result = tune.finish(ws.params, tune.StudyRef.load(study.path))
-        ws.keep(tuning.path, paths.BEST_PARAMS, paths.TRIALS_CSV, paths.TUNING_PLOTS)
-    metrics.log_metric("best_value", result.best_value)
-    for state, n in result.counts.items():
-        metrics.log_metric(f"trials_{state.lower()}", n)
+        ws.keep(tuning.path, *outputs("tune"))
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)
 
 
 def train(
@@ -196,11 +201,12 @@ def train(
 ):
     """Train with the tuned params, tracked in MLflow → ``model`` (weights, history, the MLflow run id)."""
     from steelflow import paths, runs
+    from steelflow.contract import outputs
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path, tuning.path]) as ws:
         runs.train(ws.params, track=True)
-        ws.keep(model.path, paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_METRICS, paths.TRAIN_HISTORY)
+        ws.keep(model.path, *outputs("train"))
         ws.log_metrics(metrics, paths.TRAIN_METRICS)
 
 
@@ -217,18 +223,12 @@ def evaluate(
 ):
     """Clean and corrupted test sets → ``evaluation`` (metrics, details, plots), the robustness table."""
     from steelflow import paths, runs
+    from steelflow.contract import outputs
     from steelflow.workspace import workspace
 
     with workspace(params, overrides, [manifest.path, splits.path, corrupted.path, model.path]) as ws:
         runs.evaluate(ws.params, track=True)
-        ws.keep(
-            evaluation.path,
-            paths.EVALUATE_METRICS,
-            paths.EVALUATION_DETAILS,
-            paths.ROBUSTNESS_MD,
-            paths.PREDICTIONS,
-            paths.PLOTS,
-        )
+        ws.keep(evaluation.path, *outputs("evaluate"))
         ws.copy(paths.ROBUSTNESS_MD, robustness.path)
         ws.log_metrics(metrics, paths.EVALUATE_METRICS)
 
@@ -238,18 +238,23 @@ def gate(
     overrides: list,
     splits: Input[Dataset],
     corrupted: Input[Dataset],
+    model: Input[Model],
     evaluation: Input[Artifact],
+    verdict: Output[Artifact],
     gates: Output[Markdown],
 ) -> bool:
-    """registry.gates on the evaluation (and against the champion, if any); True when every gate passes."""
-    from steelflow.registry import candidate_gates, gate_markdown
+    """registry.gates on the evaluation (and against the champion, if any) → ``verdict``; whether register
+    goes ahead (every gate passed, or registry.challenger: always)."""
+    from steelflow import paths
+    from steelflow.contract import outputs
+    from steelflow.steps.gate import gate as step
     from steelflow.workspace import workspace
 
-    with workspace(params, overrides, [splits.path, corrupted.path, evaluation.path]) as ws:
-        checked = candidate_gates(ws.params)
-    with open(gates.path, "w") as f:
-        f.write(gate_markdown(checked))
-    return all(g.passed for g in checked)
+    with workspace(params, overrides, [splits.path, corrupted.path, model.path, evaluation.path]) as ws:
+        result = step(ws.params)
+        ws.keep(verdict.path, *outputs("gate"))
+        ws.copy(paths.GATES_MD, gates.path)
+    return result.register
 
 
 def register(
@@ -261,15 +266,29 @@ def register(
     tuning: Input[Artifact],
     model: Input[Model],
     evaluation: Input[Artifact],
+    verdict: Input[Artifact],
+    registration: Output[Artifact],
     model_card: Output[Markdown],
 ) -> str:
-    """Register the model as a new version with alias ``challenger``; returns the version number."""
+    """Register the model as a new version with alias ``challenger``, as the gate's verdict allows; returns
+    the version number."""
     from steelflow import paths
+    from steelflow.contract import outputs
     from steelflow.registry import register as step
+    from steelflow.steps.gate import load_verdict
     from steelflow.workspace import workspace
 
-    inputs = [manifest.path, splits.path, corrupted.path, tuning.path, model.path, evaluation.path]
+    inputs = [
+        manifest.path,
+        splits.path,
+        corrupted.path,
+        tuning.path,
+        model.path,
+        evaluation.path,
+        verdict.path,
+    ]
     with workspace(params, overrides, inputs) as ws:
-        result = step(ws.params, gated=False)  # the gate step ran the same gates before this one
+        result = step(ws.params, verdict=load_verdict())
+        ws.keep(registration.path, *outputs("register"))
         ws.copy(paths.MODEL_CARD, model_card.path)
     return str(result["version"])

@@ -37,14 +37,14 @@ class LocalRun:
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
 
 
-def build(params: Params, image_tag: str | None = None) -> tuple[Any, str]:
+def pipeline_for(params: Params, image_tag: str | None = None) -> tuple[Any, str]:
     """The pipeline for ``params``, and those params as the JSON text a run takes (its default argument).
     ``image_tag`` pins both images to a tag; ``git`` means ``<version>-<short git sha>``, the tag
     `make image` gives the images it builds beside the reusable ``<version>``."""
-    from pipelines.steel_defect import build as build_pipeline
+    from pipelines.steel_defect import define_pipeline
 
     text = params_json(params)
-    return build_pipeline(params, text, _version() if image_tag == "git" else image_tag), text
+    return define_pipeline(params, text, _version() if image_tag == "git" else image_tag), text
 
 
 def compile_pipeline(
@@ -87,11 +87,11 @@ def check_shared_stores(params: Params) -> None:
 def _compile(params: Params, out: Path, image_tag: str | None = None) -> Path:
     from kfp import compiler
 
-    from steelflow import io
+    from steelflow import atomic
 
-    pipeline, _ = build(params, image_tag)
+    pipeline, _ = pipeline_for(params, image_tag)
     check_shared_stores(params)
-    with io.atomic_path(out) as tmp:
+    with atomic.atomic_path(out) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return out
 
@@ -110,7 +110,7 @@ def run_local(
     from steelflow.registry import Registry
 
     params = config.load_params(params_path, list(overrides))
-    pipeline, text = build(params)
+    pipeline, text = pipeline_for(params)
     before = _challenger(Registry(params))
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)

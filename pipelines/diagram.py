@@ -95,7 +95,7 @@ def draw(ir_path: str | Path, out: str | Path) -> Path:
     from matplotlib.patches import FancyBboxPatch
 
     from components import GPU_STEPS
-    from steelflow import io
+    from steelflow import atomic
 
     gpu_tasks = {step.replace("_", "-") for step in GPU_STEPS}  # kfp names tasks with dashes
     upstream, group_of, conditions = graph(ir_path)
@@ -165,7 +165,7 @@ def draw(ir_path: str | Path, out: str | Path) -> Path:
     ax.axis("off")
     ax.set_title("steel-defect-pipeline (Kubeflow Pipelines v2)", fontsize=11)
     out = Path(out)
-    with io.atomic_path(out) as tmp:
+    with atomic.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
     return out

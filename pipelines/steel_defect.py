@@ -26,7 +26,7 @@ UNCACHED = ("tune_start", "tune_worker", "tune_finish", "gate", "register")
 RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evaluate", "gate", "register")
 
 
-def build(
+def define_pipeline(
     params: Params, params_text: str, image_tag: str | None = None
 ) -> dsl.graph_component.GraphComponent:
     """The pipeline for ``params``; ``params_text`` (that params tree as JSON) is the default run argument;
@@ -36,7 +36,7 @@ def build(
         raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")
     if params.tune is None or params.registry is None:
         raise ConfigError("the Kubeflow pipeline needs the 'tune' and 'registry' sections of params")
-    c = components.build(*images(kf, image_tag))
+    c = components.make_components(*images(kf, image_tag))
     # A folder source can change under the same params; only generated data is safe to take from the cache.
     cache_ingest = params.data.is_synthetic
 
@@ -98,7 +98,9 @@ def build(
             )
             evaluation = evaluate.outputs["evaluation"]
             gate = _setup(
-                c.gate(**run, splits=splits, corrupted=corrupted, evaluation=evaluation), "gate", kf
+                c.gate(**run, splits=splits, corrupted=corrupted, model=model, evaluation=evaluation),
+                "gate",
+                kf,
             )
             with dsl.If(gate.outputs["Output"] == True, name="gates-passed"):  # noqa: E712
                 register = c.register(
@@ -109,6 +111,7 @@ def build(
                     tuning=tuning,
                     model=model,
                     evaluation=evaluation,
+                    verdict=gate.outputs["verdict"],
                 )
                 _setup(register, "register", kf)
 

@@ -216,11 +216,34 @@ def evaluate(
 
 @app.command()
 @_step
-def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Register the trained model in the MLflow registry as a new version, alias 'challenger'."""
-    from steelflow.registry import register as run
+def gate(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
+    """Check the evaluated model against registry.gates and the champion → reports/gates.json; exit 8 when
+    it may not be registered (registry.challenger=always registers it anyway)."""
+    from steelflow.steps.gate import gate as run
 
     result = run(_params(params, set_))
+    out.print(result.table, highlight=False, markup=False)
+    result.raise_if_refused()
+    if not result.passed:
+        _warn(f"gate: run {result.run_id} failed registry.gates; registry.challenger=always registers it")
+        return
+    out.print(f"gate: every gate passed → {paths.GATES_JSON}")
+
+
+GatesOpt = Annotated[
+    Path | None,
+    typer.Option("--gates", help="the gate step's verdict (reports/gates.json): register as it says"),
+]
+
+
+@app.command()
+@_step
+def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None, gates: GatesOpt = None) -> None:
+    """Register the trained model in the MLflow registry as a new version, alias 'challenger'."""
+    from steelflow.registry import register as run
+    from steelflow.steps.gate import load_verdict
+
+    result = run(_params(params, set_), verdict=load_verdict(gates) if gates else None)
     if not result["registered"]:
         # Not an error: a quick `dvc exp run -S train.epochs=2` must finish (and be kept as an experiment)
         # without its model becoming the challenger.
@@ -289,6 +312,31 @@ def relocate_artifacts(
         out.print(f"relocate-artifacts: artifacts already at {new}")
         return
     out.print(f"relocate-artifacts: {changed} artifact location(s) {old} → {new}")
+
+
+params_app = typer.Typer(help="The params steps run with.", no_args_is_help=True)
+app.add_typer(params_app, name="params")
+
+
+@params_app.command("show")
+@_step
+def params_show(
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="print JSON for scripts")] = False,
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+) -> None:
+    """The effective, validated params (params file, --set, environment, defaults) and where each value
+    came from; passwords in URLs are hidden."""
+    import json
+
+    rows = {key: (config.hide_password(v), src) for key, (v, src) in _params(params, set_).sources().items()}
+    if as_json:
+        print(json.dumps({k: {"value": v, "source": s} for k, (v, s) in rows.items()}, indent=2, default=str))
+        return
+    width = max(map(len, rows), default=0)
+    for key, (value, source) in rows.items():
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        out.print(f"{key:<{width}}  {shown}  # {source}", highlight=False, markup=False)
 
 
 registry_app = typer.Typer(help="The model registry's records.", no_args_is_help=True)
@@ -500,6 +548,24 @@ def pipeline_submit(
     out.print(
         f"pipeline submit: run {run} of pipeline version {version} in experiment {where}: {result['url']}"
     )
+
+
+CheckOpt = Annotated[bool, typer.Option("--check", metavar=FLAG, help="exit 1 if it differs; write nothing")]
+
+
+@app.command("dvc-yaml")
+@_step
+def dvc_yaml(check: CheckOpt = False) -> None:
+    """Write dvc.yaml from the step contract (steelflow/contract.py), the one place a step is declared."""
+    from steelflow import contract
+
+    target = Path("dvc.yaml")  # the project root, where DVC and every steelflow command run
+    if check:
+        if not target.is_file() or target.read_text() != contract.dvc_yaml():
+            raise SteelflowError(f"{target} differs from steelflow/contract.py: run `steelflow dvc-yaml`")
+        out.print(f"dvc-yaml: {target} matches the step contract")
+        return
+    out.print(f"dvc-yaml: {contract.write_dvc_yaml(target)}")
 
 
 @app.command()

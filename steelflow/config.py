@@ -8,13 +8,21 @@ fault and what was allowed there.
 from __future__ import annotations
 
 import copy
-import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steelflow.errors import ConfigError
 
@@ -492,6 +500,12 @@ class MlflowConfig(Section):
         default=False,
         description="also log models/checkpoint.pt (for --resume elsewhere; ~27 MB a run at 64 px)",
     )
+    _from_env: str | None = PrivateAttr(default=None)  # MLFLOW_TRACKING_URI, set when params are loaded
+
+    @property
+    def effective_uri(self) -> str:
+        """Where tracking goes: ``MLFLOW_TRACKING_URI`` when it was set at load, else ``tracking_uri``."""
+        return self._from_env or self.tracking_uri
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -658,6 +672,13 @@ class TuneConfig(Section):
         min_length=1,
         description="SQLAlchemy URL of the study; STEELFLOW_OPTUNA_STORAGE wins when set",
     )
+    _from_env: str | None = PrivateAttr(default=None)  # STEELFLOW_OPTUNA_STORAGE, set when params are loaded
+
+    @property
+    def effective_storage(self) -> str:
+        """The study's storage: ``STEELFLOW_OPTUNA_STORAGE`` when it was set at load, else ``storage``."""
+        return self._from_env or self.storage
+
     heartbeat_seconds: int = Field(default=10, ge=1, description="a running trial's heartbeat interval")
     grace_seconds: int = Field(default=60, ge=1, description="a trial silent this long is failed and retried")
     retries: int = Field(default=1, ge=0, description="how often a trial whose worker died is run again")
@@ -781,6 +802,20 @@ class Params(Section):
         """The tree as params.yaml spells it (for applying overrides and validating again)."""
         return self.model_dump(by_alias=True, mode="json")
 
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # dotted key → where its value came from
+
+    def sources(self) -> dict[str, tuple[Any, str]]:
+        """Every leaf key of the effective params → (value, where it came from: ``params.yaml``, ``--set``,
+        ``env NAME`` or ``default``). The environment's values stand in for the keys they override."""
+        env = {key: (name, value) for name, key, value in _env_values(self)}
+        out: dict[str, tuple[Any, str]] = {}
+        for key, value in flatten_tree(self.raw()).items():
+            if key in env:
+                out[key] = (env[key][1], f"env {env[key][0]}")
+            else:
+                out[key] = (value, self._sources.get(key, "default"))
+        return out
+
 
 # --- loading ----------------------------------------------------------------------------------------
 
@@ -796,16 +831,76 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | tuple[
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    sources = dict.fromkeys(flatten_tree(raw), str(path.name))
     for item in overrides:
-        apply_override(raw, item)
-    return parse_params(raw, source=str(path))
+        key = apply_override(raw, item)
+        sources |= dict.fromkeys(flatten_tree(_subtree(raw, key), key), "--set")
+    params = parse_params(raw, source=str(path))
+    params._sources = sources
+    return params
+
+
+# Environment variables that override a params key. They are read here, once, when params are validated
+# (never by the code that uses the value), and kept beside the tree, not in it: a params tree that is
+# logged or shipped to a pipeline carries no one's server address or password.
+ENV_OVERRIDES = {
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "STEELFLOW_OPTUNA_STORAGE": ("tune", "storage"),
+}
 
 
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params tree into :class:`Params`; the environment's overrides (:data:`ENV_OVERRIDES`) are
+    read here."""
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{source}: " + "; ".join(_describe(err) for err in e.errors())) from None
+    for name, (section, _key) in ENV_OVERRIDES.items():
+        cfg = getattr(params, section)
+        if cfg is not None:
+            cfg._from_env = os.environ.get(name) or None
+    return params
+
+
+def _env_values(params: Params) -> list[tuple[str, str, str]]:
+    """(variable, dotted key, value) of every environment override in effect."""
+    out = []
+    for name, (section, key) in ENV_OVERRIDES.items():
+        cfg = getattr(params, section)
+        if cfg is not None and cfg._from_env:
+            out.append((name, f"{section}.{key}", cfg._from_env))
+    return out
+
+
+def hide_password(value: Any) -> Any:
+    """A URL with its password replaced by ``***`` (``postgresql://u:***@host/db``); anything else as is."""
+    if isinstance(value, str):
+        return re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@]+):[^@/]+@", r"\1:***@", value)
+    return value
+
+
+def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key → leaf value (lists are leaves)."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out |= flatten_tree(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _subtree(tree: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key that :func:`set_key` just set (keys with dots are matched whole)."""
+    node: Any = tree
+    parts, i = key.split("."), 0
+    while i < len(parts):
+        if isinstance(node, list):
+            node, i = node[int(parts[i])], i + 1
+            continue
+        j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in node), i + 1)
+        node, i = node[".".join(parts[i:j])], j
+    return node
 
 
 def check_search_space(params: Params) -> None:
@@ -824,7 +919,7 @@ def check_search_space(params: Params) -> None:
         for value in spec.values():
             tree = copy.deepcopy(base)
             try:
-                apply_override(tree, f"{key}={json.dumps(value)}")
+                set_key(tree, key, value)
                 parse_params(tree)
             except ConfigError as e:
                 raise ConfigError(f"'{where}': {value!r} is not a valid value for {key}: {e}") from None
@@ -834,7 +929,7 @@ def with_overrides(params: Params, values: dict[str, Any]) -> Params:
     """``params`` with dotted keys set to ``values``, validated again."""
     tree = params.raw()
     for key, value in values.items():
-        apply_override(tree, f"{key}={json.dumps(value)}")
+        set_key(tree, key, value)
     return parse_params(tree, source="tuned params")
 
 
@@ -853,23 +948,30 @@ def with_tuned(params: Params, path: Path) -> Params:
     return with_overrides(params, best)
 
 
-def apply_override(tree: dict[str, Any], item: str) -> None:
-    """Set ``a.b.c=value`` in ``tree``; the value is parsed as YAML (``3``, ``0.5``, ``[a, b]``, ``null``).
-
-    Keys that themselves hold dots (the entries of ``tune.space``) are matched whole:
-    ``tune.space.train.lr.high=0.5``.
-    """
+def apply_override(tree: dict[str, Any], item: str) -> str:
+    """Set ``a.b.c=value`` (a ``--set``) in ``tree``; the value is parsed as YAML (``3``, ``0.5``, ``[a, b]``,
+    ``null``). Returns the dotted key."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
-    parts = key.strip().split(".")
+    set_key(tree, key.strip(), yaml.safe_load(value))
+    return key.strip()
+
+
+def set_key(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the typed ``value`` at the dotted ``key`` in ``tree`` (validation comes after, on the tree).
+
+    Keys that themselves hold dots (the entries of ``tune.space``) are matched whole:
+    ``tune.space.train.lr.high``.
+    """
+    parts = key.split(".")
     node: Any = tree
     i = 0
     while True:
         if isinstance(node, list) and parts[i].isdigit() and int(parts[i]) < len(node):
             j = i + 1
             if j == len(parts):
-                node[int(parts[i])] = yaml.safe_load(value)
+                node[int(parts[i])] = value
                 return
             node = node[int(parts[i])]
         elif isinstance(node, dict):
@@ -877,7 +979,7 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
             j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in node), i + 1)
             name = ".".join(parts[i:j])
             if j == len(parts):
-                node[name] = yaml.safe_load(value)  # unknown leaf keys are reported by validation
+                node[name] = value  # unknown leaf keys are reported by validation
                 return
             if name not in node:
                 raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:j])!r}")

@@ -1,6 +1,11 @@
-"""The few exception types steelflow raises on purpose.
+"""The exception types every layer shares: bad config (2), bad data (3), failed validation (4), failed
+tuning (6), tracking (10) and outputs (12).
 
-The CLI turns each into one clear line on stderr and a non-zero exit code; tracebacks only with ``--debug``.
+The rest live beside the code that raises them: :class:`~steelflow.steps.train.TrainingDiverged` (5),
+:class:`~steelflow.registry.RegistryError` (7), :class:`~steelflow.registry.GateFailed` (8, the gate step's
+refusal and failed promotions), :class:`~steelflow.onnx_export.ParityFailed` (9) and
+:class:`~steelflow.predict.PredictionsFailed` (13). The CLI turns each into one clear line on stderr and its
+exit code; tracebacks only with ``--debug``.
 """
 
 

@@ -1,7 +1,8 @@
 """Turning cached uint8 images into model input, running a model over them, saving and loading it.
 
-Shared by train (validation), evaluate, and later predict/register, so that every place feeds the network
-the same way: uint8 (N, S, S, C) → float (N, C, S, S) in [0, 1]; the network resizes and normalises inside.
+Shared by train (validation), evaluate and the registry's re-scoring (:mod:`steelflow.scoring`), so that
+every place feeds the network the same way: uint8 (N, S, S, C) → float (N, C, S, S) in [0, 1]; the
+network resizes and normalises inside.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steelflow import io
+from steelflow import atomic
 from steelflow.errors import DataError
 
 
@@ -85,7 +86,7 @@ def predict_logits(
 def save_trained(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
     """Weights and plain metadata only, so loading works with ``torch.load(weights_only=True)``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         torch.save({"state_dict": state, "meta": meta}, tmp)
 
 

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import Params
 from steelflow.data import cache
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.inference import as_float, load_trained, to_tensor
+from steelflow.pyfunc import data_channels
 
 BATCH_SIZES = (1, 32)
 
@@ -50,7 +51,7 @@ def export_onnx(
         model, meta = load_trained(weights)
         images = _test_images(cache_dir, meta["classes"], size)
         x = as_float(to_tensor(images))
-        with io.atomic_path(out_path) as staged:
+        with atomic.atomic_path(out_path) as staged:
             example = x[:2] if len(x) >= 2 else x.repeat(2, 1, 1, 1)
             export_network(model, example, staged)
             session = ort.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
@@ -64,13 +65,13 @@ def export_onnx(
     report = {
         "source": source,
         "onnx": str(out_path),
-        "input": {"name": "x", "shape": ["batch", int(meta["in_chans"]), size, size], "range": [0, 1]},
+        "input": {"name": "x", "shape": ["batch", data_channels(meta), size, size], "range": [0, 1]},
         "classes": meta["classes"],
         "parity": {"images": len(x), "max_abs_logit_diff": diff, "tolerance": tolerance},
         "latency_ms_per_image": latency,
         "threads": torch.get_num_threads(),
     }
-    io.write_json(report_path, report)
+    atomic.write_json(report_path, report)
     return report
 
 

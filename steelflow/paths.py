@@ -19,8 +19,6 @@ VALIDATION_DOCS = REPORTS / "validation"  # Great Expectations Data Docs (HTML)
 SPLIT_JSON = REPORTS / "split.json"
 CORRUPTIONS_PNG = REPORTS / "corruptions.png"
 
-SPLIT_NAMES = ("train", "val", "test")
-
 MODELS = Path("models")
 MODEL = MODELS / "model.pt"  # best weights + what is needed to rebuild the network
 CHECKPOINT = MODELS / "checkpoint.pt"  # last finished epoch, for --resume (not a DVC output)
@@ -38,6 +36,8 @@ BEST_PARAMS = TUNING / "best_params.yaml"  # what `train` applies when train.use
 TRIALS_CSV = TUNING / "trials.csv"
 TUNING_PLOTS = TUNING / "plots"
 OPTUNA_STORAGE_ENV = "STEELFLOW_OPTUNA_STORAGE"  # an SQLAlchemy URL; wins over tune.storage
+GATES_JSON = REPORTS / "gates.json"  # the gate step's verdict: may register run, and every gate
+GATES_MD = REPORTS / "gates.md"  # the gate table as Markdown
 REGISTRATION = REPORTS / "registration.json"  # the version `steelflow register` created
 MODEL_CARD = REPORTS / "model_card.md"
 ONNX_MODEL = MODELS / "model.onnx"

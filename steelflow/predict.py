@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from steelflow import io
+from steelflow import atomic
 from steelflow.config import Params, RegistryConfig
 from steelflow.data.sources import IMAGE_SUFFIXES
 from steelflow.errors import ConfigError, DataError, SteelflowError
@@ -100,7 +100,7 @@ def predict(
         if progress is not None:
             progress(done, len(files))
     frame = pd.concat(frames, ignore_index=True)
-    with io.atomic_path(out_path) as tmp:
+    with atomic.atomic_path(out_path) as tmp:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:

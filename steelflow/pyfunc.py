@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io as pyio
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ def decode(
         if not cell:
             raise BadInput("an empty file (0 bytes) is not an image")
         try:
-            with Image.open(pyio.BytesIO(cell)) as im:
+            with Image.open(io.BytesIO(cell)) as im:
                 _check_size(*images.displayed_size(im), max_pixels)
                 return images.decode(im, channels, white_level).array
         except UnidentifiedImageError:
@@ -145,12 +145,19 @@ def classify_with(
     classes = list(config["classes"])
     max_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     decoded = preprocess(
-        cells, int(config["in_chans"]), int(config["cache_size"]), max_pixels, config.get("white_level")
+        cells, data_channels(config), int(config["cache_size"]), max_pixels, config.get("white_level")
     )
     probs = softmax(run_batches(logits, decoded, batch_size)) if len(decoded) else np.zeros((0, len(classes)))
     frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
     frame.insert(0, "label", [classes[i] for i in probs.argmax(1)] if len(probs) else [])
     return frame
+
+
+def data_channels(meta: dict[str, Any]) -> int:
+    """The channels of the data a model was trained on (1 grey, 3 colour), which the served model turns
+    every input into. Models and versions saved before the name ``data_channels`` call it ``in_chans``
+    (not the network's input width, ``CASINet.in_chans``, which the name now leaves alone)."""
+    return int(meta["data_channels"] if "data_channels" in meta else meta["in_chans"])
 
 
 def classify(
@@ -169,7 +176,7 @@ def classify(
         with torch.no_grad():
             return model(torch.from_numpy(x)).float().numpy()
 
-    config = {"classes": meta["classes"], "in_chans": meta["in_chans"], "cache_size": size}
+    config = {"classes": meta["classes"], "data_channels": data_channels(meta), "cache_size": size}
     return classify_with(logits, config | {"white_level": white_level}, cells, batch_size)
 
 

@@ -1,11 +1,15 @@
 """The MLflow Model Registry side: register a challenger, promote it through gates, roll back, keep history.
 
-- :func:`register` (the ``register`` stage) checks the model against ``registry.gates`` and the current
-  champion (``registry.challenger: gated``, the default; a 2-epoch experiment must not become the
-  challenger), then logs it as a pyfunc (raw images in, class and probabilities out;
-  :mod:`steelflow.pyfunc`) into the training run, registers it as a new version of ``registry.name``,
-  tags it (git commit, data version, params hash, run id, DVC experiment, evaluation-data hash, accuracy
-  per condition), attaches a model card, and gives it the alias ``challenger``.
+- :func:`candidate_gates` checks a model not registered yet against ``registry.gates`` and the current
+  champion: what the ``gate`` step (:mod:`steelflow.steps.gate`) runs before ``register`` under both
+  orchestrators. The gates themselves and their tables are :mod:`steelflow.gates`; the model card is
+  :func:`steelflow.reports.model_card`.
+- :func:`register` (the ``register`` stage) registers what the gate step's verdict allows (called without
+  one, it checks the gates itself with ``registry.challenger: gated``, the default), then logs it as a
+  pyfunc (raw images in, class and probabilities out; :mod:`steelflow.pyfunc`) into the training run,
+  registers it as a new version of ``registry.name``, tags it (git commit, data version, params hash, run
+  id, DVC experiment, evaluation-data hash, accuracy per condition), attaches a model card, and gives it
+  the alias ``challenger``.
 - :func:`promote` compares a version with the current ``champion`` on the same evaluation data and moves
   ``champion`` only when every gate in ``registry.gates`` passes (or when forced, with a reason).
 - :func:`rollback` moves ``champion`` back to the version it replaced.
@@ -30,21 +34,16 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from steelflow import config, io, paths
+from steelflow import atomic, config, paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, SteelflowError
-from steelflow.steps.evaluate import (
-    CLEAN,
-    accuracy_of,
-    data_hash,
-    evaluation_sets,
-    training_label,
-    worst_condition,
-)
+from steelflow.gates import Gate, GateFailed, check_gates, gate_table, quantization_gates  # noqa: F401 (re-exported)
+from steelflow.reports import model_card
+from steelflow.scoring import CLEAN, accuracy_of, data_hash, evaluation_sets
 from steelflow.tracking import identity_tags, mlflow_retries, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -56,21 +55,6 @@ class RegistryError(SteelflowError):
     """The tracking server is unreachable, or the registry lacks what a command needs."""
 
     exit_code = 7
-
-
-class GateFailed(SteelflowError):
-    """A candidate failed a promotion gate; the table says which."""
-
-    exit_code = 8
-
-
-@dataclasses.dataclass
-class Gate:
-    name: str
-    value: float
-    threshold: float
-    passed: bool
-    rule: str  # "≥" or "≤"
 
 
 @dataclasses.dataclass
@@ -201,11 +185,14 @@ def register(
     out_path: Path = paths.REGISTRATION,
     best_params_path: Path = paths.BEST_PARAMS,
     gated: bool = True,
+    verdict: Any = None,
 ) -> dict[str, Any]:
     """Register the trained model as a new version with alias ``challenger``; write ``registration.json``.
 
-    With ``registry.challenger: gated`` (and ``gated``; the Kubeflow pipeline gates in a step of its own) a
-    model that fails ``registry.gates`` against the current champion is not registered and nothing moves:
+    ``verdict`` is the gate step's answer (:func:`steelflow.steps.gate.load_verdict`; both orchestrators
+    run that step first and pass it): a refusal fails here (exit 8) and nothing is checked twice. Without
+    one, with ``registry.challenger: gated`` and ``gated``, the gates are checked here: a model that fails
+    ``registry.gates`` against the current champion is not registered and nothing moves;
     ``registration.json`` says ``registered: false`` with every gate, and the model card is still written.
 
     The version is models-from-code (:mod:`steelflow.serving_model`) with the network as ONNX (checked
@@ -213,6 +200,10 @@ def register(
     weights as artifacts. The params recorded (model card, params hash) are the ones training used:
     ``params`` plus tune's best values when ``train.use_tuned`` is on.
     """
+    if verdict is not None:
+        if not verdict.register:
+            raise GateFailed(f"the gate step refused this model; nothing was registered:\n{verdict.table}")
+        gated = False
     for needed in (model_path, run_id_path, metrics_path):
         if not Path(needed).is_file():
             raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
@@ -243,7 +234,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "eval_data_hash": eval_hash,
         **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
     }
-    io.write_text(card_path, model_card(params, meta, metrics, tags))
+    atomic.write_text(card_path, model_card(params, meta, metrics, tags))
     if gated and params.registry.challenger == "gated":
         gates = candidate_gates(params, metrics_path, cache_dir)
         if not all(g.passed for g in gates):
@@ -254,7 +245,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         graph, serving_tags = _serving_graph(params, model, sets, cache_dir, staging)
         tags |= serving_tags
         card = model_card(params, meta, metrics, tags)
-        io.write_text(card_path, card)
+        atomic.write_text(card_path, card)
         mlflow.set_tracking_uri(reg.uri)
         mlflow.set_registry_uri(reg.uri)
         with reg.call(mlflow.start_run, run_id=run_id):
@@ -291,7 +282,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "accuracy": accuracy,
         "serving": serving_tags,
     }
-    io.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     return result
 
 
@@ -312,7 +303,7 @@ def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[s
         "gate_table": gate_table(gates),
     }
     reg.call(reg.client.set_tag, run_id, "steelflow.registered", "no: failed registry.gates")
-    io.write_json(out_path, result)
+    atomic.write_json(out_path, result)
     return result
 
 
@@ -345,7 +336,7 @@ def pyfunc_model(
             "cache_size": params.data.cache_size,
             "white_level": params.data.white_level,
             "classes": list(meta["classes"]),
-            "in_chans": int(meta["in_chans"]),
+            "data_channels": pyfunc.data_channels(meta),
             **serving.model_dump(),
             "quantize": params.registry.quantize,
         },
@@ -393,17 +384,8 @@ def _serving_graph(
     return int8, tags
 
 
-def quantization_gates(fp32: dict[str, float], int8: dict[str, float], max_drop: float) -> list[Gate]:
-    """One gate per evaluation condition (hold-out ones included): int8 accuracy within ``max_drop``."""
-    return [
-        Gate(f"int8 {name} ({fp32[name]:.3f} → {int8[name]:.3f})", drop, max_drop, drop <= max_drop, "≤")
-        for name in fp32
-        for drop in [fp32[name] - int8[name]]
-    ]
-
-
 def _example(path: Path) -> Any:
-    import io as pyio
+    import io
 
     import pandas as pd
 
@@ -412,7 +394,7 @@ def _example(path: Path) -> Any:
     from steelflow.pyfunc import decode
 
     image = cache.load(path).images[0]
-    buf = pyio.BytesIO()
+    buf = io.BytesIO()
     save_png(decode(image, channels=image.shape[-1]), buf)
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
@@ -425,54 +407,6 @@ def requirements(engine: str) -> list[str]:
     if engine == "pytorch":
         names.append("torch")
     return [f"{n}=={version(n).split('+')[0]}" for n in names]
-
-
-def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
-    """Markdown: data, training params, the robustness table, intended use, limitations."""
-    from steelflow.steps.evaluate import robustness_table
-
-    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
-    s = metrics["summary"]
-    train = params.train
-    lines = [
-        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta['variant']})",
-        "",
-        "## Data",
-        f"- source: `{params.data.source}`; classes: {', '.join(meta['classes'])}",
-        f"- data version (md5 of data/manifest.csv): `{tags['data_version']}`",
-        f"- split: test {params.split.test}, val {params.split.val} of train, seed {params.split.seed}",
-        f"- evaluation data hash: `{tags['eval_data_hash']}`",
-        "",
-        "## Training",
-        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}, input stage "
-        f"`{meta.get('input_norm', 'none')}`; {training_label(meta)} (train.robust)",
-        f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
-        f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
-        f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
-        f"params hash `{tags['params_hash']}`, MLflow run `{tags['run_id']}`",
-        "",
-        "## Metrics",
-        f"Clean accuracy {s['clean_accuracy']:.4f}; worst condition {s['worst_condition']} "
-        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}"
-        + (
-            f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
-            if "holdout_worst_condition" in s
-            else "."
-        ),
-        "",
-        robustness_table(
-            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
-        ).split("\n", 2)[2],
-        "## Intended use",
-        "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
-        "classes of the dataset it was trained on), as a screening aid next to human inspection.",
-        "",
-        "## Limitations",
-        "- Trained on one dataset's imaging conditions; other mills, cameras or lighting need re-validation.",
-        "- Every image gets one of the known classes: there is no 'no defect' or 'unknown' answer.",
-        "- Robustness is measured on synthetic corruptions (lighting, noise, blur), not on field data.",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- promote, rollback, history ---------------------------------------------------------------------
@@ -566,72 +500,6 @@ def candidate_gates(
         sets = evaluation_sets(params.corrupt, cache_dir)
         scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
     return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names)
-
-
-def check_gates(
-    gates: Any,
-    candidate: dict[str, float],
-    champion: dict[str, float] | None,
-    holdout: Collection[str] = (),
-) -> list[Gate]:
-    """Clean and worst accuracy (over the Table 1 conditions), the worst hold-out accuracy when that gate
-    is set, and no drop against the champion on any condition both were scored on."""
-    worst = worst_condition(candidate, exclude=holdout)
-    out = [
-        Gate(
-            "clean accuracy",
-            candidate[CLEAN],
-            gates.min_clean_accuracy,
-            candidate[CLEAN] >= gates.min_clean_accuracy,
-            "≥",
-        ),
-        Gate(
-            f"worst accuracy ({worst})",
-            candidate[worst],
-            gates.min_worst_accuracy,
-            candidate[worst] >= gates.min_worst_accuracy,
-            "≥",
-        ),
-    ]
-    held = {k: v for k, v in candidate.items() if k in holdout}
-    if gates.min_holdout_accuracy is not None:
-        if not held:
-            raise DataError(
-                "registry.gates.min_holdout_accuracy is set but the model has no hold-out accuracy: "
-                "run `steelflow corrupt` and `steelflow evaluate` with corrupt.holdout"
-            )
-        worst_held = min(held, key=held.get)
-        out.append(
-            Gate(
-                f"worst hold-out ({worst_held})",
-                held[worst_held],
-                gates.min_holdout_accuracy,
-                held[worst_held] >= gates.min_holdout_accuracy,
-                "≥",
-            )
-        )
-    for name, acc in (champion or {}).items():
-        drop = acc - candidate.get(name, 0.0)
-        out.append(Gate(f"drop vs champion ({name})", drop, gates.max_drop, drop <= gates.max_drop, "≤"))
-    return out
-
-
-def gate_table(gates: list[Gate]) -> str:
-    rows = [f"  {'gate':<40} {'value':>8}   {'threshold':>9}   result"]
-    for g in gates:
-        verdict = "pass" if g.passed else "FAIL"
-        rows.append(f"  {g.name:<40} {g.value:>8.4f}   {g.rule} {g.threshold:<7.4f}   {verdict}")
-    return "\n".join(rows)
-
-
-def gate_markdown(gates: list[Gate]) -> str:
-    """The gate table as Markdown (what the Kubeflow UI shows for the pipeline's gate step)."""
-    rows = ["| gate | value | threshold | result |", "|---|---:|---:|---|"]
-    for g in gates:
-        rows.append(
-            f"| {g.name} | {g.value:.4f} | {g.rule} {g.threshold:.4f} | {'pass' if g.passed else 'FAIL'} |"
-        )
-    return "\n".join(rows) + "\n"
 
 
 def _comparable(reg, params, candidate, champion, cache_dir, local):

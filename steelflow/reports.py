@@ -1,10 +1,11 @@
-"""Pictures for people: plots the steps write next to their JSON."""
+"""Pictures and pages for people: plots the steps write next to their JSON, the robustness table in the
+layout of the paper's Table 1, and the model card a registered version carries."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -12,7 +13,11 @@ matplotlib.use("Agg")  # headless: steps run in CI, DVC and Kubeflow pods
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from steelflow import io  # noqa: E402
+from steelflow import atomic, paper  # noqa: E402
+from steelflow.scoring import CLEAN, training_label  # noqa: E402
+
+if TYPE_CHECKING:
+    from steelflow.config import Params
 
 CELL_INCHES = 1.6
 
@@ -86,7 +91,7 @@ def confusion_figure(matrix: np.ndarray, classes: list[str], out: Path) -> None:
 
 def _save(fig: plt.Figure, out: Path) -> None:
     fig.tight_layout()
-    with io.atomic_path(out) as tmp:
+    with atomic.atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
@@ -125,3 +130,94 @@ def attention_figure(model: Any, clean: Any, per_class: int, out: Path, device: 
     axes[0][0].set_ylabel("image", fontsize=8)
     axes[1][0].set_ylabel("attention", fontsize=8)
     _save(fig, out)
+
+
+# --- tables and pages -------------------------------------------------------------------------------
+
+
+def robustness_table(variant: str, rows: dict[str, dict[str, float]], holdout: Collection[str] = ()) -> str:
+    """Markdown: our rows (label → accuracy) in the layout of the paper's Table 1 with the paper's rows,
+    then the hold-out block (conditions no training family resembles), which the paper does not have."""
+    out = []
+    out.append(f"# Robustness: accuracy (%) of `{variant}` on the clean and corrupted test sets\n\n")
+    out.append("\n".join(table1_lines(rows, holdout, [v for v in paper.TABLE1])) + "\n\n")
+    out.append(
+        f"Paper rows: {paper.CITATION}, on NEU-CLS at 300 × 300. Our corruptions are Fu-style "
+        "re-implementations (see README), and our data and image size come from params.yaml, so compare "
+        "the pattern across conditions rather than single numbers.\n"
+    )
+    if holdout:
+        out.append("\n" + "\n".join(holdout_lines(rows, holdout)) + "\n")
+    return "".join(out)
+
+
+def table1_lines(
+    rows: dict[str, dict[str, float]], holdout: Collection[str], paper_variants: list[str]
+) -> list[str]:
+    """Table 1's head over the clean set and the paper's conditions, our rows, then the paper's rows."""
+    first = next(iter(rows.values()))
+    columns = paper.in_table_order([c for c in first if c not in holdout])
+    return [
+        *paper.table1_head(columns),
+        *(paper.ours_row(label, acc, columns) for label, acc in rows.items()),
+        *(paper.paper_row(v, columns) for v in paper_variants),
+    ]
+
+
+def holdout_lines(rows: dict[str, dict[str, float]], holdout: Collection[str]) -> list[str]:
+    """The hold-out block: a heading, our rows over the hold-out conditions (the clean set for reference)."""
+    columns = [CLEAN, *holdout]
+    return [
+        "## Hold-out conditions: corruption families training never augments with",
+        "",
+        *paper.table1_head(columns),
+        *(paper.ours_row(label, acc, columns) for label, acc in rows.items()),
+    ]
+
+
+def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
+    """The registered version's model card (Markdown): data, training params, the robustness table,
+    intended use, limitations. ``tags`` are the version's identity tags (data version, commit, params hash,
+    run id, evaluation-data hash)."""
+    accuracy = {name: m["accuracy"] for name, m in metrics["conditions"].items()}
+    s = metrics["summary"]
+    train = params.train
+    lines = [
+        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta['variant']})",
+        "",
+        "## Data",
+        f"- source: `{params.data.source}`; classes: {', '.join(meta['classes'])}",
+        f"- data version (md5 of data/manifest.csv): `{tags['data_version']}`",
+        f"- split: test {params.split.test}, val {params.split.val} of train, seed {params.split.seed}",
+        f"- evaluation data hash: `{tags['eval_data_hash']}`",
+        "",
+        "## Training",
+        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}, input stage "
+        f"`{meta.get('input_norm', 'none')}`; {training_label(meta)} (train.robust)",
+        f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
+        f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
+        f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
+        f"params hash `{tags['params_hash']}`, MLflow run `{tags['run_id']}`",
+        "",
+        "## Metrics",
+        f"Clean accuracy {s['clean_accuracy']:.4f}; worst condition {s['worst_condition']} "
+        f"{s['worst_accuracy']:.4f}; mean over corrupted sets {s['mean_corrupted_accuracy']:.4f}"
+        + (
+            f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
+            if "holdout_worst_condition" in s
+            else "."
+        ),
+        "",
+        robustness_table(
+            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
+        ).split("\n", 2)[2],
+        "## Intended use",
+        "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "
+        "classes of the dataset it was trained on), as a screening aid next to human inspection.",
+        "",
+        "## Limitations",
+        "- Trained on one dataset's imaging conditions; other mills, cameras or lighting need re-validation.",
+        "- Every image gets one of the known classes: there is no 'no defect' or 'unknown' answer.",
+        "- Robustness is measured on synthetic corruptions (lighting, noise, blur), not on field data.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steelflow import io, paper, paths
+from steelflow import atomic, paper, paths
 from steelflow.config import ModelConfig, Params, RobustConfig, TrainConfig
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
@@ -69,8 +69,8 @@ def reproduce(
         n_params[variant] = count_params(create_model(variant, n_classes, p.model.image_size))
 
     table = tables(accuracy, n_params, p)
-    io.write_text(out_dir / "table1.md", table)
-    io.write_json(
+    atomic.write_text(out_dir / "table1.md", table)
+    atomic.write_json(
         out_dir / "reproduce.json",
         {
             "image_size": p.model.image_size,

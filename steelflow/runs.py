@@ -1,5 +1,5 @@
-"""Steps with their MLflow run: what `steelflow train` / `evaluate` / `reproduce` call (and, later, the
-Kubeflow components), so that no adapter holds tracking logic.
+"""Steps with their MLflow run: what `steelflow train` / `evaluate` / `reproduce` and the Kubeflow
+``train`` / ``evaluate`` components call, so that no adapter holds tracking logic.
 
 ``train`` opens a run named ``train <variant> lr=<lr> <short sha>``, logs the params that shape the model
 (data, split, model, train, with tune's values applied) and the whole tree as ``params.yaml``, the datasets
@@ -14,7 +14,7 @@ import contextlib
 import json
 from typing import Any
 
-from steelflow import config, io, paths
+from steelflow import atomic, config, paths
 from steelflow.config import Params
 
 
@@ -58,14 +58,14 @@ def train(p: Params, track: bool = True, resume: bool = False) -> Any:
             model, _ = load_trained(paths.MODEL)
             if t.run_id:  # `dvc exp show` lists it beside the metrics: experiment → MLflow run
                 summary = json.loads(paths.TRAIN_METRICS.read_text())
-                io.write_json(paths.TRAIN_METRICS, {**summary, "mlflow_run_id": t.run_id})
+                atomic.write_json(paths.TRAIN_METRICS, {**summary, "mlflow_run_id": t.run_id})
             for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY):
                 t.log_artifact(artifact, "training")
             if p.mlflow.log_checkpoints:
                 t.log_artifact(paths.CHECKPOINT, "training")
             t.log_model(model, example_input(p))
             if t.run_id:
-                io.write_text(paths.MLFLOW_RUN, t.run_id + "\n")
+                atomic.write_text(paths.MLFLOW_RUN, t.run_id + "\n")
     return result
 
 

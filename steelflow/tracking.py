@@ -165,9 +165,10 @@ class MlflowTracker:
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri``; a relative SQLite path is taken from the project
-    root, so a DVC experiment in a temporary clone still logs into the project's ``mlflow.db``."""
-    return project.anchored(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri)
+    """``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri`` (resolved when params were loaded); a relative
+    SQLite path is taken from the project root, so a DVC experiment in a temporary clone still logs into
+    the project's ``mlflow.db``."""
+    return project.anchored(cfg.effective_uri)
 
 
 def ensure_experiment(client: Any, name: str) -> str:

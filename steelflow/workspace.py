@@ -87,6 +87,7 @@ def workspace(
         env = _environment(params, launch)
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
+        params = config.parse_params(params.raw(), source=str(params_file))  # with the URLs made absolute
         try:
             os.chdir(root)
             yield Workspace(root, params)
@@ -146,8 +147,7 @@ def _environment(params: Params, launch: Path) -> dict[str, str]:
 
     env = {"MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(params.mlflow), launch)}
     if params.tune is not None:
-        storage = os.environ.get(paths.OPTUNA_STORAGE_ENV) or params.tune.storage
-        env[paths.OPTUNA_STORAGE_ENV] = absolute_sqlite(storage, launch)
+        env[paths.OPTUNA_STORAGE_ENV] = absolute_sqlite(params.tune.effective_storage, launch)
     if not os.environ.get("STEELFLOW_GIT_COMMIT"):  # tags say which commit ran, as under `dvc repro`
         state = git_state(launch)
         env |= {"STEELFLOW_GIT_COMMIT": state["git_commit"], "STEELFLOW_GIT_DIRTY": state["git_dirty"]}

@@ -72,6 +72,13 @@ GIT_ENV = {
 
 def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run a command of this venv (dvc, steelflow) in ``cwd``, whose own package it imports; must succeed."""
+    proc = run(*args, cwd=cwd, env=env)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def run(*args: str, cwd: Path, env: dict[str, str] | None = None):
+    """:func:`sh` that may fail: the finished process (``returncode``, ``stdout``, ``stderr``)."""
     import os
     import subprocess
     import sys
@@ -83,9 +90,7 @@ def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **(env or {}),
     }
-    proc = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
+    return subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
 
 
 def clone_repo(dest: Path, params_changes: dict) -> Path:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
+from steelflow import config
 from steelflow.config import BlurCondition, load_params, parse_params
 from steelflow.errors import ConfigError
 from tests.helpers import REPO, repo_params, write_params
@@ -149,3 +152,50 @@ def test_data_trust_defaults_keep_the_paper_data_passing():
         v = params.validate_
         assert (v.near_duplicates, v.shortcuts, v.quality.action) == ("warn", "fail", "warn")
         assert params.data.white_level is None and params.data.reencode is None
+
+
+def test_typed_values_are_set_by_dotted_key_without_a_string_round_trip():
+    tree = load_params(REPO / "params.yaml").raw()
+    config.set_key(tree, "train.lr", 0.25)
+    config.set_key(tree, "tune.space.train.lr.high", 0.5)  # a key that holds dots, matched whole
+    config.set_key(tree, "data.classes", ["a", "b"])
+    assert tree["train"]["lr"] == 0.25 and tree["data"]["classes"] == ["a", "b"]
+    assert tree["tune"]["space"]["train.lr"]["high"] == 0.5
+    tuned = config.with_overrides(
+        load_params(REPO / "params.yaml"), {"train.lr": 0.125, "model.dropout": 0.1}
+    )
+    assert tuned.train.lr == 0.125 and tuned.model.dropout == 0.1
+
+
+def test_environment_overrides_are_resolved_at_load_and_kept_out_of_the_tree(monkeypatch):
+    from steelflow import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user:pw@mlflow.example:5000")
+    monkeypatch.setenv("STEELFLOW_OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
+    params = load_params(REPO / "params.yaml")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # read once, at load: later changes do not reach it
+    assert tracking.tracking_uri(params.mlflow) == "http://user:pw@mlflow.example:5000"
+    assert params.tune.effective_storage == "postgresql://u:pw@db/optuna"
+    assert "pw" not in json.dumps(params.raw())  # a logged or shipped tree carries no password
+    sources = params.sources()
+    assert sources["mlflow.tracking_uri"][1] == "env MLFLOW_TRACKING_URI"
+
+
+def test_params_show_prints_each_effective_value_with_where_it_came_from(monkeypatch):
+    from typer.testing import CliRunner
+
+    from steelflow.cli import app
+
+    monkeypatch.setenv("STEELFLOW_OPTUNA_STORAGE", "postgresql://u:s3cret@db/optuna")
+    args = ["params", "show", "--params", str(REPO / "params.yaml"), "--set", "train.lr=0.3", "--json"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.output)
+    assert shown["train.lr"] == {"value": 0.3, "source": "--set"}
+    assert shown["train.epochs"]["source"] == "params.yaml"
+    assert shown["registry.description"]["source"] == "default"
+    assert shown["tune.storage"] == {
+        "value": "postgresql://u:***@db/optuna",
+        "source": "env STEELFLOW_OPTUNA_STORAGE",
+    }
+    assert "s3cret" not in out.output

@@ -65,7 +65,7 @@ def built(tmp_path_factory) -> dict:
     test_set = root / "test.npz"
     labels = [CLASSES[i % 3] for i in range(len(images))]
     ids = [str(i) for i in range(len(images))]
-    cache.save(cache.build(list(images[..., 0]), labels, ids, CLASSES, SIZE), test_set)
+    cache.save(cache.resized_set(list(images[..., 0]), labels, ids, CLASSES, SIZE), test_set)
     graph = root / "model.onnx"
     parity = serving_build.export_checked(model, images, graph, max_diff=1e-4, min_agreement=1.0)
     params = parse_params(repo_params(data={"cache_size": SIZE}))

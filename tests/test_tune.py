@@ -19,6 +19,7 @@ from steelflow import config
 from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.steps import tune as tuning
+from steelflow.steps import tune_study as study_machinery
 from tests.helpers import repo_params, write_params
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -46,7 +47,9 @@ def _params(project: Path, **tune) -> config.Params:
 
 
 def _study(params: config.Params) -> optuna.Study:
-    return optuna.load_study(study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune))
+    return optuna.load_study(
+        study_name=tuning.study_name(params), storage=study_machinery.storage_url(params.tune)
+    )
 
 
 # --- the search space is checked before any trial ---------------------------------------------------
@@ -142,7 +145,7 @@ def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
 def _claims_study(url: str) -> tuple[optuna.Study, object]:
     space = {"train.lr": {"kind": "float", "low": 0.1, "high": 0.2}}
     cfg = config.TuneConfig(n_trials=1, space=space)
-    return tuning._open(tuning.StudyRef("claims", url, {}, "."), cfg, worker=0)
+    return study_machinery.open_study(tuning.StudyRef("claims", url, {}, "."), cfg, worker=0)
 
 
 def _claim_all(url: str, start: float, out) -> None:
@@ -150,7 +153,7 @@ def _claim_all(url: str, start: float, out) -> None:
     while time.time() < start:  # both processes claim from the same moment on
         pass
     claimed = []
-    while (got := tuning._claim(study, storage)) is not None:
+    while (got := study_machinery.claim(study, storage)) is not None:
         claimed.append(got[1])
     out.put(claimed)
 
@@ -248,7 +251,9 @@ def test_a_bad_region_is_pruned_and_a_diverging_trial_fails_without_stopping_the
     # The order matters to a median pruner (it needs finished trials to compare with), so queue it;
     # `steelflow tune` counts queued trials and adds only the missing ones.
     study = optuna.create_study(
-        study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune), direction="maximize"
+        study_name=tuning.study_name(params),
+        storage=study_machinery.storage_url(params.tune),
+        direction="maximize",
     )
     for lr in (0.02, 0.02, 1.0e-7, 1.0e4, 1.0e-7):
         study.enqueue_trial({"train.lr": lr})

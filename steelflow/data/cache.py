@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steelflow import io
+from steelflow import atomic
 from steelflow.data import images as imageio
 
 
@@ -28,7 +28,7 @@ class CachedSet:
         return len(self.labels)
 
 
-def build(
+def resized_set(
     images: Iterable[np.ndarray], labels: list[str], sha256: list[str], classes: list[str], size: int
 ) -> CachedSet:
     """Resize decoded uint8 images, (H, W) or (H, W, C), to ``size`` and stack them with their labels."""
@@ -49,7 +49,7 @@ def build(
 
 
 def save(cached: CachedSet, path: str | Path) -> None:
-    with io.atomic_path(path) as tmp, tmp.open("wb") as f:
+    with atomic.atomic_path(path) as tmp, tmp.open("wb") as f:
         np.savez(
             f,
             images=cached.images,

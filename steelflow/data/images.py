@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io as pyio
+import io
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -46,10 +46,6 @@ _ORIENTATION_TAG = 0x0112
 class Decoded:
     array: np.ndarray  # uint8 (H, W) or (H, W, 3)
     note: str  # what was done to get there ("" when nothing was)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def inspect(path: Path, max_pixels: int, white_level: float | None = None) -> dict[str, object]:
@@ -135,7 +131,7 @@ def load(
             f"{path} changed since it was validated (sha256 {hashlib.sha256(data).hexdigest()[:12]}…, the "
             f"manifest records {sha256[:12]}…): rerun ingest, validate and split"
         )
-    with open_image(pyio.BytesIO(data)) as im:
+    with open_image(io.BytesIO(data)) as im:
         return decode(im, channels, white_level).array
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from steelflow import io
+from steelflow import atomic
 from steelflow.errors import DataError
 
 COLUMNS = [
@@ -60,7 +60,7 @@ def read(path: str | Path) -> pd.DataFrame:
 
 
 def write(df: pd.DataFrame, path: str | Path) -> None:
-    with io.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
         df[COLUMNS].to_csv(tmp, index=False)
 
 

@@ -5,6 +5,6 @@ variants and the factory, ``summary`` parameter and FLOP counts.
 """
 
 from steelflow.models.casinet import CASINet, CASINetConfig
-from steelflow.models.registry import create_model, get_config, list_models
+from steelflow.models.variants import create_model, get_config, list_models
 
 __all__ = ["CASINet", "CASINetConfig", "create_model", "get_config", "list_models"]

@@ -1,7 +1,7 @@
 """CASI-Net (paper §3, Fig. 1) and its ablation variants (Table 1), one class built from a small config.
 
 BLFE → [coordinate attention] → [self-interaction] → MLP head. Each variant of Table 1 is a
-:class:`CASINetConfig` that switches the two bracketed stages on or off; :mod:`steelflow.models.registry`
+:class:`CASINetConfig` that switches the two bracketed stages on or off; :mod:`steelflow.models.variants`
 names them and builds them. The blocks, and the paper sentences behind each choice, are in
 :mod:`steelflow.models.blocks`.
 

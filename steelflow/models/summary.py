@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from steelflow.models.registry import create_model, list_models
+from steelflow.models.variants import create_model, list_models
 
 
 def count_params(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import CorruptConfig, DataConfig
 from steelflow.data import cache, corruptions, images, manifest
 from steelflow.progress import track
@@ -53,7 +53,7 @@ def corrupt(
     picks = grid_picks(test["label"].tolist(), classes, cfg.grid_per_class)
     examples: dict[str, list[np.ndarray]] = {"original": [originals[i] for i in picks]}
     rows: list[dict[str, str]] = []
-    with io.atomic_path(out_dir) as staged_images, io.atomic_path(cache_dir) as staged_cache:
+    with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
         staged_cache.mkdir()
         for condition in cfg.all_conditions:
             corrupted = []
@@ -74,7 +74,7 @@ def corrupt(
                 )
                 corrupted.append(out)
             examples[condition.name] = [corrupted[i] for i in picks]
-            cached = cache.build(
+            cached = cache.resized_set(
                 corrupted, test["label"].tolist(), test["sha256"].tolist(), classes, data.cache_size
             )
             cache.save(cached, staged_cache / f"{condition.name}.npz")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import DataConfig
 from steelflow.data import images, manifest, s3, sources, synthetic
 from steelflow.errors import DataError
@@ -42,7 +42,7 @@ def ingest(
     manifest_path, images_dir = Path(manifest_path), Path(images_dir)
     notes: dict[Path, str] = {}
     skipped: list[str] = []
-    with io.atomic_path(images_dir) as staged:
+    with atomic.atomic_path(images_dir) as staged:
         if data.is_synthetic:
             layout = "synthetic"
             generated = synthetic.generate(staged, data.synthetic)

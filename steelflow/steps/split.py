@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import DataConfig, SplitConfig
 from steelflow.data import cache, images, manifest
 from steelflow.errors import DataError
@@ -52,7 +52,7 @@ def split(
     classes = manifest.class_names(table["label"], data.classes)
     channels = images.channels_for(table["mode"].tolist())
     # Both outputs or neither: a file that fails its sha256 check leaves the previous splits and cache.
-    with io.atomic_path(splits_dir) as staged_splits, io.atomic_path(cache_dir) as staged_cache:
+    with atomic.atomic_path(splits_dir) as staged_splits, atomic.atomic_path(cache_dir) as staged_cache:
         staged_splits.mkdir()
         staged_cache.mkdir()
         for name, part in parts.items():
@@ -63,13 +63,13 @@ def split(
             decoded = (
                 images.load(f, channels, data.white_level, sha) for f, sha in track(files, f"cache {name}")
             )
-            cached = cache.build(
+            cached = cache.resized_set(
                 decoded, part["label"].tolist(), part["sha256"].tolist(), classes, data.cache_size
             )
             cache.save(cached, staged_cache / f"{name}.npz")
 
     counts = {name: {c: int((part["label"] == c).sum()) for c in classes} for name, part in parts.items()}
-    io.write_json(
+    atomic.write_json(
         report_path,
         {
             "seed": cfg.seed,

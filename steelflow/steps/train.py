@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import csv
 import functools
-import io as pyio
+import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
 from steelflow.data import augment as augmentation
 from steelflow.data import cache
@@ -93,23 +93,91 @@ def train(
     (``val_robust_<family>``, ``val_robust_worst``, ``val_robust_mean``): tuning's robust objective, at
     the epochs in ``robust_val_epochs`` (all when None; the score costs a validation pass per family).
     """
-    from steelflow.models import create_model
-
     tracker = tracker or NullTracker()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    train_set, val_set = (_load(Path(cache_dir) / f"{name}.npz") for name in ("train", "val"))
     device = pick_device(cfg.device)
+    x_val = to_tensor(val_set.images)
+    data = _Data(
+        x_train=to_tensor(train_set.images).to(device),
+        y_train=torch.from_numpy(train_set.labels).to(device),
+        x_val=x_val,
+        y_val=torch.from_numpy(val_set.labels),
+        val_views=_robust_views(x_val, robust_val) if robust_val is not None else {},
+        robust_val_epochs=robust_val_epochs,
+    )
+    run = _build(model_cfg, cfg, train_set.classes, device)
+    fingerprint = {
+        "model": model_cfg.model_dump(),
+        "train": cfg.model_dump(exclude={"device", "threads"}),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "classes": train_set.classes,
+    }
+    checkpoint = _Checkpoint(Path(checkpoint_path), fingerprint)
+    state = _State(best_state=copy.deepcopy(run.model.state_dict()))
+    if resume and checkpoint.path.is_file():
+        state = checkpoint.restore(run)
+    started = time.perf_counter()
+    seen = _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch)
+    meta = {
+        "variant": model_cfg.variant,
+        "image_size": model_cfg.image_size,
+        "dropout": model_cfg.dropout,
+        "input_norm": model_cfg.input_norm,
+        "input_norm_sigma": model_cfg.input_norm_sigma,
+        "robust": cfg.robust.enabled,
+        "classes": train_set.classes,
+        "data_channels": int(train_set.images.shape[-1]),  # 1 grey, 3 colour (the network takes 3)
+    }
+    result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path)
+    atomic.write_json(metrics_path, result.metrics())
+    _write_history(Path(history_path), state.history)
+    tracker.log_metrics(
+        {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
+    )
+    return result
+
+
+# --- building: the network and what trains it ------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """The network and everything that trains it, built once per run."""
+
+    model: nn.Module
+    step_fn: Callable[[torch.Tensor], torch.Tensor]  # the model, compiled when train.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+    loss_fn: nn.Module
+
+
+@dataclass
+class _Data:
+    """The training and validation tensors (training on the device), and the robust validation views."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    val_views: dict[str, torch.Tensor]
+    robust_val_epochs: frozenset[int] | None
+
+
+def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device: torch.device) -> _Run:
+    """The seeded network on its device and layout, SGD (paper §4.3), the schedule and the AMP scaler."""
+    from steelflow.models import create_model
+
     dtype = autocast_dtype(cfg.precision, device)
     # auto = on: channels_last measured 1.2x (64 px) to 1.6x (300 px) faster on the CPU, and is the fast
     # layout for convolutions under CUDA autocast (benchmarks/bench_model.py).
     channels_last = cfg.channels_last != "off"
-
-    train_set, val_set = (_load(Path(cache_dir) / f"{name}.npz") for name in ("train", "val"))
-    classes = train_set.classes
-    x_train, y_train = to_tensor(train_set.images).to(device), torch.from_numpy(train_set.labels).to(device)
-    x_val, y_val = to_tensor(val_set.images), torch.from_numpy(val_set.labels)
-    val_views = _robust_views(x_val, robust_val) if robust_val is not None else {}
-
     torch.manual_seed(cfg.seed)
     try:
         model = create_model(
@@ -127,80 +195,32 @@ def train(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    scheduler = _scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step_fn = torch.compile(model) if cfg.compile else model
+    return _Run(
+        model=model,
+        step_fn=torch.compile(model) if cfg.compile else model,
+        optimizer=optimizer,
+        scheduler=_scheduler(optimizer, cfg),
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        loss_fn=nn.CrossEntropyLoss(),
+    )
 
-    meta = {
-        "variant": model_cfg.variant,
-        "image_size": model_cfg.image_size,
-        "dropout": model_cfg.dropout,
-        "input_norm": model_cfg.input_norm,
-        "input_norm_sigma": model_cfg.input_norm_sigma,
-        "robust": cfg.robust.enabled,
-        "classes": classes,
-        "in_chans": int(train_set.images.shape[-1]),
-    }
-    fingerprint = {
-        "model": model_cfg.model_dump(),
-        "train": cfg.model_dump(exclude={"device", "threads"}),
-        "n_train": len(train_set),
-        "n_val": len(val_set),
-        "classes": classes,
-    }
-    state = _State(best_state=copy.deepcopy(model.state_dict()))
-    if resume and Path(checkpoint_path).is_file():
-        state = _restore(Path(checkpoint_path), fingerprint, model, optimizer, scheduler, scaler)
 
-    loss_fn = nn.CrossEntropyLoss()
-    started, seen = time.perf_counter(), 0
+# --- the epoch loop ---------------------------------------------------------------------------------
+
+
+def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
+    """Every epoch left (from ``state.epoch + 1``), early-stopped; returns the training images seen."""
+    seen = 0
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if state.stopped_early:
             break
         tick = time.perf_counter()
-        torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)  # dropout and augmentation of this epoch
-        order = torch.randperm(
-            len(x_train), generator=torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE - epoch)
-        )
-        model.train()
-        total_loss, correct, count = 0.0, 0, 0
-        lr = optimizer.param_groups[0]["lr"]
-        for i, idx in enumerate(track(list(batches(len(x_train), cfg.batch_size, order)), f"epoch {epoch}")):
-            x = augment(as_float(x_train[idx]), cfg)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y_train[idx]
-            with autocast(device, dtype):
-                logits = step_fn(x)
-                loss = loss_fn(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr}); "
-                    f"the last good checkpoint is {checkpoint_path} (epoch {state.epoch})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            count += len(idx)
-        scheduler.step()
+        row, count = _fit_epoch(run, data, cfg, epoch, state, checkpoint.path)
         seen += count
-
-        row = {"epoch": epoch, "lr": lr, "train_loss": total_loss / count, "train_accuracy": correct / count}
-        row.update(_validate(model, x_val, y_val, cfg.batch_size, device, dtype, channels_last, loss_fn))
-        if val_views and (robust_val_epochs is None or epoch in robust_val_epochs):
-            robust = {
-                f"val_robust_{name}": _validate(
-                    model, x, y_val, cfg.batch_size, device, dtype, channels_last, loss_fn
-                )["val_accuracy"]
-                for name, x in val_views.items()
-            }
-            row |= robust | {
-                "val_robust_worst": min(robust.values()),
-                "val_robust_mean": sum(robust.values()) / len(robust),
-            }
+        row |= _validation_row(run, data, cfg.batch_size, epoch)
         row["seconds"] = time.perf_counter() - tick
         state.history.append(row)
         tracker.log_metrics(epoch_metrics(row), step=epoch)
@@ -209,39 +229,95 @@ def train(
             f"{row['train_accuracy']:.3f}, val loss {row['val_loss']:.4f} accuracy {row['val_accuracy']:.3f}"
             f" ({row['seconds']:.1f} s)"
         )
-
         # With no validation split (split.val: 0) the last epoch is the one kept.
-        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or len(x_val) == 0:
+        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or len(data.x_val) == 0:
             state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch
-            state.best_state = copy.deepcopy(model.state_dict())
+            state.best_state = copy.deepcopy(run.model.state_dict())
             state.bad_epochs = 0
         else:
             state.bad_epochs += 1
         state.stopped_early = bool(cfg.patience and state.bad_epochs >= cfg.patience)
         state.epoch = epoch
-        _checkpoint(Path(checkpoint_path), state, fingerprint, model, optimizer, scheduler, scaler)
+        checkpoint.save(state, run)
         if on_epoch is not None:
             on_epoch(row)
+    return seen
 
-    elapsed = time.perf_counter() - started
-    model.load_state_dict(state.best_state)
-    save_trained(model, meta, Path(model_path))
-    result = TrainResult(
+
+def _fit_epoch(
+    run: _Run, data: _Data, cfg: TrainConfig, epoch: int, state: _State, checkpoint_path: Path
+) -> tuple[dict[str, float], int]:
+    """One pass over the training split in this epoch's seeded order; its history row so far and count."""
+    torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)  # dropout and augmentation of this epoch
+    order = torch.randperm(
+        len(data.x_train), generator=torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE - epoch)
+    )
+    run.model.train()
+    total_loss, correct, count = 0.0, 0, 0
+    lr = run.optimizer.param_groups[0]["lr"]
+    for i, idx in enumerate(track(list(batches(len(data.x_train), cfg.batch_size, order)), f"epoch {epoch}")):
+        x = augment(as_float(data.x_train[idx]), cfg)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.y_train[idx]
+        with autocast(run.device, run.dtype):
+            logits = run.step_fn(x)
+            loss = run.loss_fn(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr}); "
+                f"the last good checkpoint is {checkpoint_path} (epoch {state.epoch})"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        total_loss += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        count += len(idx)
+    run.scheduler.step()
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": total_loss / count,
+        "train_accuracy": correct / count,
+    }, count
+
+
+def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict[str, float]:
+    """Validation loss and accuracy, and the robust views' accuracies at the epochs that take them."""
+    row = _validate(run, data.x_val, data.y_val, batch_size)
+    if data.val_views and (data.robust_val_epochs is None or epoch in data.robust_val_epochs):
+        robust = {
+            f"val_robust_{name}": _validate(run, x, data.y_val, batch_size)["val_accuracy"]
+            for name, x in data.val_views.items()
+        }
+        row |= robust | {
+            "val_robust_worst": min(robust.values()),
+            "val_robust_mean": sum(robust.values()) / len(robust),
+        }
+    return row
+
+
+# --- finishing --------------------------------------------------------------------------------------
+
+
+def _finish(
+    run: _Run, state: _State, meta: dict[str, Any], elapsed: float, seen: int, model_path: Path
+) -> TrainResult:
+    """Save the best epoch's weights with what rebuilds the network; the run's summary."""
+    run.model.load_state_dict(state.best_state)
+    save_trained(run.model, meta, Path(model_path))
+    return TrainResult(
         best_epoch=state.best_epoch,
         best_val_accuracy=state.best_val_accuracy,
         epochs_run=state.epoch,
         stopped_early=state.stopped_early,
         seconds=sum(r["seconds"] for r in state.history),
         images_per_s=seen / elapsed if elapsed > 0 and seen else 0.0,
-        device=str(device),
+        device=str(run.device),
         history=state.history,
     )
-    io.write_json(metrics_path, result.metrics())
-    _write_history(Path(history_path), state.history)
-    tracker.log_metrics(
-        {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
-    )
-    return result
 
 
 def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
@@ -282,12 +358,12 @@ def _robust_views(x_val: torch.Tensor, families: RobustConfig) -> dict[str, torc
     return {name: x.mul(255).round_().to(torch.uint8) for name, x in views.items()}
 
 
-def _validate(model, x_val, y_val, batch_size, device, dtype, channels_last, loss_fn) -> dict[str, float]:
+def _validate(run: _Run, x_val: torch.Tensor, y_val: torch.Tensor, batch_size: int) -> dict[str, float]:
     if len(x_val) == 0:
         return {"val_loss": float("nan"), "val_accuracy": 0.0}
-    logits = predict_logits(model, x_val, batch_size, device, dtype, channels_last)
+    logits = predict_logits(run.model, x_val, batch_size, run.device, run.dtype, run.channels_last)
     return {
-        "val_loss": float(loss_fn(logits, y_val)),
+        "val_loss": float(run.loss_fn(logits, y_val)),
         "val_accuracy": float((logits.argmax(1) == y_val).float().mean()),
     }
 
@@ -319,38 +395,44 @@ class _State:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _checkpoint(path, state, fingerprint, model, optimizer, scheduler, scaler) -> None:
-    blob = {
-        "fingerprint": fingerprint,
-        "state": {k: v for k, v in asdict(state).items() if k != "best_state"},
-        "best_state": state.best_state,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-    }
-    with io.atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+@dataclass(frozen=True)
+class _Checkpoint:
+    """``models/checkpoint.pt``: the last finished epoch, for --resume; refused under other params or data."""
 
+    path: Path
+    fingerprint: dict[str, Any]
 
-def _restore(path, fingerprint, model, optimizer, scheduler, scaler) -> _State:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob["fingerprint"] != fingerprint:
-        raise ConfigError(
-            f"{path} was written with other params or data; rerun without --resume to start over"
-        )
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
-    scaler.load_state_dict(blob["scaler"])
-    return _State(**blob["state"], best_state=blob["best_state"])
+    def save(self, state: _State, run: _Run) -> None:
+        blob = {
+            "fingerprint": self.fingerprint,
+            "state": {k: v for k, v in asdict(state).items() if k != "best_state"},
+            "best_state": state.best_state,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+        }
+        with atomic.atomic_path(self.path) as tmp:
+            torch.save(blob, tmp)
+
+    def restore(self, run: _Run) -> _State:
+        blob = torch.load(self.path, map_location="cpu", weights_only=True)
+        if blob["fingerprint"] != self.fingerprint:
+            raise ConfigError(
+                f"{self.path} was written with other params or data; rerun without --resume to start over"
+            )
+        run.model.load_state_dict(blob["model"])
+        run.optimizer.load_state_dict(blob["optimizer"])
+        run.scheduler.load_state_dict(blob["scheduler"])
+        run.scaler.load_state_dict(blob["scaler"])
+        return _State(**blob["state"], best_state=blob["best_state"])
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    buf = pyio.StringIO()
+    buf = io.StringIO()
     # the fixed columns first, then any the run added (tuning's val_robust_* scores)
     extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_COLUMNS))
     writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    io.write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())

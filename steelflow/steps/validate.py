@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io as pyio
+import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from steelflow import io, paths
+from steelflow import atomic, paths
 from steelflow.config import DataConfig, ValidateConfig
 from steelflow.data import images, manifest, near_duplicates, shortcuts
 from steelflow.errors import ValidationFailed
@@ -98,7 +98,7 @@ def validate(
     }
     notes = group_notes(groups, Path(manifest_path).parent)
     suites = {MANIFEST_TABLE: manifest_expectations(data, cfg, notes), CLASS_TABLE: class_expectations(cfg)}
-    with io.atomic_path(docs_dir) as site:
+    with atomic.atomic_path(docs_dir) as site:
         outcomes = _run_great_expectations(tables, suites, site)
 
     checks = [summarise(table_name, r) for table_name, results in outcomes.items() for r in results]
@@ -125,7 +125,7 @@ def validate(
         "quality": quality_flags(checks),
         "warnings": warned,
     }
-    io.write_json(report_path, report)
+    atomic.write_json(report_path, report)
     if failures:
         raise ValidationFailed(
             f"{len(failures)} expectation(s) failed on {manifest_path} "
@@ -352,7 +352,7 @@ def _thumbnail(path: Path, name: str) -> str:
         picture = images.resize(images.load(path, 1), THUMBNAIL)
     except (OSError, ValueError):
         return f"`{name}`"
-    buf = pyio.BytesIO()
+    buf = io.BytesIO()
     images.save_png(picture, buf)
     return f"![{name}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}) `{name}`"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import SMALL, clone_repo, sh
+from tests.helpers import run as run_cmd
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,8 @@ OPEN_GATES = {
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory) -> Path:
     """One experiment run with --temp (gates open: it registers), then one queued and run by the queue
-    worker with 2 epochs and a gate it fails (it must not move @challenger)."""
+    worker with 2 epochs and a gate it fails (it must not move @challenger): its gate stage stops it with
+    exit 8 before register, so the queue reports it failed."""
     tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}, "registry": {"gates": OPEN_GATES}}
     clone = clone_repo(tmp_path_factory.mktemp("exps"), tuned)
     sh("dvc", "exp", "run", "--temp", "-n", "exp-temp", cwd=clone)
@@ -38,9 +40,12 @@ def experiments(tmp_path_factory) -> Path:
         cwd=clone,
     )  # fmt: skip
     sh("dvc", "queue", "start", cwd=clone)
-    sh("dvc", "queue", "logs", "-f", "exp-queued", cwd=clone)  # follows the task until it ends
+    logs = run_cmd("dvc", "queue", "logs", "-f", "exp-queued", cwd=clone)  # follows the task until it ends
     status = sh("dvc", "queue", "status", cwd=clone)
-    assert "Success" in status and "Failed" not in status, status
+    # the queued experiment stops at its failing gate (exit 8), before register
+    assert "exp-queued" in status and "Failed" in status, status
+    out = logs.stdout + logs.stderr
+    assert "Running stage 'gate'" in out and "Running stage 'register'" not in out, out
     sh("dvc", "queue", "stop", "--kill", cwd=clone)
     return clone
 

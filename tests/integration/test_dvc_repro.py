@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import SMALL, clone_repo, sh
+from tests.helpers import SMALL, clone_repo, run, sh
 
 pytestmark = pytest.mark.integration
 
@@ -24,10 +24,11 @@ def clone(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clone):
     out = sh("dvc", "repro", cwd=clone)
-    stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate", "register")
+    stages = ("ingest", "validate", "split", "corrupt", "tune", "train", "evaluate", "gate", "register")
     for stage in stages:
         assert f"Running stage '{stage}'" in out
     assert out.index("Running stage 'tune'") < out.index("Running stage 'train'")
+    assert out.index("Running stage 'gate'") < out.index("Running stage 'register'")
     for output in (
         "data/manifest.csv",
         "reports/validation/index.html",
@@ -115,3 +116,26 @@ def test_a_robust_training_param_reruns_the_model_stages_not_the_data_stages(clo
         assert f"Running stage '{stage}'" in retrained
     for stage in ("ingest", "validate", "split", "corrupt"):
         assert f"Running stage '{stage}'" not in retrained
+
+
+# After the robust-training test: it needs a trained, registered model, and leaves params.yaml failing.
+def test_a_failing_gate_stops_repro_before_register_with_the_gate_table_and_exit_8(clone):
+    sh("dvc", "repro", cwd=clone)
+    registration = (clone / "reports/registration.json").read_text()
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["registry"]["gates"] |= {"min_clean_accuracy": 1.0, "min_worst_accuracy": 1.0}
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run("dvc", "repro", cwd=clone)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "Running stage 'gate'" in out and "Running stage 'register'" not in out
+    assert "exited with 8" in out
+    assert "clean accuracy" in out and "FAIL" in out  # the gate table
+    verdict = json.loads((clone / "reports/gates.json").read_text())
+    assert verdict["register"] is False
+    assert (clone / "reports/registration.json").read_text() == registration  # nothing registered
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}", f"sqlite:///{clone / 'mlflow.db'}")
+    challenger = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
+    assert str(challenger.version) == str(json.loads(registration)["version"])

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.steps import tune as tuning
+from steelflow.steps import tune_study as study_machinery
 from tests.helpers import repo_params, write_params
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,9 @@ def kill_project(project: Path) -> Path:
 
 def _study() -> optuna.Study:
     params = load_params("params.yaml")
-    return optuna.load_study(study_name=tuning.study_name(params), storage=tuning.storage_url(params.tune))
+    return optuna.load_study(
+        study_name=tuning.study_name(params), storage=study_machinery.storage_url(params.tune)
+    )
 
 
 def _tune(*args: str, new_session: bool = False) -> subprocess.Popen:
@@ -165,6 +168,6 @@ def test_a_postgres_restart_during_tuning_is_survived(kill_project, monkeypatch)
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials()
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)], output
-    assert len(tuning._counted(trials)) == N_TRIALS
+    assert len(study_machinery.counted(trials)) == N_TRIALS
     assert not [t for t in trials if t.state == TrialState.FAIL], output  # the restart cost no trial
     optuna.delete_study(study_name=name, storage=storage)

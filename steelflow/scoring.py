@@ -1,0 +1,139 @@
+"""Scoring a saved model on the evaluation sets: what ``evaluate`` reports and the registry gates on.
+
+The evaluation sets are the clean test split and every corrupted copy (``corrupt.conditions``, then the
+hold-out block), each a decoded cache under ``data/cache``. ``evaluate`` scores the trained model on them;
+the registry re-scores a champion on them (:func:`accuracy_of`) when it was scored on other data (told by
+:func:`data_hash`), and gates on :func:`worst_condition`. Both import this module, so neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+from steelflow import paths
+from steelflow.config import CorruptConfig
+from steelflow.data import cache
+from steelflow.errors import DataError
+from steelflow.inference import load_trained, pick_device, predict_logits, to_tensor
+
+CLEAN = "original"
+
+
+def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
+    """Condition name → its cache file: the clean test split, every corrupted copy, then the hold-out ones."""
+    sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
+    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.all_conditions})
+    return sets
+
+
+def worst_condition(accuracy: dict[str, float], exclude: Collection[str] = ()) -> str:
+    """The corrupted set with the lowest accuracy, but ``exclude`` (the clean set when none is left)."""
+    corrupted = {k: v for k, v in accuracy.items() if k != CLEAN and k not in exclude}
+    return min(corrupted, key=corrupted.get) if corrupted else CLEAN
+
+
+def summarize(accuracy: dict[str, float], holdout: Collection[str]) -> dict[str, Any]:
+    """Clean, worst and mean accuracy over the Table 1 conditions, and the same over the hold-out block."""
+    corrupted = [v for k, v in accuracy.items() if k != CLEAN and k not in holdout]
+    worst = worst_condition(accuracy, exclude=holdout)
+    out: dict[str, Any] = {
+        "clean_accuracy": accuracy[CLEAN],
+        "worst_condition": worst,
+        "worst_accuracy": accuracy[worst],
+        "mean_corrupted_accuracy": float(np.mean(corrupted)) if corrupted else accuracy[CLEAN],
+    }
+    held = {k: accuracy[k] for k in holdout if k in accuracy}
+    if held:
+        worst_held = min(held, key=held.get)
+        out |= {
+            "holdout_worst_condition": worst_held,
+            "holdout_worst_accuracy": held[worst_held],
+            "holdout_mean_accuracy": float(np.mean(list(held.values()))),
+        }
+    return out
+
+
+def training_label(meta: dict[str, Any]) -> str:
+    """How the saved model was trained: with ``train.robust`` on, or clean (models from before it: clean)."""
+    return "robust-trained" if meta.get("robust") else "clean-trained"
+
+
+def data_hash(sets: dict[str, Path]) -> str:
+    """sha256 over the evaluation sets' names, images and labels: equal hashes, equal evaluation data."""
+    digest = hashlib.sha256()
+    for name, path in sets.items():
+        data = _load(path)
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(data.images).tobytes())
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+        digest.update("\n".join(data.classes).encode())
+    return digest.hexdigest()
+
+
+def accuracy_of(
+    model_path: Path, sets: dict[str, Path], batch_size: int, device: str = "auto"
+) -> dict[str, float]:
+    """Accuracy of a saved model on every evaluation set (promotion re-scores a champion with it)."""
+    dev = pick_device(device)
+    model, meta = load_trained(model_path, dev)
+    scored = scored_sets(model, meta, sets, batch_size, dev)
+    return {name: float((probs.argmax(1) == data.labels).mean()) for name, data, probs in scored}
+
+
+def scored_sets(
+    model: Any, meta: dict[str, Any], sets: dict[str, Path], batch_size: int, dev: torch.device
+) -> Iterator[tuple[str, cache.CachedSet, np.ndarray]]:
+    """Each evaluation set, loaded, with the model's class probabilities on it."""
+    for name, path in sets.items():
+        data = _load(path, meta["classes"])
+        logits = predict_logits(model, to_tensor(data.images), batch_size, dev)
+        yield name, data, torch.softmax(logits, 1).numpy()
+
+
+def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1, one-vs-rest AUROC, per-class metrics and the confusion matrix."""
+    k = len(classes)
+    predicted = probs.argmax(1)
+    p, r, f, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(k), average=None, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "precision_macro": float(p.mean()),
+        "recall_macro": float(r.mean()),
+        "f1_macro": float(f.mean()),
+        "auroc_ovr_macro": _auroc(labels, probs, k),
+        "per_class": {
+            c: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(k)).tolist(),
+    }
+
+
+def _auroc(labels: np.ndarray, probs: np.ndarray, k: int) -> float:
+    if len(np.unique(labels)) < k:  # a class absent from this set: AUROC is undefined for it
+        return float("nan")
+    return float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(k))))
+
+
+def _load(path: Path, classes: list[str] | None = None) -> cache.CachedSet:
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
+    data = cache.load(path)
+    if classes is not None and data.classes != classes:
+        raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
+    return data

@@ -1,0 +1,374 @@
+"""The tune step's study machinery: the Optuna study, its queue of trials, the workers' claims and heartbeats.
+
+The study lives in an RDB storage (SQLite file by default, PostgreSQL for teams) under a name derived from
+the params and the data version (:func:`study_name`), so rerunning continues the same study until it holds
+``tune.n_trials`` trials. Why a queue: Optuna's own ``optimize`` creates a new trial whenever it finds none
+waiting, so N workers stopping "at n_trials" overshoot it. Claiming a queued trial (:func:`claim`) is one
+atomic WAITING → RUNNING update in the storage, so no trial is run twice and none is lost.
+
+A trial (:func:`run_trial`) that raises (NaN loss, out of memory) is told FAIL with its error, and the
+worker goes on. A worker that dies mid-trial stops its heartbeat (:func:`heartbeat`); after
+``tune.grace_seconds`` any worker marks that trial FAIL and Optuna's ``RetryHeartbeatStaleTrialCallback``
+queues a copy with the same values (``tune.retries`` times at most). A failed trial that was retried is not
+counted (:func:`counted`): the study is complete when it holds ``n_trials`` trials that are finished or
+replaced by their retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from steelflow import atomic
+from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, with_overrides
+from steelflow.project import anchored, data_label
+from steelflow.steps import tune_objective as fidelity
+from steelflow.tracking import data_version, params_hash
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRef:
+    """What a worker needs to find the study: picklable, so it crosses into spawned processes."""
+
+    name: str
+    storage_url: str
+    params: dict[str, Any]  # the params tree (params.yaml spelling)
+    cache_dir: str
+    mlflow_parent_run: str | None = None
+    workers: int = 1  # how many workers the run fans out to
+    deadline: float = math.inf  # when every worker stops taking trials (epoch seconds; tune.timeout)
+
+    def worker_indices(self) -> list[int]:
+        """One index per worker (what a Kubeflow ParallelFor fans out over)."""
+        return list(range(self.workers))
+
+    def save(self, path: str | Path) -> None:
+        """As JSON: how a Kubeflow run hands the study from its start step to the worker pods."""
+        atomic.write_text(path, json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyRef:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def tune_cfg(params: Params) -> TuneConfig:
+    if params.tune is None:
+        raise ConfigError("params has no 'tune' section: add one (see params.yaml) to run `steelflow tune`")
+    return params.tune
+
+
+def objective_of(params: Params) -> fidelity.Objective:
+    return fidelity.Objective.of(tune_cfg(params), params.train.epochs)
+
+
+def study_name(params: Params) -> str:
+    """Same params and data → same name, so a rerun continues the study. ``n_trials``, ``timeout`` and
+    ``workers`` are left out (raising ``n_trials`` extends the study), and so are the base values of
+    the searched keys (a trial sets them anyway)."""
+    cfg = tune_cfg(params)
+    tree = params.raw()
+    for key in cfg.space:
+        section, *rest = key.split(".")
+        node = tree[section]
+        for part in rest[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(rest[-1], None)
+    identity = {
+        "data_version": data_version(),
+        "data.cache_size": params.data.cache_size,
+        "split": tree["split"],
+        "model": tree["model"],
+        "train": {k: v for k, v in tree["train"].items() if k not in ("device", "threads", "use_tuned")},
+        "tune": {
+            k: v
+            for k, v in tree["tune"].items()
+            if k in ("space", "sampler", "pruner", "objective", "robust_score")
+        },
+        "budget": objective_of(params).budget,
+    }
+    return f"{params.model.variant}-{data_label(params.data.source)}-{params_hash(identity)[:12]}"
+
+
+def storage_url(cfg: TuneConfig) -> str:
+    # relative sqlite:/// from the project root: a `dvc exp run --temp` study lands in the project's file
+    # STEELFLOW_OPTUNA_STORAGE, when set, was resolved when params were loaded (cfg.effective_storage)
+    return anchored(cfg.effective_storage)
+
+
+def load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
+    return open_study(ref, cfg, worker)[0]
+
+
+def open_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, BaseStorage]:
+    """The study and the storage it lives in (a worker claims trials through the storage itself)."""
+    url = ref.storage_url
+    if url.startswith("sqlite"):  # workers share the file: wait for its lock rather than fail
+        engine: dict[str, Any] = {"connect_args": {"timeout": cfg.grace_seconds}}
+    else:  # reconnect after a database restart
+        engine = {"pool_pre_ping": True}
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=cfg.retries) if cfg.retries else None
+    try:
+        storage = RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=cfg.heartbeat_seconds,
+            grace_period=cfg.grace_seconds,
+            heartbeat_stale_trial_callback=retry,
+        )
+    except Exception as e:  # SQLAlchemy reports a bad URL or an unreachable server in many ways
+        raise ConfigError(f"tune.storage: cannot open {hide_password(url)}: {e}") from None
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
+    # TPE models a multi-objective space too (MOTPE), and unlike NSGA-II needs no population of trials
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.sampler.seed + worker,  # one seed per worker, or parallel workers would suggest alike
+        n_startup_trials=cfg.sampler.startup_trials,
+        constant_liar=True,  # running trials count as bad guesses, so parallel workers spread out
+    )
+    objective = fidelity.Objective.of(cfg, int((ref.params.get("train") or {}).get("epochs", 1)))
+    study = optuna.create_study(
+        study_name=ref.name,
+        storage=storage,
+        directions=objective.directions,
+        sampler=sampler,
+        pruner=_pruner(cfg, objective),
+        load_if_exists=True,
+    )
+    if study.metric_names != objective.metric_names:
+        study.set_metric_names(objective.metric_names)  # the dashboard's axis names
+    # Claim and heartbeat through the storage the study wraps (Optuna's trial cache in front of the
+    # database), exactly as Study.ask does; the bare RDBStorage would leave that cache behind.
+    return study, study._storage
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's ``SELECT … FOR UPDATE``
+    locks nothing there: two workers could both read a trial as WAITING and both claim it (seen in CI:
+    one worker then died updating a trial the other had finished). Taking the lock at BEGIN makes the
+    claim's read and write one step, as on PostgreSQL. SQLAlchemy's recipe for SQLite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3 leaves BEGIN to us
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners (table creation) are dropped
+
+
+def _pruner(cfg: TuneConfig, objective: fidelity.Objective) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for one objective; pareto's rung rule is :func:`fidelity.pareto_promotable`."""
+    p = cfg.pruner
+    if objective.kind == "pareto":
+        return optuna.pruners.NopPruner()
+    if p.kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
+    if p.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_epochs, reduction_factor=p.reduction_factor, min_early_stopping_rate=0
+        )
+    if p.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_epochs, max_resource=objective.budget, reduction_factor=p.reduction_factor
+        )
+    return optuna.pruners.NopPruner()
+
+
+def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Every trial but the failed ones that were replaced by a retry."""
+    replaced = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    return [t for t in trials if t.number not in replaced]
+
+
+def claim(study: optuna.Study, storage: BaseStorage) -> tuple[optuna.Trial, int] | None:
+    """Take one queued trial: WAITING → RUNNING is atomic in the storage, so each goes to one worker."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, waiting.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id), trial_id
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def run_trial(
+    trial: optuna.Trial,
+    trial_id: int,
+    study: optuna.Study,
+    storage: BaseStorage,
+    params: Params,
+    cfg: TuneConfig,
+    ref: StudyRef,
+    db: Database,
+) -> FrozenTrial:
+    """One trial: training on the full schedule, pruned at a rung it does not climb; told COMPLETE, PRUNED
+    or FAIL. Its curve, scores and last rung are user attributes, pruned or not."""
+    from steelflow.steps.train import train
+
+    db(trial.set_user_attr, "worker", who())
+    started = time.perf_counter()
+    state, value, interrupted = TrialState.FAIL, None, False
+    objective = fidelity.Objective.of(cfg, params.train.epochs)
+    curve: list[list[Any]] = []
+
+    def scored() -> tuple[float, float | None]:
+        clean, robust = objective.scores(curve)
+        db(trial.set_user_attr, fidelity.CURVE, curve)
+        db(trial.set_user_attr, fidelity.EPOCHS, len(curve))
+        db(trial.set_user_attr, fidelity.LAST_RUNG, objective.last_rung(len(curve)))
+        db(trial.set_user_attr, fidelity.CLEAN, clean)
+        db(trial.set_user_attr, fidelity.ROBUST, robust)
+        return clean, robust
+
+    with heartbeat(storage, trial_id, cfg.heartbeat_seconds):
+        try:
+            values = {key: db(_suggest, trial, key, spec) for key, spec in cfg.space.items()}
+            trial_params = with_overrides(
+                params, {**values, "train.epochs": objective.budget, "train.patience": 0}
+            )
+
+            def report_epoch(row: dict[str, float]) -> None:
+                epoch = int(row["epoch"])
+                robust_now = row.get(objective.robust_key) if objective.needs_robust else None
+                curve.append([epoch, row["val_accuracy"], robust_now])
+                clean, robust = scored()
+                if objective.kind == "pareto":
+                    if epoch in objective.rungs and cfg.pruner.kind != "none":
+                        db(trial.set_user_attr, f"rung_{epoch}", [clean, robust])
+                        others = db(study.get_trials, deepcopy=False)
+                        if not fidelity.pareto_promotable(
+                            trial.number, epoch, others, objective.reduction_factor
+                        ):
+                            raise optuna.TrialPruned(
+                                f"not in the top 1/{objective.reduction_factor} of rung {epoch}"
+                            )
+                    return
+                if objective.needs_robust and robust_now is None:
+                    return  # not an epoch the robust score is taken at (nor a rung)
+                db(trial.report, objective.value(clean, robust), step=epoch)
+                if db(trial.should_prune):
+                    raise optuna.TrialPruned(
+                        f"{objective.metric_names[0]} {objective.value(clean, robust):.3f} at epoch {epoch}"
+                    )
+
+            with tempfile.TemporaryDirectory(prefix=f"steelflow-trial-{trial.number}-") as tmp:
+                result = train(
+                    trial_params.model,
+                    trial_params.train,
+                    cache_dir=Path(ref.cache_dir),
+                    model_path=Path(tmp) / "model.pt",
+                    checkpoint_path=Path(tmp) / "checkpoint.pt",
+                    metrics_path=Path(tmp) / "train.json",
+                    history_path=Path(tmp) / "history.csv",
+                    on_epoch=report_epoch,
+                    robust_val=params.train.robust if objective.needs_robust else None,
+                    robust_val_epochs=objective.robust_epochs(cfg.pruner.kind),
+                )
+            state, value = TrialState.COMPLETE, objective.value(*scored())
+            db(trial.set_user_attr, "best_epoch", result.best_epoch)
+        except optuna.TrialPruned as e:
+            state = TrialState.PRUNED
+            db(trial.set_user_attr, "pruned", str(e))
+        except Exception as e:  # NaN loss, out of memory, a bad value: recorded, and the study goes on
+            db(trial.set_user_attr, "error", f"{type(e).__name__}: {e}"[:1000])
+        except KeyboardInterrupt:
+            db(trial.set_user_attr, "error", "interrupted (Ctrl-C)")
+            interrupted = True
+        db(trial.set_user_attr, "seconds", round(time.perf_counter() - started, 2))
+    db(study.tell, trial, value if state == TrialState.COMPLETE else None, state=state)
+    if interrupted:
+        raise KeyboardInterrupt
+    return db(storage.get_trial, trial_id)
+
+
+class Database:
+    """Call a storage operation, retrying while the database is unreachable (a restart, a failover), for
+    up to ``patience`` seconds; connections are checked before use (pool_pre_ping), so calls after the
+    database is back get fresh ones."""
+
+    def __init__(self, patience: float):
+        self.patience = patience
+
+    def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        deadline, wait = time.monotonic() + self.patience, 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except (OperationalError, DBAPIError, optuna.exceptions.StorageInternalError) as e:
+                if time.monotonic() + wait > deadline:
+                    raise
+                print(f"tune: the study's database is unreachable ({type(e).__name__}); retrying", flush=True)
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+
+
+def _suggest(trial: optuna.Trial, key: str, spec: SearchParam) -> Any:
+    if spec.kind == "categorical":
+        return trial.suggest_categorical(key, spec.choices)
+    if spec.kind == "int":
+        step = int(spec.step) if spec.step else 1
+        return trial.suggest_int(key, int(spec.low), int(spec.high), step=step, log=spec.log)
+    return trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: BaseStorage, trial_id: int, interval: float) -> Iterator[None]:
+    """Record the trial's heartbeat every ``interval`` seconds while it runs (Optuna does this only inside
+    ``Study.optimize``, which our queue-claiming loop does not use)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a storage hiccup: the next beat tries again
+                storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def who() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
