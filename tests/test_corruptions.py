@@ -334,6 +334,17 @@ def test_new_holdout_kinds_refuse_bad_values_naming_them(call, message):
         call()
 
 
+def test_every_kind_in_params_yaml_corrupts_through_apply_keeping_shape_and_dtype():
+    from steelflow.config import CONDITION_KINDS, load_params
+
+    conditions = load_params(REPO / "params.yaml").corrupt.all_conditions
+    assert {c.kind for c in conditions} == set(CONDITION_KINDS)  # the default profile shows every kind
+    img = textured(size=64)
+    for c in conditions:
+        out = apply(img, c, rng_for(0, SHA_A, c.name))
+        assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img), c.name
+
+
 def test_apply_refuses_an_unknown_kind():
     class Fog:
         kind = "fog"

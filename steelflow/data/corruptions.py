@@ -65,29 +65,26 @@ _SPOT_SIGMA = (0.25, 0.5)  # spotlight width, as fractions of the image's longer
 
 
 def apply(img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np.ndarray:
-    """Corrupt ``img`` as ``condition`` says (a luminance, noise or blur condition from params.yaml)."""
+    """Corrupt ``img`` as ``condition`` (one entry of ``corrupt.conditions`` or ``corrupt.holdout``) says."""
     kind = getattr(condition, "kind", None)
-    if kind == "luminance":
-        return luminance(img, condition.alpha, rng)
-    if kind == "noise":
-        return noise(img, condition.snr_db, rng)
-    if kind == "blur":
-        return motion_blur(img, condition.length, rng)
-    if kind == "jpeg":
-        return jpeg(img, condition.quality)
-    if kind == "salt_pepper":
-        return salt_pepper(img, condition.amount, rng)
-    if kind == "pixelate":
-        return pixelate(img, condition.factor)
-    if kind == "stripes":
-        return stripes(img, condition.strength, rng)
-    if kind == "speckle":
-        return speckle(img, condition.sigma, rng)
-    if kind == "posterize":
-        return posterize(img, condition.bits)
-    if kind == "elastic":
-        return elastic(img, condition.displacement, rng)
-    raise ValueError(f"unknown corruption kind {kind!r} (allowed: {', '.join(CONDITION_KINDS)})")
+    if kind not in _BY_KIND:
+        raise ValueError(f"unknown corruption kind {kind!r} (allowed: {', '.join(CONDITION_KINDS)})")
+    return _BY_KIND[kind](img, condition, rng)
+
+
+# kind -> how its condition's fields reach the function (the ones without randomness ignore ``rng``)
+_BY_KIND = {
+    "luminance": lambda img, c, rng: luminance(img, c.alpha, rng),
+    "noise": lambda img, c, rng: noise(img, c.snr_db, rng),
+    "blur": lambda img, c, rng: motion_blur(img, c.length, rng),
+    "jpeg": lambda img, c, rng: jpeg(img, c.quality),
+    "salt_pepper": lambda img, c, rng: salt_pepper(img, c.amount, rng),
+    "pixelate": lambda img, c, rng: pixelate(img, c.factor),
+    "stripes": lambda img, c, rng: stripes(img, c.strength, rng),
+    "speckle": lambda img, c, rng: speckle(img, c.sigma, rng),
+    "posterize": lambda img, c, rng: posterize(img, c.bits),
+    "elastic": lambda img, c, rng: elastic(img, c.displacement, rng),
+}
 
 
 def rng_for(seed: int, sha256: str, condition_name: str) -> np.random.Generator:
@@ -113,9 +110,7 @@ def rng_for(seed: int, sha256: str, condition_name: str) -> np.random.Generator:
 def luminance(img: np.ndarray, alpha: float, rng: np.random.Generator) -> np.ndarray:
     """Non-uniform illumination: ``I · (1 + α f)`` with ``f`` an off-centre spotlight spanning [−1, 1]."""
     _check_image(img)
-    alpha = _finite("alpha", alpha)
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    alpha = _non_negative("alpha", alpha)
     if alpha == 0:
         return img.copy()
     field = spotlight(img.shape[:2], rng)
@@ -225,9 +220,7 @@ def pixelate(img: np.ndarray, factor: int) -> np.ndarray:
 def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """An additive offset per row, or per column, of std ``strength · mean(I)``."""
     _check_image(img)
-    strength = _finite("strength", strength)
-    if strength < 0:
-        raise ValueError(f"strength must be >= 0, got {strength}")
+    strength = _non_negative("strength", strength)
     h, w = img.shape[:2]
     signal = img.astype(np.float64)
     sigma = strength * float(signal.mean())
@@ -240,9 +233,7 @@ def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.nd
 def speckle(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative Gaussian noise: ``I · (1 + n)``, ``n ~ N(0, σ²)`` per pixel (and channel)."""
     _check_image(img)
-    sigma = _finite("sigma", sigma)
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    sigma = _non_negative("sigma", sigma)
     signal = img.astype(np.float64)
     return _to_uint8(signal * (1.0 + rng.normal(0.0, sigma, img.shape)))
 
@@ -261,9 +252,7 @@ def posterize(img: np.ndarray, bits: int) -> np.ndarray:
 def elastic(img: np.ndarray, displacement: float, rng: np.random.Generator) -> np.ndarray:
     """Resample through a smooth random displacement field whose largest shift is ``displacement`` × side."""
     _check_image(img)
-    displacement = _finite("displacement", displacement)
-    if displacement < 0:
-        raise ValueError(f"displacement must be >= 0, got {displacement}")
+    displacement = _non_negative("displacement", displacement)
     h, w = img.shape[:2]
     side = max(h, w)
     y, x = np.mgrid[:h, :w].astype(np.float64)
@@ -305,6 +294,13 @@ def _finite(name: str, value: float) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _non_negative(name: str, value: float) -> float:
+    value = _finite(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return value
 
 
