@@ -874,7 +874,7 @@ def _env_values(params: Params) -> list[tuple[str, str, str]]:
 
 
 def hide_password(value: Any) -> Any:
-    """A URL with its password replaced by ``***`` (``postgresql://u:***@host/db``); anything else as is."""
+    """A URL with its password (between ``user:`` and ``@``) replaced by ``***``; anything else as is."""
     if isinstance(value, str):
         return re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@]+):[^@/]+@", r"\1:***@", value)
     return value
