@@ -14,7 +14,7 @@ the same batches):
   - optics: motion blur (random length and angle) and defocus;
   - sensor: additive Gaussian noise over a range of SNRs, white or isotropically coloured (grain, blotches),
     optionally smeared along a random direction (streaks: scan lines, read-out and rolling marks);
-  - tone: global gamma (with an exposure gain), contrast, and a random monotone tone curve (off by default).
+  - tone: global gamma (with an exposure gain), contrast, and a random monotone tone curve.
 
   Applied in the order scene → light → optics → sensor → tone (gamma, contrast, curve), clipping to [0, 1] after each (a sensor saturates).
 
@@ -219,9 +219,7 @@ def _coloured(white: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     fy = torch.fft.fftfreq(h, device=white.device, dtype=white.dtype).view(h, 1)
     fx = torch.fft.rfftfreq(w, device=white.device, dtype=white.dtype).view(1, -1)
     radius = torch.sqrt(fy**2 + fx**2).clamp_(min=1.0 / max(h, w))  # the DC term gets the lowest frequency's
-    shaped = torch.fft.irfft2(torch.fft.rfft2(white) * radius ** (-beta / 2), s=(h, w))
-    shaped = shaped - shaped.mean(dim=(-2, -1), keepdim=True)
-    return shaped / shaped.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
+    return _unit_std(torch.fft.irfft2(torch.fft.rfft2(white) * radius ** (-beta / 2), s=(h, w)))
 
 
 def _streaked(noise: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -238,9 +236,13 @@ def _streaked(noise: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) ->
     along = fx * torch.cos(angle) + fy * torch.sin(angle)
     pixels = length * max(h, w)
     smear = torch.exp(-2 * math.pi**2 * pixels**2 * along**2)
-    out = torch.fft.irfft2(torch.fft.rfft2(noise) * smear, s=(h, w))
-    out = out - out.mean(dim=(-2, -1), keepdim=True)
-    return out / out.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
+    return _unit_std(torch.fft.irfft2(torch.fft.rfft2(noise) * smear, s=(h, w)))
+
+
+def _unit_std(noise: torch.Tensor) -> torch.Tensor:
+    """Filtered noise made mean-free per channel and of unit std per image again."""
+    noise = noise - noise.mean(dim=(-2, -1), keepdim=True)
+    return noise / noise.std(dim=(1, 2, 3), keepdim=True).clamp_(min=1e-12)
 
 
 # --- illumination fields: (N, 1, H, W) in [−1, 1] -------------------------------------------------------
