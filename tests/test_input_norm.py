@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from steelflow.inference import load_trained, save_trained
 from steelflow.models import create_model
-from steelflow.models.input_norm import INPUT_NORMS, build_input_norm
+from steelflow.models.input_norm import INPUT_NORMS, GaussianLowPass, build_input_norm
 from steelflow.onnx_export import export_network
 
 
@@ -81,3 +82,24 @@ def test_every_input_stage_exports_to_onnx_with_parity(kind, tmp_path):
         eager = model(x).numpy()
     onnx = session.run(None, {"x": x.numpy()})[0]
     assert np.abs(eager - onnx).max() < 1e-4
+
+
+@pytest.mark.parametrize(("side", "sigma"), [(64, 0.1), (48, 0.02), (17, 0.5), (300, 0.1)])
+def test_the_low_pass_is_a_reflect_padded_separable_gaussian(side, sigma):
+    """The matrix form gives what a reflect pad and a 1×k then k×1 Gaussian convolution give, edges
+    included, and where the kernel is as wide as the image (radius clamped to side − 1)."""
+    blur = GaussianLowPass(side, sigma)
+    s, r = max(sigma * side, 0.5), blur.radius
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-(t**2) / (2 * s * s))
+    kx = (k / k.sum()).view(1, 1, 1, -1).expand(2, 1, 1, -1)
+    x = torch.rand(3, 2, side, side, generator=torch.Generator().manual_seed(side))
+    ref = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kx, groups=2)
+    ref = F.conv2d(F.pad(ref, (0, 0, r, r), mode="reflect"), kx.transpose(-1, -2), groups=2)
+    assert torch.allclose(blur(x), ref, atol=1e-5)
+    assert torch.allclose(blur(torch.full_like(x, 0.7)), torch.full_like(x, 0.7), atol=1e-5)  # unit gain
+
+
+def test_the_low_pass_names_the_size_it_was_built_for():
+    with pytest.raises(ValueError, match="built for 32×32 images, got \\(40, 40\\)"):
+        GaussianLowPass(32, 0.1)(torch.zeros(1, 1, 40, 40))

@@ -174,6 +174,28 @@ def test_int8_graphs_are_quantized_and_run(built, tmp_path, mode):
     assert not list(tmp_path.glob("*.pre.onnx"))  # the pre-processed copy is cleaned up
 
 
+def test_static_int8_keeps_the_input_stage_fp32_and_the_backbone_int8_from_conv_to_conv(built, tmp_path):
+    """The input stage stays fp32 (it divides by a local spread, which int8 would flatten), and no
+    ReLU or pool of the backbone sits between a DequantizeLinear and a QuantizeLinear: that pattern made
+    int8 slower than fp32 (``benchmarks/bench_serving.py``)."""
+    import onnx
+
+    stage = set(serving_build.input_stage_nodes(built["graph"]))
+    fp32_ops = {n.op_type for n in onnx.load(str(built["graph"])).graph.node if n.name in stage}
+    assert {"MatMul", "Div", "Sqrt"} <= fp32_ops  # the local-contrast stage was found
+    out = serving_build.quantize(built["graph"], tmp_path / "static.onnx", "static", built["images"][:8])
+    graph = onnx.load(str(out)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.name in stage:
+            inputs = [producer[i].op_type for i in node.input if i in producer]
+            assert "DequantizeLinear" not in inputs, node.name
+        if node.op_type in ("Relu", "MaxPool"):  # quantized: ONNX Runtime fuses them into the int8 ops
+            assert producer[node.input[0]].op_type == "DequantizeLinear", node.name
+            consumers = [n for n in graph.node if node.output[0] in n.input]
+            assert consumers and all(c.op_type == "QuantizeLinear" for c in consumers), node.name
+
+
 def test_static_quantization_without_calibration_images_says_so(built, tmp_path):
     with pytest.raises(DataError, match="calibration images"):
         serving_build.quantize(built["graph"], tmp_path / "s.onnx", "static", np.zeros((0, SIZE, SIZE, 1)))
