@@ -2,7 +2,10 @@
 machine's FLOP-bound limit, and the int8 accuracy gate on a trained model.
 
 Run: ``.venv/bin/python benchmarks/bench_serving.py [--sizes 64 128 300] [--threads 2] [--model
-models/model.pt]``. Prints tables and writes ``benchmarks/results/serving.json``.
+models/model.pt] [--out serving]``. Prints tables and writes ``benchmarks/results/<out>.json``, with the
+load average before and after (the timings are only as quiet as the machine). The accuracy gate alone, on
+another project (e.g. a NEU-CLS one that ``bench_robustness.py --workdir`` trained), from that project's
+folder: ``python .../bench_serving.py --sizes --model rows/robust-local/model.pt --out serving-neu``.
 
 - **GEMM peak**: ONNX Runtime's own fp32 ``MatMul`` and int8 ``MatMulInteger`` (uint8 × int8) on square
   matrices, on ``--threads`` threads: the practical ceiling for each precision here.
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +38,7 @@ from steelflow.models import create_model
 from steelflow.models.summary import count_flops
 from steelflow.onnx_export import export_network
 
-RESULT = Path(__file__).resolve().parent / "results" / "serving.json"
+RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES, CHANNELS = 6, 1
 
 
@@ -152,14 +157,16 @@ def accuracy_gate(weights: Path, cache_dir: Path, threads: int, tmp: Path) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 300])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 300], help="none: the gate only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", type=Path, default=Path("models/model.pt"), help="trained weights (gate)")
     ap.add_argument("--cache", type=Path, default=Path("data/cache"))
+    ap.add_argument("--out", default="serving", help="benchmarks/results/<out>.json")
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     machine = platform.processor() or platform.machine()
-    result: dict[str, object] = {"machine": machine, "threads": args.threads}
+    result: dict[str, object] = {"machine": machine, "cpus": os.cpu_count(), "threads": args.threads}
     peaks = gemm_peaks(args.threads)
     result["gemm_peak_gflops"] = {k: v / 1e9 for k, v in peaks.items()}
     print(f"GEMM peak on {args.threads} threads: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
@@ -199,9 +206,12 @@ def main() -> None:
         if args.model.is_file():
             result["accuracy_gate"] = accuracy_gate(args.model, args.cache, args.threads, Path(tmp))
             print(f"accuracy gate: {json.dumps(result['accuracy_gate'], indent=1)}")
-    RESULT.parent.mkdir(exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"→ {RESULT}")
+    result["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
+    result["command"] = "benchmarks/bench_serving.py " + " ".join(sys.argv[1:])
+    out = RESULTS / f"{args.out}.json"
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after → {out}")
 
 
 if __name__ == "__main__":
