@@ -5,7 +5,9 @@ Builds a throwaway project, runs ingest → validate → split → corrupt once 
 
 - **tuned vs defaults**: the study's ``best_params`` and the profile's hand-set values, each trained in
   full with ``--seeds`` (train.seed), evaluated on the test split: mean ± standard deviation of clean and
-  worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on both.
+  worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on both. When ``best_params`` are the
+  baseline trial's (tune.baseline: the hand-set values won the study), the tuned values are the defaults:
+  they are reported as identical, with a note, and trained once, as the defaults.
 - **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included) trained in full with
   their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
   score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5.
@@ -82,11 +84,16 @@ def main() -> None:
         study_seconds = time.perf_counter() - tick
         best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
         trials = _trials(project, best["study"])
-        print(f"study: {len(trials)} trials in {study_seconds:.0f} s, best trial {best['trial']}")
+        identical = tuned_are_defaults(best)
+        shown = " (the baseline: the hand-set values)" if identical else ""
+        if best.get("baseline") and not identical:
+            shown = f" (the baseline, which sampled {best['baseline_trial']['sampled']})"
+        print(f"study: {len(trials)} trials in {study_seconds:.0f} s, best trial {best['trial']}{shown}")
         print(f"  best_params: {best['params']}")
 
         rows = [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
-        rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
+        if not identical:  # the same values twice would only measure the seeds' noise again
+            rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
         configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
         rows += [(f"trial{t['number']}", t["params"]) for t in configs]
         with ThreadPoolExecutor(args.jobs) as pool:
@@ -127,6 +134,12 @@ def _write_params(project: Path, args: argparse.Namespace) -> dict:
     return params
 
 
+def tuned_are_defaults(best: dict) -> bool:
+    """Are ``best_params`` the hand-set values? The baseline trial won, and it ran the hand-set value of
+    every key (none lay outside the search space; the study's name holds the values it ran)."""
+    return bool(best.get("baseline")) and not (best.get("baseline_trial") or {}).get("sampled")
+
+
 def _steelflow(project: Path, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
@@ -149,6 +162,7 @@ def _trials(project: Path, study: str) -> list[dict]:
             "last_rung": t.user_attrs.get("last_rung"),
             "clean": t.user_attrs.get("clean"),
             "robust": t.user_attrs.get("robust"),
+            "baseline": bool(t.user_attrs.get("steelflow.baseline")),  # the hand-set values (tune.baseline)
         }
         for t in study.trials
     ]
@@ -218,7 +232,8 @@ def collect(args: argparse.Namespace) -> None:
     configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
-    report["partial"] = f"{len(done)} of {2 * len(args.seeds) + len(configs)} trainings finished"
+    trainings = (1 if report["tuned_are_defaults"] else 2) * len(args.seeds) + len(configs)
+    report["partial"] = f"{len(done)} of {trainings} trainings finished"
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, RESULTS / f"{args.out}.png")
     print(summary(report))
@@ -236,10 +251,19 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
             "values": values,
         }
 
+    identical = tuned_are_defaults(best)
     compare = {
-        who: {k: stats(who, k) for k in ("clean", "worst", "holdout_worst")} for who in ("defaults", "tuned")
+        who: {k: stats("defaults" if identical else who, k) for k in ("clean", "worst", "holdout_worst")}
+        for who in ("defaults", "tuned")
     }
     meets = all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
+    note = None
+    if identical:
+        note = (
+            f"best_params are the baseline's (trial {best['trial']}): no other top-rung trial beat the "
+            f"hand-set values by more than tune.min_improvement ({best.get('min_improvement', 0.0)}), so "
+            "the tuned values are the defaults, trained once; 'tuned' repeats the defaults' figures"
+        )
     objective = params["tune"]["objective"]
     trial_key = "clean" if objective == "accuracy" else "robust"  # pareto: its pick rule's primary score
     configs = [t for t in configs if f"trial{t['number']}" in done]
@@ -262,6 +286,9 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         "trials": trials,
         "seeds": args.seeds,
         "compare": compare,
+        "tuned_is_baseline": bool(best.get("baseline")),
+        "tuned_are_defaults": identical,
+        "tuned_note": note,
         "tuned_meets_defaults": meets,
         "spearman": {
             "trial_score": trial_key,
@@ -367,13 +394,17 @@ def summary(report: dict) -> str:
     ]
     for who in ("defaults", "tuned"):
         c = report["compare"][who]
+        if who == "tuned" and report.get("tuned_are_defaults"):
+            lines.append(f"     tuned: identical to the defaults, not trained again ({report['tuned_note']})")
+            continue
         lines.append(
             f"  {who:>8}: clean {100 * c['clean']['mean']:.1f} ± {100 * c['clean']['sd']:.1f} %, "
             f"worst {100 * c['worst']['mean']:.1f} ± {100 * c['worst']['sd']:.1f} %, "
             f"hold-out worst {100 * c['holdout_worst']['mean']:.1f} ± {100 * c['holdout_worst']['sd']:.1f} %"
         )
+    same = " (the same values)" if report.get("tuned_are_defaults") else ""
     lines.append(
-        f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}"
+        f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}{same}"
     )
     s = report["spearman"]
     shown = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in s["rho"].items())
@@ -391,8 +422,10 @@ def _plot(report: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    same = report.get("tuned_are_defaults")
     for i, who in enumerate(("defaults", "tuned")):
         c = report["compare"][who]
+        label = "tuned (= defaults)" if i and same else who
         for j, key in enumerate(("clean", "worst", "holdout_worst")):
             x = j + (i - 0.5) * 0.35
             left.bar(
@@ -402,7 +435,8 @@ def _plot(report: dict, out: Path) -> None:
                 yerr=100 * c[key]["sd"],
                 capsize=3,
                 color=("tab:grey", "tab:blue")[i],
-                label=who if j == 0 else None,
+                hatch="//" if i and same else None,
+                label=label if j == 0 else None,
             )
             left.scatter(
                 [x] * len(c[key]["values"]), [100 * v for v in c[key]["values"]], c="black", s=8, zorder=3

@@ -155,7 +155,8 @@ def tune(
     robust = f", robust {result.best_robust:.3f}" if result.best_robust is not None else ""
     out.print(
         f"tune: study {result.study_name} ({counts}) in {result.seconds:.0f} s; best trial "
-        f"{result.best_trial}: val accuracy {result.best_clean:.3f}{robust} → {paths.BEST_PARAMS}"
+        f"{result.best_trial}{_baseline_note(result)}: val accuracy {result.best_clean:.3f}{robust} "
+        f"→ {paths.BEST_PARAMS}"
     )
     if result.dead_workers:
         err.print(f"tune: worker(s) {result.dead_workers} died; their trials were failed and retried")
@@ -164,6 +165,22 @@ def tune(
             f"tune: the study is not complete ({result.n_trials} trials asked for); "
             "run `steelflow tune` again to continue it"
         )
+
+
+def _baseline_note(result: Any) -> str:
+    """How the best trial stands to the baseline (the hand-set values), for tune's summary line."""
+    b = result.baseline_trial
+    if b is None:
+        return ""
+    if result.baseline:
+        return " (the baseline: the hand-set values)"
+    if not b["top_rung"]:
+        at = f" at {b['epochs']} epochs" if b["epochs"] else ""
+        return f" (the baseline, trial {b['number']}, {b['state'].lower()}{at})"
+    scores = f"val accuracy {b['clean']:.3f}" + (
+        f", robust {b['robust']:.3f}" if b["robust"] is not None else ""
+    )
+    return f" (beat the baseline, trial {b['number']}: {scores})"
 
 
 @app.command()

@@ -663,6 +663,17 @@ class TuneConfig(Section):
         le=1,
         description="pareto: best_params is the most robust top-rung trial within this of the best clean one",
     )
+    baseline: bool = Field(
+        default=True,
+        description="a new study's first trial runs the hand-set values of tune.space's keys (params.yaml)",
+    )
+    min_improvement: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="a trial replaces the baseline as best_params only when it beats the baseline's "
+        "top-rung score by more than this",
+    )
     max_epochs: int | None = Field(
         default=None, ge=1, description="epochs of a trial that survives every rung; null = train.epochs"
     )

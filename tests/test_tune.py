@@ -20,6 +20,7 @@ from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.steps import tune as tuning
 from steelflow.steps import tune_study as study_machinery
+from steelflow.steps.tune_objective import BASELINE
 from tests.helpers import repo_params, write_params
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -136,6 +137,82 @@ def test_rerunning_continues_the_study_up_to_n_trials(split_project):
     assert sorted(t.number for t in _study(params).trials) == [0, 1, 2]
 
 
+# --- the baseline: the hand-set values as the study's first trial -----------------------------------
+
+
+def _hand_set(params: config.Params) -> dict:
+    return {key: config.flatten_tree(params.raw())[key] for key in params.tune.space}
+
+
+def test_a_new_studys_first_trial_runs_the_hand_set_values_as_one_of_n_trials(split_project):
+    params = _params(split_project, n_trials=2, max_epochs=1, objective="accuracy", pruner={"kind": "none"})
+    out = " ".join(_cli("tune", "--no-track").split())
+    trials = _study(params).trials
+    assert len(trials) == 2  # the baseline counts as one of n_trials
+    assert trials[0].user_attrs[BASELINE] is True and BASELINE not in trials[1].user_attrs
+    assert trials[0].params == pytest.approx(_hand_set(params))
+    best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
+    assert best["baseline_trial"]["number"] == 0 and best["baseline_trial"]["sampled"] == []
+    assert best["baseline"] is (best["trial"] == 0)
+    assert (
+        "(the baseline: the hand-set values)" if best["baseline"] else "beat the baseline, trial 0"
+    ) in out
+    assert "(the baseline, hand-set: train.lr=" in out  # the trial's own line
+
+    _cli("tune", "--no-track", "--set", "tune.n_trials=3")  # continued: one more trial, sampled
+    trials = _study(params).trials
+    assert len(trials) == 3 and [t.number for t in trials if t.user_attrs.get(BASELINE)] == [0]
+
+
+def test_a_continued_study_never_queues_the_baseline_again(split_project):
+    params = _params(split_project, n_trials=3)
+    tuning.prepare(params)
+    tuning.prepare(params)  # a second `steelflow tune` (or Kubeflow tune-start) on the same study
+    tuning.prepare(load_params("params.yaml", ["tune.n_trials=5"]))
+    trials = _study(params).trials
+    assert len(trials) == 5
+    assert [t.number for t in trials if t.user_attrs.get(BASELINE)] == [0]
+    assert trials[0].system_attrs["fixed_params"] == _hand_set(params)
+
+
+def test_baseline_off_queues_only_sampled_trials_and_keeps_the_study_name_it_had(split_project):
+    params = _params(split_project, n_trials=2, baseline=False)
+    tuning.prepare(params)
+    assert not any(t.user_attrs.get(BASELINE) for t in _study(params).trials)
+    # the hand-set values name a study only when its first trial runs them
+    moved = load_params("params.yaml", ["train.lr=0.07"])
+    assert tuning.study_name(moved) == tuning.study_name(params)
+    on = load_params("params.yaml", ["tune.baseline=true"])
+    assert tuning.study_name(on) != tuning.study_name(
+        load_params("params.yaml", ["tune.baseline=true", "train.lr=0.07"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "entry", "shown"),
+    [
+        ("train.lr", {"kind": "float", "low": 0.1, "high": 0.2, "log": True}, "float 0.1..0.2, log"),
+        ("train.batch_size", {"kind": "categorical", "choices": [8, 32]}, "choices [8, 32]"),
+    ],
+)
+def test_a_hand_set_value_outside_its_search_space_is_left_to_the_sampler_and_named(
+    split_project, capsys, key, entry, shown
+):
+    tree = repo_params()
+    tree["tune"]["space"] = {key: entry, "model.dropout": {"kind": "float", "low": 0.0, "high": 0.5}}
+    write_params(split_project, tree)
+    params = load_params("params.yaml")
+    value = _hand_set(params)[key]  # train.lr 0.05, train.batch_size 16 (params.yaml)
+    capsys.readouterr()
+    tuning.prepare(params)
+    err = capsys.readouterr().err
+    assert err.count("warning: tune:") == 1
+    assert f"the hand-set {key} = {value!r} is outside tune.space.{key} ({shown})" in err
+    baseline = _study(params).trials[0]
+    assert baseline.system_attrs["fixed_params"] == {"model.dropout": params.model.dropout}
+    assert baseline.user_attrs["baseline_sampled"] == [key]
+
+
 def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
     result = runner.invoke(app, ["train", "--no-track", "--set", "train.use_tuned=true"])
     assert result.exit_code == ConfigError.exit_code
@@ -192,11 +269,13 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
             optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
     tracking = f"sqlite:///{split_project / 'tracking.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
-    _cli("tune")  # tune.workers: 2
+    out = _cli("tune")  # tune.workers: 2
 
     trials = _study(params).trials
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(n_trials))  # none lost, none duplicated
+    assert [t.number for t in trials if t.user_attrs.get(BASELINE)] == [0]  # queued once, for both
+    assert "baseline" in out
     assert all(t.state in tuning.FINISHED for t in trials)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2  # both processes took trials
@@ -225,6 +304,9 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
     assert parent.data.metrics["best_value"] == pytest.approx(
         max(t.value for t in trials if t.value is not None)
     )
+    best_is_baseline = parent.data.metrics["best_trial"] == 0
+    assert parent.data.metrics["best_is_baseline"] == float(best_is_baseline)
+    assert parent.data.metrics["baseline_number"] == 0
     if storage == "postgresql":
         optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
 

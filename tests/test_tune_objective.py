@@ -26,6 +26,7 @@ from tests.helpers import repo_params, write_params
 
 runner = CliRunner()
 LR = {"train.lr": FloatDistribution(1e-4, 1.0, log=True)}
+BASE = {fidelity.BASELINE: True}  # the user attribute of the trial that runs the hand-set values
 
 
 def _cfg(**tune) -> config.TuneConfig:
@@ -116,6 +117,12 @@ def test_pareto_pick_is_the_most_robust_within_max_clean_drop_of_the_best_clean(
 
 def _report_on(project: Path, trials, **tune) -> dict:
     """``tuning.report`` over a study holding exactly ``trials``; returns best_params.yaml."""
+    _report(project, trials, **tune)
+    return yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+
+
+def _report(project: Path, trials, **tune) -> tuning.TuneResult:
+    """``tuning.report`` over a study holding exactly ``trials``; returns its result."""
     tree = repo_params()
     tree["train"]["epochs"] = 40
     tree["tune"] |= {"max_epochs": None, **tune}
@@ -129,8 +136,7 @@ def _report_on(project: Path, trials, **tune) -> dict:
     study = optuna.create_study(study_name=ref.name, storage=ref.storage_url, directions=objective.directions)
     for t in trials:
         study.add_trial(t)
-    tuning.report(params, ref, project / "reports/tuning")
-    return yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+    return tuning.report(params, ref, project / "reports/tuning")
 
 
 @pytest.mark.parametrize("objective", ["accuracy", "robust"])
@@ -138,15 +144,81 @@ def test_best_params_never_come_from_a_trial_below_the_top_rung(project, objecti
     key = "clean" if objective == "accuracy" else "robust"
     score = {"clean": (0.99, 0.5), "robust": (0.5, 0.99)}[key]
     trials = [
-        # the best score of the study, but at 24 of 40 epochs: a snapshot, not a full training
-        _trial(0, *score, epochs=24, values=[0.99], last_rung=24),
+        # the best score of the study, but at 24 of 40 epochs: a snapshot, not a full training; and the
+        # baseline, whose min_improvement head start does not count where it did not reach the top rung
+        _trial(0, *score, epochs=24, values=[0.99], last_rung=24, **BASE),
         _trial(1, 0.7, 0.7, epochs=24, state=TrialState.PRUNED, last_rung=24),
         _trial(2, 0.8, 0.6, epochs=40, values=[0.8 if key == "clean" else 0.6], last_rung=40),
         _trial(3, 0.75, 0.65, epochs=40, values=[0.75 if key == "clean" else 0.65], last_rung=40),
     ]
-    best = _report_on(project, trials, objective=objective)
+    best = _report_on(project, trials, objective=objective, min_improvement=0.5)
     assert best["trial"] == (2 if key == "clean" else 3)
     assert best["epochs"] == 40 and best["top_rung_trials"] == 2
+    assert best["baseline"] is False
+    assert best["baseline_trial"]["number"] == 0 and best["baseline_trial"]["top_rung"] is False
+
+
+# --- the baseline (the hand-set values) and tune.min_improvement ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rival", "min_improvement", "winner"),
+    [
+        (0.81, 0.02, 0),  # one validation image of fifty better: noise, the hand-set values stay
+        (0.82, 0.02, 0),  # exactly min_improvement better is not more than it
+        (0.83, 0.02, 1),  # more than min_improvement better
+        (0.80, 0.0, 0),  # a tie goes to the baseline, wherever it stands in the study
+        (0.81, 0.0, 1),  # min_improvement 0: any win counts
+    ],
+)
+def test_a_rival_replaces_the_baseline_only_by_more_than_min_improvement(rival, min_improvement, winner):
+    baseline = _trial(3, 0.80, 0.5, 40, values=[0.80], **BASE)  # a late number: the retry of the baseline
+    other = _trial(1, rival, 0.5, 40, values=[rival])
+    objective = fidelity.Objective.of(_cfg(objective="accuracy"), train_epochs=40)
+    picked = fidelity.pick_best([other, baseline], objective, 0.02, min_improvement)
+    assert picked.number == {0: 3, 1: 1}[winner]
+
+
+def test_pareto_keeps_the_baseline_unless_a_rival_is_more_robust_by_more_than_min_improvement():
+    objective = fidelity.Objective.of(_cfg(objective="pareto"), train_epochs=40)
+    baseline = _trial(0, 0.95, 0.80, 40, values=[0.95, 0.80], **BASE)
+
+    def pick(clean: float, robust: float, min_improvement: float = 0.02) -> int:
+        rival = _trial(1, clean, robust, 40, values=[clean, robust])
+        return fidelity.pick_best([baseline, rival], objective, 0.02, min_improvement).number
+
+    assert pick(0.95, 0.81) == 0  # marginally more robust
+    assert pick(0.96, 0.82) == 0  # marginally better on both
+    assert pick(0.95, 0.83) == 1  # more robust by more than min_improvement, as clean
+    assert pick(1.0, 0.70) == 1  # clean by more than max_clean_drop + min_improvement: out of its reach
+    assert pick(0.95, 0.81, min_improvement=0.0) == 1  # without a margin the normal rule applies
+
+
+@pytest.mark.parametrize("rival", [0.81, 0.9])
+def test_best_params_say_whether_they_are_the_baseline_with_its_scores(project, rival):
+    trials = [
+        _trial(0, 0.80, 0.5, 40, values=[0.80], last_rung=40, **BASE),
+        _trial(1, rival, 0.5, 40, values=[rival], last_rung=40),  # 0.81: better by one image in fifty
+        _trial(2, 0.95, 0.5, 8, state=TrialState.PRUNED, last_rung=8),
+    ]
+    result = _report(project, trials, objective="accuracy", min_improvement=0.02)
+    best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+    kept = rival == 0.81
+    assert best["trial"] == (0 if kept else 1) and best["baseline"] is kept
+    assert best["min_improvement"] == 0.02
+    assert best["baseline_trial"] | {"params": None} == {
+        "number": 0,
+        "state": "COMPLETE",
+        "epochs": 40,
+        "top_rung": True,
+        "value": 0.80,
+        "clean": 0.80,
+        "robust": 0.5,
+        "params": None,
+        "sampled": [],
+    }
+    assert result.baseline is kept and result.metrics["best_is_baseline"] == float(kept)
+    assert result.metrics["baseline_value"] == pytest.approx(0.80)
 
 
 def test_a_study_with_no_top_rung_trial_fails_and_writes_nothing(project):

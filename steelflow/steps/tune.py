@@ -58,11 +58,11 @@ from steelflow.steps.tune_study import (
     load_study,
     objective_of,
     open_study,
+    queue_missing,
     run_trial,
     storage_url,
     study_name,
     tune_cfg,
-    who,
 )
 from steelflow.steps.tune_tracking import ParentRun, TrialLogger
 from steelflow.tracking import data_version
@@ -99,6 +99,8 @@ class TuneResult:
     best_robust: float | None = None
     seconds: float = 0.0
     dead_workers: list[int] = dataclasses.field(default_factory=list)
+    baseline: bool = False  # best_params are the baseline's: the hand-set values won
+    baseline_trial: dict[str, Any] | None = None  # the baseline's number, state and scores; None: none
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -106,6 +108,13 @@ class TuneResult:
         out = {"best_value": self.best_value, "best_trial": self.best_trial, "best_clean": self.best_clean}
         if self.best_robust is not None:
             out["best_robust"] = self.best_robust
+        if self.baseline_trial is not None:
+            out["best_is_baseline"] = float(self.baseline)
+            out |= {
+                f"baseline_{k}": float(v)
+                for k, v in self.baseline_trial.items()
+                if k in ("number", "epochs", "value", "clean", "robust") and v is not None
+            }
         return out | {f"trials_{state.lower()}": n for state, n in self.counts.items()}
 
 
@@ -213,9 +222,7 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
     )
     study = load_study(ref, cfg, worker=0)
     study.set_user_attr("data_version", data_version())
-    missing = cfg.n_trials - len(counted(study.get_trials(deepcopy=False)))
-    for _ in range(max(0, missing)):
-        study.enqueue_trial({}, user_attrs={"queued_by": who()})
+    queue_missing(study, params, cfg)
     return ref
 
 
@@ -274,7 +281,8 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
             f"no trial of study {ref.name!r} reached the top rung ({objective.budget} epochs; {counts}): "
             "raise tune.n_trials, or lower tune.pruner.reduction_factor"
         )
-    best = fidelity.pick_best(top, objective, cfg.max_clean_drop)
+    best = fidelity.pick_best(top, objective, cfg.max_clean_drop, cfg.min_improvement)
+    baseline = _baseline_of(kept, objective)
     n_finished = sum(counts[s.name] for s in FINISHED)
     out_dir = Path(out_dir)
     clean, robust = best.user_attrs[fidelity.CLEAN], best.user_attrs[fidelity.ROBUST]
@@ -294,6 +302,9 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         "top_rung_trials": len(top),
         "finished_trials": n_finished,
         "params": {k: _plain(v) for k, v in best.params.items()},
+        "baseline": fidelity.is_baseline(best),
+        "min_improvement": cfg.min_improvement,
+        "baseline_trial": baseline,
     }
     if objective.needs_robust:
         doc["pareto_front"] = fidelity.pareto_front(top)
@@ -318,6 +329,8 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         best_params=doc["params"],
         best_clean=float(clean),
         best_robust=None if robust is None else float(robust),
+        baseline=doc["baseline"],
+        baseline_trial=baseline,
     )
 
 
@@ -330,6 +343,31 @@ _METRIC = {
 
 
 # --- small helpers ----------------------------------------------------------------------------------
+
+
+def _baseline_of(trials: list[FrozenTrial], objective: fidelity.Objective) -> dict[str, Any] | None:
+    """The baseline trial as best_params.yaml shows it (its latest retry, if its worker died); None when
+    the study has none (tune.baseline off, or a study begun without one)."""
+    found = [t for t in trials if fidelity.is_baseline(t)]
+    if not found:
+        return None
+    t = found[-1]
+    clean, robust = t.user_attrs.get(fidelity.CLEAN), t.user_attrs.get(fidelity.ROBUST)
+    value = None
+    if clean is not None and (robust is not None or not objective.needs_robust):
+        value = objective.value(clean, robust)
+        value = value[1] if isinstance(value, list) else value  # pareto: the robust score, as `value`
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "epochs": t.user_attrs.get(fidelity.EPOCHS),
+        "top_rung": bool(fidelity.top_rung([t], objective)),
+        "value": value,
+        "clean": clean,
+        "robust": robust,
+        "params": {k: _plain(v) for k, v in t.params.items()},
+        "sampled": t.user_attrs.get("baseline_sampled", []),  # keys whose hand-set value was out of range
+    }
 
 
 def _plots(study: optuna.Study, objective: fidelity.Objective, chosen: int, folder: Path) -> None:
@@ -376,7 +414,8 @@ def _print_trial(t: FrozenTrial, worker: int) -> None:
         value = ""
     if t.state == TrialState.FAIL:
         value = t.user_attrs.get("error", "")
-    print(f"tune: trial {t.number} {t.state.name} {value} ({shown}) [worker {worker}]", flush=True)
+    what = "the baseline, hand-set: " if fidelity.is_baseline(t) else ""
+    print(f"tune: trial {t.number} {t.state.name} {value} ({what}{shown}) [worker {worker}]", flush=True)
 
 
 def _fmt(v: Any) -> str:

@@ -16,7 +16,10 @@ unlucky epoch on a small validation split does not decide a rung:
   rule ranks the trials at a rung by Pareto rank (then by the sum of both scores).
 
 ``best_params`` comes only from trials that ran the full budget (the top rung): the best score, or with
-``pareto`` the most robust trial within ``tune.max_clean_drop`` of the best clean accuracy.
+``pareto`` the most robust trial within ``tune.max_clean_drop`` of the best clean accuracy. The baseline
+trial (the hand-set values, ``tune.baseline``) competes with its scores raised by ``tune.min_improvement``:
+a rival replaces it only by beating it by more than that, since on a small validation split a few images
+decide a narrow win.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ CURVE = "curve"  # [[epoch, clean, robust], ...] per epoch, robust null under th
 EPOCHS = "epochs"  # epochs the trial ran
 LAST_RUNG = "last_rung"  # the highest rung (epochs) the trial reached
 CLEAN, ROBUST = "clean", "robust"  # its scores: the best so far at its last epoch
+BASELINE = "steelflow.baseline"  # True on the trial that runs the hand-set values (tune.baseline)
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,37 @@ def top_rung(trials: Sequence[FrozenTrial], objective: Objective) -> list[Frozen
     ]
 
 
-def pick_best(candidates: Sequence[FrozenTrial], objective: Objective, max_clean_drop: float) -> FrozenTrial:
-    """The trial whose values ``train`` applies; ties go to the earlier trial."""
+def is_baseline(t: FrozenTrial) -> bool:
+    """Does this trial run the hand-set values (the study's baseline, or a retry of it)?"""
+    return bool(t.user_attrs.get(BASELINE))
+
+
+def pick_best(
+    candidates: Sequence[FrozenTrial],
+    objective: Objective,
+    max_clean_drop: float,
+    min_improvement: float = 0.0,
+) -> FrozenTrial:
+    """The trial whose values ``train`` applies; ties go to the baseline, then to the earlier trial.
+
+    The rule sees the baseline's scores raised by ``min_improvement`` (both of them with ``pareto``), so
+    another trial replaces it only when it beats it by more than that: on the objective's score, or with
+    ``pareto`` on robustness within ``max_clean_drop``, or on clean accuracy by more than
+    ``max_clean_drop`` as well. A baseline that did not reach the top rung is not among the candidates.
+    """
+
+    def score(t: FrozenTrial, value: float) -> float:
+        return value + min_improvement + 1e-12 if is_baseline(t) else value  # a tie within rounding: kept
+
     if objective.kind != "pareto":
-        return max(candidates, key=lambda t: (float(t.values[0]), -t.number))
-    best_clean = max(float(t.user_attrs[CLEAN]) for t in candidates)
-    near = [t for t in candidates if float(t.user_attrs[CLEAN]) >= best_clean - max_clean_drop - 1e-12]
-    return max(near, key=lambda t: (float(t.user_attrs[ROBUST]), float(t.user_attrs[CLEAN]), -t.number))
+        return max(candidates, key=lambda t: (score(t, float(t.values[0])), is_baseline(t), -t.number))
+    clean = {t.number: score(t, float(t.user_attrs[CLEAN])) for t in candidates}
+    best_clean = max(clean.values())
+    near = [t for t in candidates if clean[t.number] >= best_clean - max_clean_drop - 1e-12]
+    return max(
+        near,
+        key=lambda t: (score(t, float(t.user_attrs[ROBUST])), clean[t.number], is_baseline(t), -t.number),
+    )
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[int]:

@@ -12,6 +12,10 @@ worker goes on. A worker that dies mid-trial stops its heartbeat (:func:`heartbe
 queues a copy with the same values (``tune.retries`` times at most). A failed trial that was retried is not
 counted (:func:`counted`): the study is complete when it holds ``n_trials`` trials that are finished or
 replaced by their retry.
+
+With ``tune.baseline`` a new study's first queued trial is the baseline: the hand-set values of the
+searched keys (:func:`queue_missing`). It is queued once, by whoever creates the study's queue (the one
+``prepare`` of a run, never a worker), and counts as one of ``n_trials``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -34,7 +39,7 @@ from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCal
 from optuna.trial import FrozenTrial, TrialState
 
 from steelflow import atomic
-from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, with_overrides
+from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, flatten_tree, with_overrides
 from steelflow.project import anchored, data_label
 from steelflow.steps import tune_objective as fidelity
 from steelflow.tracking import data_version, params_hash
@@ -81,8 +86,10 @@ def objective_of(params: Params) -> fidelity.Objective:
 def study_name(params: Params) -> str:
     """Same params and data → same name, so a rerun continues the study. ``n_trials``, ``timeout`` and
     ``workers`` are left out (raising ``n_trials`` extends the study), and so are the base values of
-    the searched keys (a trial sets them anyway)."""
+    the searched keys (a trial sets them anyway), unless ``tune.baseline`` is on: then the study's first
+    trial runs them, and other hand-set values make another study."""
     cfg = tune_cfg(params)
+    hand_set = hand_set_values(params) if cfg.baseline else None
     tree = params.raw()
     for key in cfg.space:
         section, *rest = key.split(".")
@@ -104,6 +111,8 @@ def study_name(params: Params) -> str:
         },
         "budget": objective_of(params).budget,
     }
+    if hand_set is not None:  # only then: a study without a baseline keeps the name it always had
+        identity["baseline"] = hand_set
     return f"{params.model.variant}-{data_label(params.data.source)}-{params_hash(identity)[:12]}"
 
 
@@ -196,6 +205,71 @@ def _pruner(cfg: TuneConfig, objective: fidelity.Objective) -> optuna.pruners.Ba
             min_resource=p.min_epochs, max_resource=objective.budget, reduction_factor=p.reduction_factor
         )
     return optuna.pruners.NopPruner()
+
+
+def queue_missing(study: optuna.Study, params: Params, cfg: TuneConfig) -> int:
+    """Queue the trials the study lacks of ``tune.n_trials``; returns how many.
+
+    A new study (no trial at all yet) with ``tune.baseline`` gets the baseline first, so that it is trial
+    0: the hand-set value of every searched key that lies in its search space (one that does not is left
+    to the sampler, with a warning naming it). A study that already has trials, a continued one, never
+    gets a second baseline.
+    """
+    trials = study.get_trials(deepcopy=False)
+    missing = max(0, cfg.n_trials - len(counted(trials)))
+    queued = {"queued_by": who()}
+    baseline = bool(missing) and not trials and cfg.baseline
+    if baseline:
+        values, outside = baseline_values(params, cfg)
+        for key, value in outside.items():
+            print(
+                f"warning: tune: the hand-set {key} = {value!r} is outside tune.space.{key} "
+                f"({_range_of(cfg.space[key])}); the baseline trial samples {key} instead",
+                file=sys.stderr,
+                flush=True,
+            )
+        attrs = {fidelity.BASELINE: True} | ({"baseline_sampled": sorted(outside)} if outside else {})
+        study.enqueue_trial(values, user_attrs=queued | attrs)
+    for _ in range(missing - baseline):
+        study.enqueue_trial({}, user_attrs=queued)
+    return missing
+
+
+def hand_set_values(params: Params) -> dict[str, Any]:
+    """The params' own value of every key in ``tune.space`` (what the baseline trial runs)."""
+    flat = flatten_tree(params.raw())
+    return {key: flat.get(key) for key in tune_cfg(params).space}
+
+
+def baseline_values(params: Params, cfg: TuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hand-set values the baseline trial is queued with, and those left out: outside their range or
+    choices, where Optuna would warn and use them anyway (a float) or fail the trial (a categorical)."""
+    inside, outside = {}, {}
+    for key, value in hand_set_values(params).items():
+        (inside if _within(cfg.space[key], value) else outside)[key] = value
+    return inside, outside
+
+
+def _within(spec: SearchParam, value: Any) -> bool:
+    """Is ``value`` one the search-space entry can suggest (Optuna's distributions' own rule)?"""
+    if spec.kind == "categorical":
+        return any(value == c and isinstance(value, bool) == isinstance(c, bool) for c in spec.choices or [])
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    low, high = float(spec.low), float(spec.high)  # type: ignore[arg-type]
+    if not low <= value <= high or (spec.kind == "int" and not float(value).is_integer()):
+        return False
+    if spec.step:
+        k = (value - low) / spec.step
+        return abs(k - round(k)) < 1e-8
+    return True
+
+
+def _range_of(spec: SearchParam) -> str:
+    if spec.kind == "categorical":
+        return f"choices {spec.choices}"
+    step = f", step {spec.step:g}" if spec.step else ""
+    return f"{spec.kind} {spec.low:g}..{spec.high:g}{step}{', log' if spec.log else ''}"
 
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:

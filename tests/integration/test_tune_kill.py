@@ -26,6 +26,7 @@ from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.steps import tune as tuning
 from steelflow.steps import tune_study as study_machinery
+from steelflow.steps.tune_objective import BASELINE
 from tests.helpers import repo_params, write_params
 
 pytestmark = pytest.mark.integration
@@ -106,6 +107,9 @@ def _assert_complete(study: optuna.Study, killed: int) -> None:
     counted = [t for t in trials if t.number != killed]
     assert len(counted) == N_TRIALS
     assert sorted(t.number for t in trials) == list(range(N_TRIALS + 1))
+    # one baseline counts: trial 0, or the retry of trial 0 when its worker was the one killed
+    baselines = [t.number for t in counted if t.user_attrs.get(BASELINE)]
+    assert baselines == ([retries[0].number] if killed == 0 else [0])
 
 
 def test_a_killed_worker_trial_is_retried_while_the_other_worker_goes_on(kill_project):
