@@ -82,12 +82,13 @@ def gemm_peaks(
                 onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
                 session = engine.onnx_session(path, threads, 1)
                 feed = {"a": feeds[0], "b": feeds[1]}
-                seconds = _fastest(lambda s=session, f=feed: s.run(None, f), repeats, warmup=2)
+                seconds = min(_times(lambda s=session, f=feed: s.run(None, f), repeats, warmup=2))
                 peaks[name] = max(peaks[name], 2 * n**3 / seconds)
     return peaks
 
 
-def _fastest(fn, repeats: int, warmup: int = 1) -> float:
+def _times(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -95,18 +96,7 @@ def _fastest(fn, repeats: int, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _median(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
 def latencies(size: int, threads: int, tmp: Path) -> dict[str, dict[str, float]]:
@@ -132,7 +122,7 @@ def latencies(size: int, threads: int, tmp: Path) -> dict[str, dict[str, float]]
         repeats = (10 if batch == 1 else 4) if size <= 128 else (5 if batch == 1 else 2)
         for name, run in runs.items():
             with torch.no_grad():
-                seconds = _median(lambda r=run, x=x: r(x), repeats)
+                seconds = statistics.median(_times(lambda r=run, x=x: r(x), repeats))
             ms = 1000 * seconds / batch
             out.setdefault(name, {})[str(batch)] = ms
             print(f"  {size:>3} px  batch {batch:>2}  {name:<18} {ms:8.2f} ms/image", flush=True)
