@@ -10,7 +10,8 @@ Builds a throwaway project, runs ingest → validate → split → corrupt once 
   they are reported as identical, with a note, and trained once, as the defaults.
 - **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included) trained in full with
   their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
-  score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5.
+  score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5. A trial whose loss
+  diverged is listed but not retrained: with its seed the full run diverges the same way and has no score.
 
 ``--throughput`` measures instead what it always did: trials per minute with 1 and 2 workers on one
 study (the default profile, pruner off so that every trial does the same work) → results/tune.json.
@@ -94,7 +95,7 @@ def main() -> None:
         rows = [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
         if not identical:  # the same values twice would only measure the seeds' noise again
             rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
-        configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
+        configs = retrainable(trials)[: args.configs]
         rows += [(f"trial{t['number']}", t["params"]) for t in configs]
         with ThreadPoolExecutor(args.jobs) as pool:
             done = dict(
@@ -140,6 +141,11 @@ def tuned_are_defaults(best: dict) -> bool:
     return bool(best.get("baseline")) and not (best.get("baseline_trial") or {}).get("sampled")
 
 
+def retrainable(trials: list[dict]) -> list[dict]:
+    """The trials whose values a full training can score: finished, and their loss did not diverge."""
+    return [t for t in trials if t["state"] in ("COMPLETE", "PRUNED") and not t.get("diverged")]
+
+
 def _steelflow(project: Path, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
@@ -163,6 +169,7 @@ def _trials(project: Path, study: str) -> list[dict]:
             "clean": t.user_attrs.get("clean"),
             "robust": t.user_attrs.get("robust"),
             "baseline": bool(t.user_attrs.get("steelflow.baseline")),  # the hand-set values (tune.baseline)
+            "diverged": t.user_attrs.get("diverged"),  # pruned because its loss became NaN or infinite
         }
         for t in study.trials
     ]
@@ -174,10 +181,13 @@ def _run_row(project: Path, name: str, values: dict) -> dict:
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     row = json.loads((project / "rows" / name / "row.json").read_text())
-    print(
-        f"{name:>16}: clean {row['clean']:.3f}  worst {row['worst']:.3f}  ({row['seconds']:.0f} s)",
-        flush=True,
-    )
+    if row.get("diverged"):
+        print(f"{name:>16}: diverged ({row['diverged']})", flush=True)
+    else:
+        print(
+            f"{name:>16}: clean {row['clean']:.3f}  worst {row['worst']:.3f}  ({row['seconds']:.0f} s)",
+            flush=True,
+        )
     return row
 
 
@@ -187,6 +197,7 @@ def _train_row(project: Path, name: str, values: dict) -> None:
     sys.path.insert(0, str(REPO))
     from steelflow.config import load_params, with_overrides
     from steelflow.reproduce import train_and_evaluate
+    from steelflow.steps.train import TrainingDiverged
     from steelflow.steps.tune_objective import Objective
 
     p = with_overrides(load_params("params.yaml"), values)
@@ -195,14 +206,20 @@ def _train_row(project: Path, name: str, values: dict) -> None:
     # a trial's configuration is scored under the families where its trial was (the rungs and the top)
     scoring = name.startswith("trial")
     objective = Objective.of(p.tune, p.train.epochs)
-    trained, scored = train_and_evaluate(
-        p,
-        p.model,
-        p.train,
-        out,
-        robust_val=p.train.robust if scoring else None,
-        robust_val_epochs=objective.robust_epochs(p.tune.pruner.kind) if scoring else None,
-    )
+    try:
+        trained, scored = train_and_evaluate(
+            p,
+            p.model,
+            p.train,
+            out,
+            robust_val=p.train.robust if scoring else None,
+            robust_val_epochs=objective.robust_epochs(p.tune.pruner.kind) if scoring else None,
+        )
+    except TrainingDiverged as e:  # a seed the values diverge with: recorded, never averaged in
+        out.mkdir(parents=True, exist_ok=True)
+        row = {"name": name, "values": values, "diverged": str(e), "seconds": time.perf_counter() - start}
+        (out / "row.json").write_text(json.dumps(row, indent=2))
+        return
     holdout = set(p.corrupt.holdout_names)
     table1 = {k: v for k, v in scored.accuracy.items() if k != "original" and k not in holdout}
     key = f"val_robust_{p.tune.robust_score}"
@@ -229,7 +246,7 @@ def collect(args: argparse.Namespace) -> None:
     args.data = source if source != "synthetic" else "synthetic"
     best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
     trials = _trials(project, best["study"])
-    configs = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")][: args.configs]
+    configs = retrainable(trials)[: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
     trainings = (1 if report["tuned_are_defaults"] else 2) * len(args.seeds) + len(configs)
@@ -242,13 +259,16 @@ def collect(args: argparse.Namespace) -> None:
 
 def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
     def stats(prefix: str, key: str) -> dict:
-        values = [done[f"{prefix}-seed{s}"][key] for s in args.seeds if f"{prefix}-seed{s}" in done]
+        rows = [done[f"{prefix}-seed{s}"] for s in args.seeds if f"{prefix}-seed{s}" in done]
+        values = [r[key] for r in rows if not r.get("diverged")]
+        diverged = len(rows) - len(values)  # a seed that diverged: no model, so no accuracy to average
         if not values:
-            return {"mean": float("nan"), "sd": float("nan"), "values": []}
+            return {"mean": float("nan"), "sd": float("nan"), "values": [], "diverged": diverged}
         return {
             "mean": statistics.mean(values),
             "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values,
+            "diverged": diverged,
         }
 
     identical = tuned_are_defaults(best)
@@ -256,7 +276,10 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         who: {k: stats("defaults" if identical else who, k) for k in ("clean", "worst", "holdout_worst")}
         for who in ("defaults", "tuned")
     }
-    meets = all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
+    meets = (
+        all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
+        and compare["tuned"]["clean"]["diverged"] <= compare["defaults"]["clean"]["diverged"]
+    )
     note = None
     if identical:
         note = (
@@ -266,7 +289,11 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         )
     objective = params["tune"]["objective"]
     trial_key = "clean" if objective == "accuracy" else "robust"  # pareto: its pick rule's primary score
-    configs = [t for t in configs if f"trial{t['number']}" in done]
+    configs = [
+        t
+        for t in configs
+        if f"trial{t['number']}" in done and not done[f"trial{t['number']}"].get("diverged")
+    ]
     pairs = [(t[trial_key], done[f"trial{t['number']}"]) for t in configs if t[trial_key] is not None]
     rho = {
         "validation": spearman([a for a, _ in pairs], [r[f"val_{trial_key}"] for _, r in pairs]),
@@ -293,6 +320,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         "spearman": {
             "trial_score": trial_key,
             "configs": len(pairs),
+            "diverged_in_study": [t["number"] for t in trials if t.get("diverged")],  # not retrained
             "rho": rho,
             "floor": MIN_SPEARMAN,
             "pairs": [

@@ -269,7 +269,11 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
     if not completed:
         errors = sorted(
-            {str(t.user_attrs.get("error", t.state.name)) for t in trials if t.state != TrialState.WAITING}
+            {
+                str(t.user_attrs.get("error") or t.user_attrs.get("diverged") or t.state.name)
+                for t in trials
+                if t.state != TrialState.WAITING
+            }
         )
         raise TuningFailed(
             f"no trial of study {ref.name!r} completed ({counts}); errors: {'; '.join(errors) or 'none'}"
@@ -414,6 +418,8 @@ def _print_trial(t: FrozenTrial, worker: int) -> None:
         value = ""
     if t.state == TrialState.FAIL:
         value = t.user_attrs.get("error", "")
+    elif "diverged" in t.user_attrs:
+        value = f"diverged: {t.user_attrs['diverged']}"
     what = "the baseline, hand-set: " if fidelity.is_baseline(t) else ""
     print(f"tune: trial {t.number} {t.state.name} {value} ({what}{shown}) [worker {worker}]", flush=True)
 

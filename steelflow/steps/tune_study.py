@@ -6,12 +6,14 @@ the params and the data version (:func:`study_name`), so rerunning continues the
 waiting, so N workers stopping "at n_trials" overshoot it. Claiming a queued trial (:func:`claim`) is one
 atomic WAITING → RUNNING update in the storage, so no trial is run twice and none is lost.
 
-A trial (:func:`run_trial`) that raises (NaN loss, out of memory) is told FAIL with its error, and the
-worker goes on. A worker that dies mid-trial stops its heartbeat (:func:`heartbeat`); after
-``tune.grace_seconds`` any worker marks that trial FAIL and Optuna's ``RetryHeartbeatStaleTrialCallback``
-queues a copy with the same values (``tune.retries`` times at most). A failed trial that was retried is not
-counted (:func:`counted`): the study is complete when it holds ``n_trials`` trials that are finished or
-replaced by their retry.
+A trial (:func:`run_trial`) whose loss diverges (NaN or infinite) is told PRUNED at that epoch, with its
+scores so far and a ``diverged`` attribute: the sampler models pruned trials as bad ones (failed ones it
+ignores, and would sample the same region again). One that raises anything else (out of memory, a bad
+value) is told FAIL with its error. Either way the worker goes on. A worker that dies mid-trial stops its
+heartbeat (:func:`heartbeat`); after ``tune.grace_seconds`` any worker marks that trial FAIL and Optuna's
+``RetryHeartbeatStaleTrialCallback`` queues a copy with the same values (``tune.retries`` times at most).
+A failed trial that was retried is not counted (:func:`counted`): the study is complete when it holds
+``n_trials`` trials that are finished or replaced by their retry.
 
 With ``tune.baseline`` a new study's first queued trial is the baseline: the hand-set values of the
 searched keys (:func:`queue_missing`). It is queued once, by whoever creates the study's queue (the one
@@ -302,8 +304,8 @@ def run_trial(
     db: Database,
 ) -> FrozenTrial:
     """One trial: training on the full schedule, pruned at a rung it does not climb; told COMPLETE, PRUNED
-    or FAIL. Its curve, scores and last rung are user attributes, pruned or not."""
-    from steelflow.steps.train import train
+    or FAIL (PRUNED too when its loss diverges). Its curve, scores and last rung are user attributes."""
+    from steelflow.steps.train import TrainingDiverged, train
 
     db(trial.set_user_attr, "worker", who())
     started = time.perf_counter()
@@ -369,6 +371,9 @@ def run_trial(
         except optuna.TrialPruned as e:
             state = TrialState.PRUNED
             db(trial.set_user_attr, "pruned", str(e))
+        except TrainingDiverged as e:  # a bad region, not a broken trial: pruned, so the sampler learns it
+            state = TrialState.PRUNED
+            db(trial.set_user_attr, "diverged", str(e)[:1000])
         except Exception as e:  # NaN loss, out of memory, a bad value: recorded, and the study goes on
             db(trial.set_user_attr, "error", f"{type(e).__name__}: {e}"[:1000])
         except KeyboardInterrupt:

@@ -102,7 +102,7 @@ class TrialLogger:
                 "optuna.trial_number": str(t.number),
                 "optuna.state": t.state.name,
             }
-            for key in ("error", "pruned", "worker"):
+            for key in ("error", "pruned", "diverged", "worker"):
                 if key in t.user_attrs:
                     tags[f"optuna.{key}"] = str(t.user_attrs[key])
             end = int((t.datetime_complete or t.datetime_start).timestamp() * 1000)
