@@ -374,7 +374,7 @@ def run_trial(
         except TrainingDiverged as e:  # a bad region, not a broken trial: pruned, so the sampler learns it
             state = TrialState.PRUNED
             db(trial.set_user_attr, "diverged", str(e)[:1000])
-        except Exception as e:  # NaN loss, out of memory, a bad value: recorded, and the study goes on
+        except Exception as e:  # out of memory, a bad value: recorded FAIL, and the study goes on
             db(trial.set_user_attr, "error", f"{type(e).__name__}: {e}"[:1000])
         except KeyboardInterrupt:
             db(trial.set_user_attr, "error", "interrupted (Ctrl-C)")
