@@ -7,7 +7,9 @@ Builds a throwaway project, runs ingest → validate → split → corrupt once 
   full with ``--seeds`` (train.seed), evaluated on the test split: mean ± standard deviation of clean and
   worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on both. When ``best_params`` are the
   baseline trial's (tune.baseline: the hand-set values won the study), the tuned values are the defaults:
-  they are reported as identical, with a note, and trained once, as the defaults.
+  they are reported as identical, with a note, and trained once, as the defaults. When they are because
+  the bootstrap turned a rival down (tune.significance), the rival's values are trained too (``rival``):
+  what the plain rule would have shipped, so the report shows whether turning it down was right.
 - **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included) trained in full with
   their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
   score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5. A trial whose loss
@@ -95,6 +97,9 @@ def main() -> None:
         rows = [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
         if not identical:  # the same values twice would only measure the seeds' noise again
             rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
+        rival = rejected_rival(best, trials)
+        if rival is not None:  # what the plain rule would have shipped: was the bootstrap right?
+            rows += [(f"rival-seed{s}", {**rival["params"], "train.seed": s}) for s in args.seeds]
         configs = retrainable(trials)[: args.configs]
         rows += [(f"trial{t['number']}", t["params"]) for t in configs]
         with ThreadPoolExecutor(args.jobs) as pool:
@@ -139,6 +144,14 @@ def tuned_are_defaults(best: dict) -> bool:
     """Are ``best_params`` the hand-set values? The baseline trial won, and it ran the hand-set value of
     every key (none lay outside the search space; the study's name holds the values it ran)."""
     return bool(best.get("baseline")) and not (best.get("baseline_trial") or {}).get("sampled")
+
+
+def rejected_rival(best: dict, trials: list[dict]) -> dict | None:
+    """The trial that beat the baseline on the rule but not in the bootstrap (tune.significance)."""
+    test = best.get("significance") or {}
+    if not test.get("kept_baseline"):
+        return None
+    return next(t for t in trials if t["number"] == test["rival"])
 
 
 def retrainable(trials: list[dict]) -> list[dict]:
@@ -249,7 +262,8 @@ def collect(args: argparse.Namespace) -> None:
     configs = retrainable(trials)[: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
-    trainings = (1 if report["tuned_are_defaults"] else 2) * len(args.seeds) + len(configs)
+    groups = (1 if report["tuned_are_defaults"] else 2) + ("rival" in report["compare"])
+    trainings = groups * len(args.seeds) + len(configs)
     report["partial"] = f"{len(done)} of {trainings} trainings finished"
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, RESULTS / f"{args.out}.png")
@@ -276,12 +290,22 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         who: {k: stats("defaults" if identical else who, k) for k in ("clean", "worst", "holdout_worst")}
         for who in ("defaults", "tuned")
     }
+    if rejected_rival(best, trials) is not None:
+        compare["rival"] = {k: stats("rival", k) for k in ("clean", "worst", "holdout_worst")}
     meets = (
         all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
         and compare["tuned"]["clean"]["diverged"] <= compare["defaults"]["clean"]["diverged"]
     )
     note = None
-    if identical:
+    test = best.get("significance") or {}
+    if identical and test.get("kept_baseline"):
+        note = (
+            f"best_params are the baseline's (trial {best['trial']}): trial {test['rival']} won the rule on "
+            f"{test['score']} validation accuracy but lost or tied in {test['p']:.0%} of the bootstrap "
+            f"resamples (tune.significance {test['significance']}); 'tuned' repeats the defaults' figures, "
+            f"and 'rival' is trial {test['rival']}'s values, what the plain rule would have shipped"
+        )
+    elif identical:
         note = (
             f"best_params are the baseline's (trial {best['trial']}): no other top-rung trial beat the "
             f"hand-set values by more than tune.min_improvement ({best.get('min_improvement', 0.0)}), so "
@@ -420,8 +444,10 @@ def summary(report: dict) -> str:
         f"data {report['data']}, {report['image_size']} px, {report['epochs']} epochs, "
         f"objective {report['tune']['objective']}, seeds {report['seeds']}"
     ]
-    for who in ("defaults", "tuned"):
-        c = report["compare"][who]
+    for who in ("defaults", "tuned", "rival"):
+        c = report["compare"].get(who)
+        if c is None:
+            continue
         if who == "tuned" and report.get("tuned_are_defaults"):
             lines.append(f"     tuned: identical to the defaults, not trained again ({report['tuned_note']})")
             continue
@@ -451,19 +477,23 @@ def _plot(report: dict, out: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     same = report.get("tuned_are_defaults")
-    for i, who in enumerate(("defaults", "tuned")):
+    groups = [w for w in ("defaults", "tuned", "rival") if w in report["compare"]]
+    width = 0.8 / len(groups)
+    for i, who in enumerate(groups):
         c = report["compare"][who]
-        label = "tuned (= defaults)" if i and same else who
+        label = "tuned (= defaults)" if who == "tuned" and same else who
+        if who == "rival":
+            label = f"rival (trial {report['best']['significance']['rival']}, turned down)"
         for j, key in enumerate(("clean", "worst", "holdout_worst")):
-            x = j + (i - 0.5) * 0.35
+            x = j + (i - (len(groups) - 1) / 2) * width
             left.bar(
                 x,
                 100 * c[key]["mean"],
-                0.35,
+                width,
                 yerr=100 * c[key]["sd"],
                 capsize=3,
-                color=("tab:grey", "tab:blue")[i],
-                hatch="//" if i and same else None,
+                color=("tab:grey", "tab:blue", "tab:orange")[i],
+                hatch="//" if who == "tuned" and same else None,
                 label=label if j == 0 else None,
             )
             left.scatter(

@@ -172,6 +172,13 @@ def _baseline_note(result: Any) -> str:
     b = result.baseline_trial
     if b is None:
         return ""
+    test = result.significance
+    if result.baseline and test and test["kept_baseline"]:
+        return (
+            f" (the baseline: trial {test['rival']} scored higher on {test['score']} validation accuracy, "
+            f"but lost or tied in {test['p']:.0%} of bootstrap resamples of the images, above "
+            f"tune.significance {test['significance']})"
+        )
     if result.baseline:
         return " (the baseline: the hand-set values)"
     if not b["top_rung"]:

@@ -674,6 +674,13 @@ class TuneConfig(Section):
         description="a trial replaces the baseline as best_params only when it beats the baseline's "
         "top-rung score by more than this",
     )
+    significance: float | None = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="a trial replaces the baseline only when it beats it in all but this share of paired "
+        "bootstrap resamples of the validation images; null = off",
+    )
     max_epochs: int | None = Field(
         default=None, ge=1, description="epochs of a trial that survives every rung; null = train.epochs"
     )

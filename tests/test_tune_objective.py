@@ -221,6 +221,121 @@ def test_best_params_say_whether_they_are_the_baseline_with_its_scores(project, 
     assert result.metrics["baseline_value"] == pytest.approx(0.80)
 
 
+# --- tune.significance: a win beyond the luck of which images landed in validation ----------------
+
+
+def _right(images: range, n: int = 51) -> str:
+    """A per-image record: these validation images right, the others wrong."""
+    return fidelity.pack([i in images for i in range(n)])
+
+
+def _correct(on: str, n: int = 51, **views: range) -> dict:
+    return {on: {"epoch": 40, "n": n, "views": {name: _right(r, n) for name, r in views.items()}}}
+
+
+@pytest.mark.parametrize(
+    ("rival_right", "kept"),
+    [
+        (range(3, 46), True),  # 43 of 51 against 40: 6 images won, 3 lost; a coin flip in a resample
+        (range(0, 51), False),  # 51 against 40: 11 won, none lost
+    ],
+)
+def test_a_rival_that_wins_by_a_few_validation_images_leaves_the_hand_set_values(rival_right, kept):
+    objective = fidelity.Objective.of(_cfg(objective="accuracy"), train_epochs=40)
+    baseline = _trial(
+        0, 40 / 51, 0.5, 40, values=[40 / 51], val_correct=_correct("clean", clean=range(40)), **BASE
+    )
+    score = len(rival_right) / 51
+    rival = _trial(1, score, 0.5, 40, values=[score], val_correct=_correct("clean", clean=rival_right))
+    winner = fidelity.pick_best([baseline, rival], objective, 0.02)
+    assert winner.number == 1  # the plain rule: any win counts (min_improvement 0)
+    picked, test = fidelity.guard_baseline(winner, [baseline, rival], objective, 0.02, 0.0, 0.05)
+    assert picked.number == (0 if kept else 1)
+    assert test["rival"] == 1 and test["score"] == "clean" and test["kept_baseline"] is kept
+    assert (test["p"] > 0.05) is kept and test["p"] < (0.5 if kept else 0.01)
+    # seeded: the same trials give the same p (the DVC stage and the Kubeflow step pick alike)
+    assert fidelity.guard_baseline(winner, [baseline, rival], objective, 0.02, 0.0, 0.05)[1] == test
+    assert fidelity.guard_baseline(winner, [baseline, rival], objective, 0.02, 0.0, None) == (winner, None)
+
+
+@pytest.mark.parametrize("robust_score", ["worst", "mean"])
+def test_the_robust_test_resamples_the_worst_or_the_mean_family(robust_score):
+    objective = fidelity.Objective.of(_cfg(objective="robust", robust_score=robust_score), train_epochs=40)
+    # baseline: illumination 30, noise 45 of 51 (worst 30, mean 37.5)
+    # rival: illumination 31, noise 51 (worst 31: one image better; mean 41: ten images better)
+    records = {
+        0: _correct("robust", illumination=range(30), noise=range(45)),
+        1: _correct("robust", illumination=range(31), noise=range(51)),
+    }
+    scores = {0: (30 / 51, 37.5 / 51), 1: (31 / 51, 41 / 51)}
+    column = 0 if robust_score == "worst" else 1
+    baseline, rival = (
+        _trial(n, 0.9, scores[n][column], 40, values=[scores[n][column]], val_correct=records[n], **attrs)
+        for n, attrs in ((0, BASE), (1, {}))
+    )
+    picked, test = fidelity.guard_baseline(rival, [baseline, rival], objective, 0.02, 0.0, 0.05)
+    assert test["score"] == "robust"
+    assert picked.number == (0 if robust_score == "worst" else 1)
+
+
+def test_pareto_tests_the_score_that_decided_and_trials_without_records_keep_the_rule():
+    objective = fidelity.Objective.of(_cfg(objective="pareto"), train_epochs=40)
+    both = {"clean": _correct("clean", clean=range(45))["clean"]} | _correct("robust", noise=range(30))
+    baseline = _trial(0, 45 / 51, 30 / 51, 40, values=[45 / 51, 30 / 51], val_correct=both, **BASE)
+    more_robust = _trial(
+        1, 45 / 51, 51 / 51, 40, values=[45 / 51, 1.0], val_correct=both | _correct("robust", noise=range(51))
+    )
+    cleaner = _trial(
+        2, 51 / 51, 0.2, 40, values=[1.0, 0.2], val_correct=both | _correct("clean", clean=range(51))
+    )
+    for rival, score in ((more_robust, "robust"), (cleaner, "clean")):
+        winner = fidelity.pick_best([baseline, rival], objective, 0.02)
+        picked, test = fidelity.guard_baseline(winner, [baseline, rival], objective, 0.02, 0.0, 0.05)
+        assert winner.number == picked.number == rival.number and test["score"] == score
+    old = _trial(3, 1.0, 1.0, 40, values=[1.0, 1.0])  # a trial from before the per-image record
+    picked, test = fidelity.guard_baseline(old, [baseline, old], objective, 0.02, 0.0, 0.05)
+    assert picked.number == 3 and test["p"] is None and "no val_correct" in test["note"]
+
+
+def test_best_params_and_the_summary_say_the_baseline_was_kept_by_the_bootstrap(project):
+    trials = [
+        _trial(
+            0,
+            40 / 51,
+            0.5,
+            40,
+            values=[40 / 51],
+            last_rung=40,
+            val_correct=_correct("clean", clean=range(40)),
+            **BASE,
+        ),
+        _trial(
+            1,
+            43 / 51,
+            0.5,
+            40,
+            values=[43 / 51],
+            last_rung=40,
+            val_correct=_correct("clean", clean=range(3, 46)),
+        ),
+    ]
+    result = _report(project, trials, objective="accuracy", min_improvement=0.0, significance=0.05)
+    best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
+    assert best["trial"] == 0 and best["baseline"] is True
+    assert best["significance"]["rival"] == 1 and best["significance"]["kept_baseline"] is True
+    from steelflow.cli import _baseline_note
+
+    assert "trial 1 scored higher on clean" in _baseline_note(result)
+    Path("optuna.db").unlink()  # the same study (significance only picks from it): begin it again
+    best = _report_on(project, trials, objective="accuracy", significance=None)
+    assert best["trial"] == 1 and best["significance"] is None
+
+
+def test_significance_must_be_a_share_below_one_half():
+    with pytest.raises(ValueError, match="significance"):
+        _cfg(significance=0.5)
+
+
 def test_a_study_with_no_top_rung_trial_fails_and_writes_nothing(project):
     trials = [
         _trial(0, 0.9, 0.9, epochs=8, state=TrialState.PRUNED, last_rung=8),
@@ -285,6 +400,14 @@ def test_each_objective_scores_full_trials_and_writes_its_plots(small_split, obj
             robust = max(r for _, _, r in t.user_attrs["curve"] if r is not None)
             assert 0 <= robust <= 1 and t.user_attrs["robust"] == pytest.approx(robust)
             assert t.values == pytest.approx({"robust": [robust], "pareto": [clean, robust]}[objective])
+        # which validation images each best-so-far score got right: the record the bootstrap resamples
+        kept = t.user_attrs[fidelity.CORRECT]
+        record = kept["clean"]
+        assert fidelity.unpack(record["views"]["clean"], record["n"]).mean() == pytest.approx(clean)
+        if objective != "accuracy":
+            record = kept["robust"]
+            families = [fidelity.unpack(v, record["n"]).mean() for v in record["views"].values()]
+            assert len(families) >= 2 and sum(families) / len(families) == pytest.approx(robust)
     best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
     assert best["objective"] == objective and best["epochs"] == 2
     for name in ("rungs.png", "pareto_front.png", "history.png", "importance.png"):

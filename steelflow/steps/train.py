@@ -84,6 +84,7 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     robust_val: RobustConfig | None = None,
     robust_val_epochs: frozenset[int] | None = None,
+    on_scored: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
 ) -> TrainResult:
     """Train, checkpointing every epoch; returns the summary also written to ``metrics_path``.
 
@@ -92,6 +93,9 @@ def train(
     ``robust_val`` each row also holds the validation accuracy under each of those families
     (``val_robust_<family>``, ``val_robust_worst``, ``val_robust_mean``): tuning's robust objective, at
     the epochs in ``robust_val_epochs`` (all when None; the score costs a validation pass per family).
+    ``on_scored(epoch, correct)`` sees, before ``on_epoch``, which validation images the model got right
+    (a bool tensor per view: ``clean``, and each family where the row has its score); tuning keeps them
+    to test whether a trial's win over the baseline is more than the luck of a few images.
     """
     tracker = tracker or NullTracker()
     if cfg.threads:
@@ -106,6 +110,7 @@ def train(
         y_val=torch.from_numpy(val_set.labels),
         val_views=_robust_views(x_val, robust_val) if robust_val is not None else {},
         robust_val_epochs=robust_val_epochs,
+        on_scored=on_scored,
     )
     run = _build(model_cfg, cfg, train_set.classes, device)
     fingerprint = {
@@ -168,6 +173,7 @@ class _Data:
     y_val: torch.Tensor
     val_views: dict[str, torch.Tensor]
     robust_val_epochs: frozenset[int] | None
+    on_scored: Callable[[int, dict[str, torch.Tensor]], None] | None = None  # per-image correctness
 
 
 def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device: torch.device) -> _Run:
@@ -286,16 +292,19 @@ def _fit_epoch(
 
 def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict[str, float]:
     """Validation loss and accuracy, and the robust views' accuracies at the epochs that take them."""
-    row = _validate(run, data.x_val, data.y_val, batch_size)
+    row, correct = _validate(run, data.x_val, data.y_val, batch_size)
+    right = {"clean": correct}
     if data.val_views and (data.robust_val_epochs is None or epoch in data.robust_val_epochs):
-        robust = {
-            f"val_robust_{name}": _validate(run, x, data.y_val, batch_size)["val_accuracy"]
-            for name, x in data.val_views.items()
-        }
+        robust = {}
+        for name, x in data.val_views.items():
+            scores, right[name] = _validate(run, x, data.y_val, batch_size)
+            robust[f"val_robust_{name}"] = scores["val_accuracy"]
         row |= robust | {
             "val_robust_worst": min(robust.values()),
             "val_robust_mean": sum(robust.values()) / len(robust),
         }
+    if data.on_scored is not None and len(data.x_val):
+        data.on_scored(epoch, right)
     return row
 
 
@@ -358,14 +367,18 @@ def _robust_views(x_val: torch.Tensor, families: RobustConfig) -> dict[str, torc
     return {name: x.mul(255).round_().to(torch.uint8) for name, x in views.items()}
 
 
-def _validate(run: _Run, x_val: torch.Tensor, y_val: torch.Tensor, batch_size: int) -> dict[str, float]:
+def _validate(
+    run: _Run, x_val: torch.Tensor, y_val: torch.Tensor, batch_size: int
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Loss and accuracy on ``x_val``, and which of its images the model got right."""
     if len(x_val) == 0:
-        return {"val_loss": float("nan"), "val_accuracy": 0.0}
+        return {"val_loss": float("nan"), "val_accuracy": 0.0}, torch.zeros(0, dtype=torch.bool)
     logits = predict_logits(run.model, x_val, batch_size, run.device, run.dtype, run.channels_last)
+    correct = logits.argmax(1).cpu() == y_val
     return {
         "val_loss": float(run.loss_fn(logits, y_val)),
-        "val_accuracy": float((logits.argmax(1) == y_val).float().mean()),
-    }
+        "val_accuracy": float(correct.float().mean()),
+    }, correct
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:

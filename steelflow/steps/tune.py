@@ -101,6 +101,7 @@ class TuneResult:
     dead_workers: list[int] = dataclasses.field(default_factory=list)
     baseline: bool = False  # best_params are the baseline's: the hand-set values won
     baseline_trial: dict[str, Any] | None = None  # the baseline's number, state and scores; None: none
+    significance: dict[str, Any] | None = None  # the bootstrap of the pick against the baseline, if run
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -286,6 +287,9 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
             "raise tune.n_trials, or lower tune.pruner.reduction_factor"
         )
     best = fidelity.pick_best(top, objective, cfg.max_clean_drop, cfg.min_improvement)
+    best, test = fidelity.guard_baseline(
+        best, top, objective, cfg.max_clean_drop, cfg.min_improvement, cfg.significance
+    )
     baseline = _baseline_of(kept, objective)
     n_finished = sum(counts[s.name] for s in FINISHED)
     out_dir = Path(out_dir)
@@ -308,6 +312,7 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         "params": {k: _plain(v) for k, v in best.params.items()},
         "baseline": fidelity.is_baseline(best),
         "min_improvement": cfg.min_improvement,
+        "significance": test,  # the paired bootstrap of the study's pick against the baseline
         "baseline_trial": baseline,
     }
     if objective.needs_robust:
@@ -335,6 +340,7 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         best_robust=None if robust is None else float(robust),
         baseline=doc["baseline"],
         baseline_trial=baseline,
+        significance=test,
     )
 
 

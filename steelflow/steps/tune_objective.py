@@ -18,8 +18,10 @@ unlucky epoch on a small validation split does not decide a rung:
 ``best_params`` comes only from trials that ran the full budget (the top rung): the best score, or with
 ``pareto`` the most robust trial within ``tune.max_clean_drop`` of the best clean accuracy. The baseline
 trial (the hand-set values, ``tune.baseline``) competes with its scores raised by ``tune.min_improvement``:
-a rival replaces it only by beating it by more than that, since on a small validation split a few images
-decide a narrow win.
+a rival replaces it only by beating it by more than that. With ``tune.significance`` the win must also
+hold beyond the luck of which images landed in validation: in a paired bootstrap over the validation
+images (each trial keeps which images it got right, ``val_correct``), the rival must beat the baseline in
+at least ``1 - significance`` of the resamples; otherwise the hand-set values stay.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from steelflow.config import TuneConfig
@@ -38,6 +41,10 @@ EPOCHS = "epochs"  # epochs the trial ran
 LAST_RUNG = "last_rung"  # the highest rung (epochs) the trial reached
 CLEAN, ROBUST = "clean", "robust"  # its scores: the best so far at its last epoch
 BASELINE = "steelflow.baseline"  # True on the trial that runs the hand-set values (tune.baseline)
+# which validation images the trial got right at the epoch of each best-so-far score:
+# {"clean": {"epoch", "n", "views": {"clean": hex}}, "robust": {"epoch", "n", "views": {family: hex}}}
+CORRECT = "val_correct"
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,68 @@ def pick_best(
         near,
         key=lambda t: (score(t, float(t.user_attrs[ROBUST])), clean[t.number], is_baseline(t), -t.number),
     )
+
+
+def pack(correct: Any) -> str:
+    """Per-image right/wrong (any sequence of bools) as a hex string, 8 images a byte."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack(packed: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(packed), dtype=np.uint8))[:n].astype(bool)
+
+
+def guard_baseline(
+    winner: FrozenTrial,
+    candidates: Sequence[FrozenTrial],
+    objective: Objective,
+    max_clean_drop: float,
+    min_improvement: float,
+    significance: float | None,
+) -> tuple[FrozenTrial, dict[str, Any] | None]:
+    """Keep the baseline unless ``winner``'s win over it holds in a paired bootstrap (``tune.significance``).
+
+    The score compared is the one that decided: clean accuracy (``accuracy``, or ``pareto`` where the
+    baseline fell outside the clean window), else the robust score. Returns the trial ``best_params`` takes
+    and what the test found (None where there was nothing to test: no baseline among the candidates, the
+    baseline won, or the test is off).
+    """
+    baseline = next((t for t in candidates if is_baseline(t)), None)
+    if significance is None or baseline is None or winner.number == baseline.number:
+        return winner, None
+    on = "clean" if objective.kind == "accuracy" else "robust"
+    if objective.kind == "pareto":
+        best_clean = max(float(t.user_attrs[CLEAN]) for t in candidates)
+        if float(baseline.user_attrs[CLEAN]) + min_improvement < best_clean - max_clean_drop - 1e-12:
+            on = "clean"
+    p = loss_probability(winner, baseline, on, objective.robust_key)
+    found = {"rival": winner.number, "score": on, "significance": significance, "p": p}
+    if p is None:  # a trial from before steelflow kept val_correct: nothing to test on
+        return winner, found | {"kept_baseline": False, "note": "no val_correct on these trials"}
+    kept = p > significance
+    return (baseline if kept else winner), found | {"kept_baseline": kept}
+
+
+def loss_probability(rival: FrozenTrial, baseline: FrozenTrial, on: str, robust_key: str) -> float | None:
+    """The share of paired bootstrap resamples of the validation images in which ``rival`` does not beat
+    ``baseline`` on ``on`` (clean accuracy, or the robust score: the worst or mean family); None when a
+    trial lacks the per-image record. Seeded, so every orchestrator finds the same value."""
+    records = [t.user_attrs.get(CORRECT, {}).get(on) for t in (rival, baseline)]
+    if not all(records) or records[0]["n"] != records[1]["n"]:
+        return None
+    n = records[0]["n"]
+    views = sorted(records[0]["views"])
+    if n == 0 or views != sorted(records[1]["views"]):
+        return None
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    draws = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+
+    def statistic(record: dict[str, Any]) -> np.ndarray:
+        right = np.stack([unpack(record["views"][v], n) for v in views])  # (views, n)
+        accuracy = right[:, draws].mean(axis=-1)  # (views, resamples)
+        return accuracy.mean(axis=0) if robust_key.endswith("_mean") and on == "robust" else accuracy.min(0)
+
+    return float(np.mean(statistic(records[0]) <= statistic(records[1])))
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[int]:

@@ -312,6 +312,22 @@ def run_trial(
     state, value, interrupted = TrialState.FAIL, None, False
     objective = fidelity.Objective.of(cfg, params.train.epochs)
     curve: list[list[Any]] = []
+    right: dict[str, Any] = {}  # this epoch's per-image correctness (train's on_scored)
+    kept_right: dict[str, dict[str, Any]] = {}  # fidelity.CORRECT: at each best-so-far score's epoch
+
+    def keep_right(epoch: int, robust_now: float | None) -> None:
+        """Record which images were right where this epoch sets a best-so-far clean or robust score."""
+        changed = False
+        previous = [row[1] for row in curve[:-1]]
+        if not previous or curve[-1][1] > max(previous):
+            kept_right["clean"] = _record(epoch, {"clean": right["clean"]})
+            changed = True
+        previous = [row[2] for row in curve[:-1] if row[2] is not None]
+        if robust_now is not None and (not previous or robust_now > max(previous)):
+            kept_right["robust"] = _record(epoch, {k: v for k, v in right.items() if k != "clean"})
+            changed = True
+        if changed:
+            db(trial.set_user_attr, fidelity.CORRECT, kept_right)
 
     def scored() -> tuple[float, float | None]:
         clean, robust = objective.scores(curve)
@@ -333,6 +349,8 @@ def run_trial(
                 epoch = int(row["epoch"])
                 robust_now = row.get(objective.robust_key) if objective.needs_robust else None
                 curve.append([epoch, row["val_accuracy"], robust_now])
+                if right:
+                    keep_right(epoch, robust_now)
                 clean, robust = scored()
                 if objective.kind == "pareto":
                     if epoch in objective.rungs and cfg.pruner.kind != "none":
@@ -365,6 +383,7 @@ def run_trial(
                     on_epoch=report_epoch,
                     robust_val=params.train.robust if objective.needs_robust else None,
                     robust_val_epochs=objective.robust_epochs(cfg.pruner.kind),
+                    on_scored=lambda _epoch, views: (right.clear(), right.update(views)),
                 )
             state, value = TrialState.COMPLETE, objective.value(*scored())
             db(trial.set_user_attr, "best_epoch", result.best_epoch)
@@ -384,6 +403,11 @@ def run_trial(
     if interrupted:
         raise KeyboardInterrupt
     return db(storage.get_trial, trial_id)
+
+
+def _record(epoch: int, views: dict[str, Any]) -> dict[str, Any]:
+    n = len(next(iter(views.values())))
+    return {"epoch": epoch, "n": n, "views": {name: fidelity.pack(v.numpy()) for name, v in views.items()}}
 
 
 class Database:
