@@ -3,17 +3,22 @@
 Builds a throwaway project, runs ingest → validate → split → corrupt once and the profile's own study
 (`steelflow tune`, multi-fidelity), then, as separate processes ``--jobs`` at a time (one thread each):
 
-- **tuned vs defaults**: the study's ``best_params`` and the profile's hand-set values, each trained in
-  full with ``--seeds`` (train.seed), evaluated on the test split: mean ± standard deviation of clean and
-  worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on both. When ``best_params`` are the
-  baseline trial's (tune.baseline: the hand-set values won the study), the tuned values are the defaults:
-  they are reported as identical, with a note, and trained once, as the defaults. When they are because
-  the bootstrap turned a rival down (tune.significance), the rival's values are trained too (``rival``):
-  what the plain rule would have shipped, so the report shows whether turning it down was right.
-- **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included) trained in full with
-  their values; Spearman's ρ between each trial's score at the rung it reached and the full training's
-  score: on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5. A trial whose loss
-  diverged is listed but not retrained: with its seed the full run diverges the same way and has no score.
+Every training is one of the study's trial configurations trained in full with one of ``--seeds``
+(train.seed), evaluated on the test split (``trial<N>-seed<S>``); the groups below are sets of those rows.
+
+- **tuned vs defaults**: the study's ``best_params`` (the chosen trial's rows) and the profile's hand-set
+  values (the baseline trial's rows, tune.baseline; ``defaults-seed<S>`` when the study has none): mean ±
+  standard deviation of clean and worst-condition (Table 1) test accuracy. Floor: tuned ≥ defaults on
+  both. When ``best_params`` are the baseline trial's (the hand-set values won the study), the tuned values
+  are the defaults: reported as identical, with a note. When they are because the bootstrap turned a rival
+  down (tune.significance), the rival's rows are shown too (``rival``): what the plain rule would have
+  shipped, so the report shows whether turning it down was right.
+- **rank correlation**: up to ``--configs`` of the study's trials (pruned ones included); Spearman's ρ
+  between each trial's score at the rung it reached and its configuration's full-training score, averaged
+  over the seeds (one training is one draw: seed-to-seed spread is as large as the spread between good
+  configurations): on validation (what the study optimises) and on the test split. Floor: ρ ≥ 0.5 on
+  validation. ρ against the one training with the trial's own seed is reported beside it. A trial whose
+  loss diverged is listed but not retrained: with its seed the full run diverges the same way.
 
 ``--throughput`` measures instead what it always did: trials per minute with 1 and 2 workers on one
 study (the default profile, pruner off so that every trial does the same work) → results/tune.json.
@@ -94,14 +99,17 @@ def main() -> None:
         print(f"study: {len(trials)} trials in {study_seconds:.0f} s, best trial {best['trial']}{shown}")
         print(f"  best_params: {best['params']}")
 
-        rows = [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
-        if not identical:  # the same values twice would only measure the seeds' noise again
-            rows += [(f"tuned-seed{s}", {**best["params"], "train.seed": s}) for s in args.seeds]
-        rival = rejected_rival(best, trials)
-        if rival is not None:  # what the plain rule would have shipped: was the bootstrap right?
-            rows += [(f"rival-seed{s}", {**rival["params"], "train.seed": s}) for s in args.seeds]
         configs = retrainable(trials)[: args.configs]
-        rows += [(f"trial{t['number']}", t["params"]) for t in configs]
+        groups = row_groups(best, trials)
+        wanted = {t["number"] for t in configs} | {n for n in groups.values() if isinstance(n, int)}
+        rows = [
+            (f"trial{t['number']}-seed{s}", {**t["params"], "train.seed": s})
+            for t in trials
+            if t["number"] in wanted
+            for s in args.seeds
+        ]
+        if groups["defaults"] == "defaults":  # no baseline trial ran the hand-set values: train them
+            rows += [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
         with ThreadPoolExecutor(args.jobs) as pool:
             done = dict(
                 zip([r[0] for r in rows], pool.map(lambda r: _run_row(project, *r), rows), strict=True)
@@ -152,6 +160,26 @@ def rejected_rival(best: dict, trials: list[dict]) -> dict | None:
     if not test.get("kept_baseline"):
         return None
     return next(t for t in trials if t["number"] == test["rival"])
+
+
+def row_groups(best: dict, trials: list[dict]) -> dict[str, int | str]:
+    """Whose rows each compared group is: a trial number (its configuration's rows), or "defaults"
+    (rows of their own: the study has no retrainable baseline trial that ran every hand-set value)."""
+    base = best.get("baseline_trial") or {}
+    ran_defaults = base and not base.get("sampled")
+    retrained = {t["number"] for t in retrainable(trials)}
+    groups: dict[str, int | str] = {
+        "defaults": base["number"] if ran_defaults and base["number"] in retrained else "defaults",
+        "tuned": best["trial"],
+    }
+    rival = rejected_rival(best, trials)
+    if rival is not None:  # what the plain rule would have shipped: was the bootstrap right?
+        groups["rival"] = rival["number"]
+    return groups
+
+
+def _prefix(group: int | str) -> str:
+    return f"trial{group}" if isinstance(group, int) else group
 
 
 def retrainable(trials: list[dict]) -> list[dict]:
@@ -262,8 +290,9 @@ def collect(args: argparse.Namespace) -> None:
     configs = retrainable(trials)[: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
-    groups = (1 if report["tuned_are_defaults"] else 2) + ("rival" in report["compare"])
-    trainings = groups * len(args.seeds) + len(configs)
+    groups = row_groups(best, trials)
+    wanted = {t["number"] for t in configs} | {n for n in groups.values() if isinstance(n, int)}
+    trainings = (len(wanted) + (groups["defaults"] == "defaults")) * len(args.seeds)
     report["partial"] = f"{len(done)} of {trainings} trainings finished"
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, RESULTS / f"{args.out}.png")
@@ -272,8 +301,11 @@ def collect(args: argparse.Namespace) -> None:
 
 
 def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
+    def rows_of(prefix: str) -> list[dict]:
+        return [done[f"{prefix}-seed{s}"] for s in args.seeds if f"{prefix}-seed{s}" in done]
+
     def stats(prefix: str, key: str) -> dict:
-        rows = [done[f"{prefix}-seed{s}"] for s in args.seeds if f"{prefix}-seed{s}" in done]
+        rows = rows_of(prefix)
         values = [r[key] for r in rows if not r.get("diverged")]
         diverged = len(rows) - len(values)  # a seed that diverged: no model, so no accuracy to average
         if not values:
@@ -286,12 +318,11 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         }
 
     identical = tuned_are_defaults(best)
+    groups = row_groups(best, trials)
     compare = {
-        who: {k: stats("defaults" if identical else who, k) for k in ("clean", "worst", "holdout_worst")}
-        for who in ("defaults", "tuned")
+        who: {k: stats(_prefix(group), k) for k in ("clean", "worst", "holdout_worst")}
+        for who, group in groups.items()
     }
-    if rejected_rival(best, trials) is not None:
-        compare["rival"] = {k: stats("rival", k) for k in ("clean", "worst", "holdout_worst")}
     meets = (
         all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
         and compare["tuned"]["clean"]["diverged"] <= compare["defaults"]["clean"]["diverged"]
@@ -309,21 +340,32 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         note = (
             f"best_params are the baseline's (trial {best['trial']}): no other top-rung trial beat the "
             f"hand-set values by more than tune.min_improvement ({best.get('min_improvement', 0.0)}), so "
-            "the tuned values are the defaults, trained once; 'tuned' repeats the defaults' figures"
+            "the tuned values are the defaults; 'tuned' repeats the defaults' figures"
         )
     objective = params["tune"]["objective"]
     trial_key = "clean" if objective == "accuracy" else "robust"  # pareto: its pick rule's primary score
-    configs = [
-        t
-        for t in configs
-        if f"trial{t['number']}" in done and not done[f"trial{t['number']}"].get("diverged")
-    ]
-    pairs = [(t[trial_key], done[f"trial{t['number']}"]) for t in configs if t[trial_key] is not None]
-    rho = {
-        "validation": spearman([a for a, _ in pairs], [r[f"val_{trial_key}"] for _, r in pairs]),
-        "test_clean": spearman([a for a, _ in pairs], [r["clean"] for _, r in pairs]),
-        "test_worst": spearman([a for a, _ in pairs], [r["worst"] for _, r in pairs]),
-    }
+    keys = {"validation": f"val_{trial_key}", "test_clean": "clean", "test_worst": "worst"}
+    own_seed = f"seed{params['train']['seed']}"  # the seed every trial of the study trained with
+
+    def full(t: dict) -> dict | None:
+        """The configuration's full trainings: per key, the mean over its seeds and the trial's own seed."""
+        rows = [r for r in rows_of(f"trial{t['number']}") if not r.get("diverged")]
+        if not rows:
+            return None
+        own = done.get(f"trial{t['number']}-{own_seed}") or {}
+        out = {k: statistics.mean(r[k] for r in rows) for k in ("val_clean", "val_robust", "clean", "worst")}
+        out["sd"] = {k: statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0 for k in keys.values()}
+        out["own_seed"] = {k: own.get(k) for k in keys.values()}
+        out["seeds"] = len(rows)
+        return out
+
+    scored = [(t, full(t)) for t in configs if t[trial_key] is not None]
+    scored = [(t, f) for t, f in scored if f is not None]
+    xs = [t[trial_key] for t, _ in scored]
+    rho = {name: spearman(xs, [f[key] for _, f in scored]) for name, key in keys.items()}
+    own = [(x, f["own_seed"]) for x, (_, f) in zip(xs, scored, strict=True)]
+    own = [(x, o) for x, o in own if o[keys["validation"]] is not None]  # --seeds without the trial's seed
+    rho_own = {name: spearman([x for x, _ in own], [o[key] for _, o in own]) for name, key in keys.items()}
     return {
         "data": args.data,
         "image_size": params["model"]["image_size"],
@@ -343,9 +385,10 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         "tuned_meets_defaults": meets,
         "spearman": {
             "trial_score": trial_key,
-            "configs": len(pairs),
+            "configs": len(scored),
             "diverged_in_study": [t["number"] for t in trials if t.get("diverged")],  # not retrained
-            "rho": rho,
+            "rho": rho,  # against the mean over --seeds of each configuration's full trainings
+            "rho_own_seed": rho_own,  # against the one full training with the trial's own seed
             "floor": MIN_SPEARMAN,
             "pairs": [
                 {
@@ -353,12 +396,9 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
                     "state": t["state"],
                     "last_rung": t["last_rung"],
                     "trial_score": t[trial_key],
-                    "full": {
-                        k: done[f"trial{t['number']}"][k]
-                        for k in ("val_clean", "val_robust", "clean", "worst")
-                    },
+                    "full": f,
                 }
-                for t in configs
+                for t, f in scored
             ],
         },
         "overrides": args.set,
@@ -461,11 +501,15 @@ def summary(report: dict) -> str:
         f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}{same}"
     )
     s = report["spearman"]
-    shown = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in s["rho"].items())
+
+    def shown(rho: dict) -> str:
+        return ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in rho.items())
+
     lines.append(
         f"  Spearman ρ (trial {s['trial_score']} at its last rung vs full training, {s['configs']} configs): "
-        f"{shown} (floor {s['floor']})"
+        f"mean over seeds: {shown(s['rho'])} (floor {s['floor']} on validation)"
     )
+    lines.append(f"    vs the trial's own seed only: {shown(s['rho_own_seed'])}")
     return "\n".join(lines)
 
 
@@ -505,15 +549,24 @@ def _plot(report: dict, out: Path) -> None:
     )
     left.legend()
     pairs = report["spearman"]["pairs"]
+    key = "val_" + report["spearman"]["trial_score"]
+    right.errorbar(
+        [p["trial_score"] for p in pairs],
+        [p["full"][key] for p in pairs],
+        yerr=[p["full"]["sd"][key] for p in pairs],
+        fmt="none",
+        ecolor="lightgrey",
+    )
     right.scatter(
         [p["trial_score"] for p in pairs],
-        [p["full"]["val_" + report["spearman"]["trial_score"]] for p in pairs],
+        [p["full"][key] for p in pairs],
         c=["tab:blue" if p["state"] == "COMPLETE" else "tab:orange" for p in pairs],
+        zorder=3,
     )
     for p in pairs:
         right.annotate(
             f"#{p['trial']} (rung {p['last_rung']})",
-            (p["trial_score"], p["full"]["val_" + report["spearman"]["trial_score"]]),
+            (p["trial_score"], p["full"][key]),
             fontsize=7,
             xytext=(3, 3),
             textcoords="offset points",
@@ -521,7 +574,7 @@ def _plot(report: dict, out: Path) -> None:
     rho = report["spearman"]["rho"]["validation"]
     right.set(
         xlabel=f"trial's {report['spearman']['trial_score']} score at its last rung",
-        ylabel="full training's score (validation)",
+        ylabel=f"full training's score (validation, mean ± sd of {len(report['seeds'])} seeds)",
         title=f"Spearman ρ = {rho:.2f}" if rho is not None else "Spearman ρ: n/a",
     )
     fig.tight_layout()
