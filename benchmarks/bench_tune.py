@@ -363,6 +363,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
     scored = [(t, f) for t, f in scored if f is not None]
     xs = [t[trial_key] for t, _ in scored]
     rho = {name: spearman(xs, [f[key] for _, f in scored]) for name, key in keys.items()}
+    interval = spearman_interval(xs, [f[keys["validation"]] for _, f in scored])
     own = [(x, f["own_seed"]) for x, (_, f) in zip(xs, scored, strict=True)]
     own = [(x, o) for x, o in own if o[keys["validation"]] is not None]  # --seeds without the trial's seed
     rho_own = {name: spearman([x for x, _ in own], [o[key] for _, o in own]) for name, key in keys.items()}
@@ -389,6 +390,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
             "diverged_in_study": [t["number"] for t in trials if t.get("diverged")],  # not retrained
             "rho": rho,  # against the mean over --seeds of each configuration's full trainings
             "rho_own_seed": rho_own,  # against the one full training with the trial's own seed
+            "validation_interval": interval,  # 95 %, bootstrap over the configurations
             "floor": MIN_SPEARMAN,
             "pairs": [
                 {
@@ -465,6 +467,26 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return cov / var if var else None
 
 
+def spearman_interval(a: list[float], b: list[float], resamples: int = 2000) -> list[float] | None:
+    """A 95 % percentile interval of ρ over configurations drawn with replacement (seeded): how far a
+    handful of configurations pins ρ down."""
+    import random
+
+    if len(a) < 3:
+        return None
+    draw = random.Random(0)
+    found = []
+    for _ in range(resamples):
+        picks = [draw.randrange(len(a)) for _ in a]
+        rho = spearman([a[i] for i in picks], [b[i] for i in picks])
+        if rho is not None and rho == rho:  # not None, not NaN (a draw with no spread)
+            found.append(rho)
+    if not found:
+        return None
+    found.sort()
+    return [found[int(0.025 * len(found))], found[int(0.975 * len(found)) - 1]]
+
+
 def _ranks(values: list[float]) -> list[float]:
     order = sorted(range(len(values)), key=values.__getitem__)
     ranks = [0.0] * len(values)
@@ -509,6 +531,9 @@ def summary(report: dict) -> str:
         f"  Spearman ρ (trial {s['trial_score']} at its last rung vs full training, {s['configs']} configs): "
         f"mean over seeds: {shown(s['rho'])} (floor {s['floor']} on validation)"
     )
+    if s.get("validation_interval"):
+        lo, hi = s["validation_interval"]
+        lines.append(f"    validation ρ, 95 % bootstrap interval over configurations: {lo:.2f} to {hi:.2f}")
     lines.append(f"    vs the trial's own seed only: {shown(s['rho_own_seed'])}")
     return "\n".join(lines)
 
