@@ -100,16 +100,7 @@ def main() -> None:
         print(f"  best_params: {best['params']}")
 
         configs = retrainable(trials)[: args.configs]
-        groups = row_groups(best, trials)
-        wanted = {t["number"] for t in configs} | {n for n in groups.values() if isinstance(n, int)}
-        rows = [
-            (f"trial{t['number']}-seed{s}", {**t["params"], "train.seed": s})
-            for t in trials
-            if t["number"] in wanted
-            for s in args.seeds
-        ]
-        if groups["defaults"] == "defaults":  # no baseline trial ran the hand-set values: train them
-            rows += [(f"defaults-seed{s}", {"train.seed": s}) for s in args.seeds]
+        rows = planned_rows(best, trials, configs, args.seeds)
         with ThreadPoolExecutor(args.jobs) as pool:
             done = dict(
                 zip([r[0] for r in rows], pool.map(lambda r: _run_row(project, *r), rows), strict=True)
@@ -176,6 +167,24 @@ def row_groups(best: dict, trials: list[dict]) -> dict[str, int | str]:
     if rival is not None:  # what the plain rule would have shipped: was the bootstrap right?
         groups["rival"] = rival["number"]
     return groups
+
+
+def planned_rows(
+    best: dict, trials: list[dict], configs: list[dict], seeds: list[int]
+) -> list[tuple[str, dict]]:
+    """Every full training the report needs, as (name, params overrides): each retrained configuration and
+    each compared group's trial × seed, and the hand-set values' own rows when no baseline trial ran them."""
+    groups = row_groups(best, trials)
+    wanted = {t["number"] for t in configs} | {n for n in groups.values() if isinstance(n, int)}
+    rows = [
+        (f"trial{t['number']}-seed{s}", {**t["params"], "train.seed": s})
+        for t in trials
+        if t["number"] in wanted
+        for s in seeds
+    ]
+    if groups["defaults"] == "defaults":
+        rows += [(f"defaults-seed{s}", {"train.seed": s}) for s in seeds]
+    return rows
 
 
 def _prefix(group: int | str) -> str:
@@ -290,9 +299,7 @@ def collect(args: argparse.Namespace) -> None:
     configs = retrainable(trials)[: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
-    groups = row_groups(best, trials)
-    wanted = {t["number"] for t in configs} | {n for n in groups.values() if isinstance(n, int)}
-    trainings = (len(wanted) + (groups["defaults"] == "defaults")) * len(args.seeds)
+    trainings = len(planned_rows(best, trials, configs, args.seeds))
     report["partial"] = f"{len(done)} of {trainings} trainings finished"
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     _plot(report, RESULTS / f"{args.out}.png")
