@@ -11,7 +11,8 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -23,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from steelflow.errors import ConfigError
 
@@ -31,9 +33,43 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors (a typo must not silently fall back to a default)."""
+    """Base for every section: unknown keys are errors (a typo must not silently fall back to a default),
+    and a boolean is never a number nor a number a boolean (pydantic alone reads ``epochs: true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_number_swap(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                key = field.alias or name
+                wrong = _bool_number_swap(field.annotation, data.get(key))
+                if wrong:
+                    ctx = {"key": key, "reason": wrong, "value": data[key]}
+                    raise PydanticCustomError("strict_bool", "'{key}': {reason}", ctx)
+        return data
+
+
+def _bool_number_swap(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` may not stand for ``annotation`` (true/false where a number goes, or a number where
+    true/false goes), looking inside lists, tuples and unions; None when it may."""
+    if value is None:
+        return None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _bool_number_swap(args[0], value)
+    if origin in (Union, UnionType):
+        reasons = [_bool_number_swap(a, value) for a in args if a is not type(None)]
+        return reasons[0] if reasons and all(reasons) else None
+    if origin in (list, tuple) and isinstance(value, list | tuple):
+        items = args[:1] * len(value) if origin is list or (len(args) == 2 and args[1] is Ellipsis) else args
+        return next((r for a, v in zip(items, value, strict=False) if (r := _bool_number_swap(a, v))), None)
+    if annotation is bool and not isinstance(value, bool):
+        return "expected true or false"
+    if annotation in (int, float) and isinstance(value, bool):
+        return f"expected {'an integer' if annotation is int else 'a number'}, not true/false"
+    return None
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -972,7 +1008,12 @@ def apply_override(tree: dict[str, Any], item: str) -> str:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
-    set_key(tree, key.strip(), yaml.safe_load(value))
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        reason = str(getattr(e, "problem", None) or e).strip()
+        raise ConfigError(f"--set {key.strip()}: {value!r} is not a YAML value ({reason})") from None
+    set_key(tree, key.strip(), parsed)
     return key.strip()
 
 
@@ -1014,6 +1055,9 @@ def _describe(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "missing":
         return f"missing key '{loc}'"
+    if kind == "strict_bool":  # raised for the section; the key at fault is in the context
+        ctx = err["ctx"]
+        return f"'{'.'.join(filter(None, (loc, ctx['key'])))}': {ctx['reason']} (got {ctx['value']!r})"
     if kind == "extra_forbidden":
         parent = err["loc"][:-1]
         allowed = _allowed_keys(parent)

@@ -118,6 +118,17 @@ def test_negative_split_ratio_names_the_key(good_run):
     _assert_failed_and_intact(("split", "--set", "split.test=-0.3"), before, "split.test", "-0.3")
 
 
+@pytest.mark.parametrize(
+    ("item", "named"), [("split.seed=true", "'split.seed'"), ("split.test=[0.3", "--set split.test")]
+)
+def test_a_boolean_for_a_number_or_an_override_that_is_not_yaml_exits_2_naming_the_key(good_run, item, named):
+    before = snapshot(OUTPUTS)
+    result = CliRunner().invoke(app, ["split", "--set", item])
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "Traceback" not in result.output
+    assert snapshot(OUTPUTS) == before
+
+
 def test_source_path_that_does_not_exist(good_run, tmp_path):
     before = snapshot(OUTPUTS)
     missing = tmp_path / "no" / "such" / "folder"

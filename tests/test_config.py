@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -57,6 +58,33 @@ def test_set_overrides_are_parsed_as_yaml_values():
 @pytest.mark.parametrize("item", ["nosuch.key=1", "split", "=3"])
 def test_malformed_or_unknown_override_fails(item):
     with pytest.raises(ConfigError, match="--set"):
+        load_params(REPO / "params.yaml", [item])
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("train.epochs=true", r"'train\.epochs': expected an integer, not true/false \(got True\)"),
+        ("train.lr=false", r"'train\.lr': expected a number, not true/false"),
+        ("corrupt.conditions.0.alpha=true", r"'corrupt\.conditions\.0\.alpha': expected a number"),
+        ("mlflow.log_checkpoints=1", r"'mlflow\.log_checkpoints': expected true or false \(got 1\)"),
+        ("train.use_tuned=0", r"'train\.use_tuned': expected true or false \(got 0\)"),
+    ],
+)
+def test_a_boolean_is_never_read_as_a_number_nor_a_number_as_a_boolean(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(REPO / "params.yaml", [item])
+
+
+def test_true_and_false_still_set_switches_and_numbers_still_set_numbers():
+    p = load_params(REPO / "params.yaml", ["mlflow.log_checkpoints=true", "train.epochs=3", "train.lr=1"])
+    assert p.mlflow.log_checkpoints is True and p.train.epochs == 3 and p.train.lr == 1.0
+
+
+@pytest.mark.parametrize("item", ["train.epochs=[1", "data.classes={a: [b", "train.lr=@x"])
+def test_an_override_that_is_not_yaml_names_the_key_instead_of_a_traceback(item):
+    key = item.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"--set {re.escape(key)}: .* is not a YAML value"):
         load_params(REPO / "params.yaml", [item])
 
 
