@@ -86,7 +86,7 @@ def logging_overhead(s3_url: str, work: Path, runs: int) -> dict[str, float]:
         local = [log_one_run(f"sqlite:///{work / 'local.db'}", artifact) for _ in range(runs)]
         port = free_port()
         args = [
-            str(VENV_BIN / "steelflow"), "server",
+            str(VENV_BIN / "steelflow"), "server", "--insecure",  # loopback; as measured before auth
             "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
             "--artifacts-destination", "s3://steelflow/mlflow", "--port", str(port),
         ]  # fmt: skip

@@ -21,11 +21,13 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -34,6 +36,7 @@ import pytest
 import yaml
 
 from tests.helpers import LENIENT_GATES, REPO, SMALL, deep_update
+from tests.servers import AuthServer, as_user, create_user
 
 # The first test's set-up builds the base and the CPU image cold: minutes, past pyproject's 600 s if slow.
 pytestmark = [pytest.mark.integration, pytest.mark.images, pytest.mark.timeout(1800)]
@@ -46,10 +49,18 @@ PIPELINE_PARAMS = deep_update(
     {
         "train": {"use_tuned": True},
         "tune": {"workers": 2},  # two worker pods on one study: the ParallelFor runs
-        # The steps reach MLflow and the study through these secrets (kubeflow.secrets); no S3 is used.
+        # The steps reach MLflow (as a user of its basic auth) and the study through these secrets
+        # (kubeflow.secrets); no S3 is used.
         "kubeflow": {
             "secrets": [
-                {"name": "steelflow-mlflow", "env": {"MLFLOW_TRACKING_URI": "tracking_uri"}},
+                {
+                    "name": "steelflow-mlflow",
+                    "env": {
+                        "MLFLOW_TRACKING_URI": "tracking_uri",
+                        "MLFLOW_TRACKING_USERNAME": "username",
+                        "MLFLOW_TRACKING_PASSWORD": "password",
+                    },
+                },
                 {"name": "steelflow-optuna", "env": {"STEELFLOW_OPTUNA_STORAGE": "storage_url"}},
             ]
         },
@@ -409,14 +420,22 @@ def _with(inputs: dict, name: str, value) -> dict:
 
 @pytest.fixture(scope="module")
 def mlflow_server(mlflow_image, tmp_path_factory) -> str:
-    """The MLflow image's own CMD, run with ``buildah run`` on a free port; its store a folder here."""
+    """The MLflow image's own CMD, run with ``buildah run`` on a free port; its store a folder here. Its
+    admin's password is a file, as a Docker secret would be: buildah's own command line stays without it."""
     store = tmp_path_factory.mktemp("mlflow-store")
-    os.chown(store, *user_of(mlflow_image))
+    uid_gid = user_of(mlflow_image)
+    os.chown(store, *uid_gid)
+    admin = ("admin", secrets.token_urlsafe(18))
+    password_file = store / "admin-password"
+    password_file.write_text(admin[1] + "\n")
+    password_file.chmod(0o600)
+    os.chown(password_file, *uid_gid)
     port = free_port()
     ctr = sh("buildah", "from", "--pull=never", mlflow_image).stdout.strip()
     env = {
         "MLFLOW_BACKEND_STORE_URI": "sqlite:////mlflow/mlflow.db",
         "MLFLOW_ARTIFACTS_DESTINATION": "/mlflow/artifacts",
+        "MLFLOW_AUTH_ADMIN_PASSWORD_FILE": "/mlflow/admin-password",
         "MLFLOW_HOST": "127.0.0.1",  # chroot isolation shares this machine's network: loopback only
         "MLFLOW_PORT": str(port),
     }
@@ -444,7 +463,7 @@ def mlflow_server(mlflow_image, tmp_path_factory) -> str:
             )
             assert time.monotonic() < deadline, "mlflow server did not answer /health within 180 s"
             time.sleep(1)
-        yield url, ctr, store, flags
+        yield url, ctr, store, flags, admin
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -459,21 +478,26 @@ def mlflow_server(mlflow_image, tmp_path_factory) -> str:
 def test_the_mlflow_image_serves_health_and_logs_a_run(mlflow_server, mlflow_image):
     from mlflow import MlflowClient
 
-    url, ctr, store, env = mlflow_server
+    url, ctr, store, env, admin = mlflow_server
     with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
         assert r.read().decode().strip() == "OK"
+    # the basic-auth app: nothing but /health without credentials
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=5)
+    assert refused.value.code == 401
     # The image's own HEALTHCHECK, run as Docker would: in the server's container, with its environment.
     check = image_config(mlflow_image)["Healthcheck"]["Test"]
     assert check[0] == "CMD"
     proc = sh("buildah", "run", "--isolation", "chroot", *env, ctr, "--", *check[1:])
     assert proc.returncode == 0, proc.stderr
     client = MlflowClient(url)
-    experiment = client.create_experiment("image-check")
-    run = client.create_run(experiment)
-    client.log_metric(run.info.run_id, "accuracy", 0.93)
-    client.log_text(run.info.run_id, "hello from outside the image", "note.txt")
-    client.set_terminated(run.info.run_id)
-    assert client.get_run(run.info.run_id).data.metrics == {"accuracy": 0.93}
+    with as_user(*admin):
+        experiment = client.create_experiment("image-check")
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "accuracy", 0.93)
+        client.log_text(run.info.run_id, "hello from outside the image", "note.txt")
+        client.set_terminated(run.info.run_id)
+        assert client.get_run(run.info.run_id).data.metrics == {"accuracy": 0.93}
     assert (store / "mlflow.db").is_file()  # the store lives outside the image
     assert any(p.name == "note.txt" for p in (store / "artifacts").rglob("*"))
 
@@ -481,7 +505,9 @@ def test_the_mlflow_image_serves_health_and_logs_a_run(mlflow_server, mlflow_ima
 @pytest.fixture(scope="module")
 def pipeline_run(cpu_image, mlflow_server, tmp_path_factory, git_sha) -> tuple[Kubelet, str]:
     """Compile inside the image, then run every task of that YAML in the image, in order."""
-    url = mlflow_server[0]
+    url, store, admin = mlflow_server[0], mlflow_server[2], mlflow_server[4]
+    # the steps log and register as a user the admin created, not as the admin
+    password = create_user(AuthServer(url, admin, store / "server.log"), "pipeline")
     root = tmp_path_factory.mktemp("kubelet")
     uid_gid = user_of(cpu_image)
     bucket, stores, compiled = root / "bucket", root / "stores", root / "compiled"
@@ -501,7 +527,7 @@ def pipeline_run(cpu_image, mlflow_server, tmp_path_factory, git_sha) -> tuple[K
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     secrets = {
-        "steelflow-mlflow": {"tracking_uri": url},
+        "steelflow-mlflow": {"tracking_uri": url, "username": "pipeline", "password": password},
         # A volume every step mounts, standing in for the study's database server.
         "steelflow-optuna": {"storage_url": "sqlite:////minio/optuna.db"},
     }
@@ -514,13 +540,13 @@ def pipeline_run(cpu_image, mlflow_server, tmp_path_factory, git_sha) -> tuple[K
     print(
         f"\nthe pipeline's {len(kubelet.ran)} tasks ran in the image in {time.perf_counter() - started:.0f} s"
     )
-    return kubelet, url
+    return kubelet, url, admin
 
 
 def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_run, git_sha):
     from mlflow import MlflowClient
 
-    kubelet, url = pipeline_run
+    kubelet, url, admin = pipeline_run
     # settings turns the run's typed parameters into params overrides before anything else runs
     assert kubelet.ran[:4] == ["settings", "ingest", "validate", "split"]
     assert sorted(kubelet.ran) == sorted(
@@ -532,15 +558,16 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
     registered = next(o for pod, o in kubelet.outputs.items() if pod.startswith("register-"))
     version = registered["parameterValues"]["Output"]
     client = MlflowClient(url)
-    challenger = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
-    assert str(challenger.version) == version == "1"
-    assert challenger.tags["git_commit"] == git_sha  # the commit the image was built from
-    run = client.get_run(challenger.run_id)
+    with as_user(*admin):
+        challenger = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
+        assert str(challenger.version) == version == "1"
+        assert challenger.tags["git_commit"] == git_sha  # the commit the image was built from
+        run = client.get_run(challenger.run_id)
     assert "eval/clean_accuracy" in run.data.metrics
 
 
 def test_the_steps_artifacts_are_where_a_bucket_would_hold_them(pipeline_run):
-    kubelet, _ = pipeline_run
+    kubelet, _, _ = pipeline_run
     prefix = kubelet.bucket / "mlpipeline/v2/artifacts/steel-defect-pipeline" / kubelet.run_id
     manifests = list(prefix.glob("ingest/*/dataset/data/manifest.csv"))
     assert len(manifests) == 1 and manifests[0].stat().st_uid != 0  # written by the image's user

@@ -1,5 +1,6 @@
-"""Team set-up for real: a SeaweedFS S3 server, `steelflow server` (MLflow on PostgreSQL with S3 artifacts),
-`dvc repro` logging into it, a DVC remote on S3, and ingest from s3://. All as processes on loopback."""
+"""Team set-up for real: a SeaweedFS S3 server, `steelflow server` (MLflow on PostgreSQL with S3 artifacts,
+basic auth on), `dvc repro` logging into it as a user the admin created, a DVC remote on S3, and ingest from
+s3://. All as processes on loopback."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -18,52 +18,66 @@ from typer.testing import CliRunner
 
 from steelflow.cli import app
 from tests.helpers import LENIENT_GATES, SMALL, clone_repo, deep_update, repo_params, sh, write_params
-from tests.servers import S3_KEYS, VENV_BIN, free_port, running, s3_client, s3_server
+from tests.servers import (
+    S3_KEYS,
+    VENV_BIN,
+    as_user,
+    create_user,
+    free_port,
+    fresh_database,
+    running,
+    s3_client,
+    s3_server,
+    steelflow_server,
+)
 
 pytestmark = pytest.mark.integration
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 BUCKET = "steelflow"
+MODEL = "steel-defect-classifier"
 
 
 @pytest.fixture(scope="module")
 def team(tmp_path_factory):
-    """S3, a PostgreSQL database of its own, `steelflow server`, and a clone that ran `dvc repro` on them."""
+    """S3, a PostgreSQL database of its own, `steelflow server` with basic auth, and a clone that ran
+    `dvc repro` on them as ``trainer``: a user the admin created and granted EDIT on the experiment and the
+    registered model the admin made first, as README's "Team set-up" says."""
     root = tmp_path_factory.mktemp("team")
-    database = f"steelflow_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as db:
-        db.execute(f'CREATE DATABASE "{database}"')
-    try:
-        with s3_server(root / "s3", BUCKET) as s3_url:
-            port = free_port()
-            server_env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_url}  # only the server holds S3 keys
-            args = [
-                str(VENV_BIN / "steelflow"), "server",
-                "--backend-store-uri", f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
-                "--artifacts-destination", f"s3://{BUCKET}/mlflow",
-                "--port", str(port),
-            ]  # fmt: skip
-            uri = f"http://127.0.0.1:{port}"
-            with running(args, f"{uri}/health", root / "server.log", server_env):
-                clone = clone_repo(root / "clone", deep_update(SMALL, LENIENT_GATES))  # SMALL registers
-                client_env = {"MLFLOW_TRACKING_URI": uri}
-                for key in (*S3_KEYS, "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
-                    client_env[key] = ""  # the client has no S3 access: artifacts go through the server
-                output = sh("dvc", "repro", cwd=clone, env=client_env)
-                yield {"uri": uri, "s3": s3_url, "clone": clone, "output": output, "database": database}
-    finally:
-        with psycopg.connect(POSTGRES, autocommit=True) as db:
-            db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    with fresh_database() as database, s3_server(root / "s3", BUCKET) as s3_url:
+        server_env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_url}  # only the server holds S3 keys
+        backend = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+        with steelflow_server(root / "server", backend, f"s3://{BUCKET}/mlflow", server_env) as server:
+            uri = server.uri
+            with as_user(*server.admin):
+                admin = mlflow.MlflowClient(uri, uri)
+                experiment_id = admin.create_experiment("steelflow")
+                admin.create_registered_model(MODEL)
+            grants = {("experiment", experiment_id): "EDIT", ("registered_model", MODEL): "EDIT"}
+            trainer = ("trainer", create_user(server, "trainer", grants))
+            clone = clone_repo(root / "clone", deep_update(SMALL, LENIENT_GATES))  # SMALL registers
+            client_env = {
+                "MLFLOW_TRACKING_URI": uri,
+                "MLFLOW_TRACKING_USERNAME": trainer[0],
+                "MLFLOW_TRACKING_PASSWORD": trainer[1],
+            }
+            for key in (*S3_KEYS, "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+                client_env[key] = ""  # the client has no S3 access: artifacts go through the server
+            output = sh("dvc", "repro", cwd=clone, env=client_env)
+            yield {
+                "uri": uri, "s3": s3_url, "clone": clone, "output": output, "database": database,
+                "admin": server.admin, "trainer": trainer,
+            }  # fmt: skip
 
 
 def test_repro_logs_and_registers_into_the_postgres_server_with_artifacts_in_s3(team):
     client = mlflow.MlflowClient(team["uri"], team["uri"])
-    experiment = client.get_experiment_by_name("steelflow")
-    runs = client.search_runs([experiment.experiment_id])
+    with as_user(*team["trainer"]):
+        experiment = client.get_experiment_by_name("steelflow")
+        runs = client.search_runs([experiment.experiment_id])
+        challenger = client.get_model_version_by_alias(MODEL, "challenger")
     steps = {r.data.tags.get("steelflow.step") for r in runs}
     assert {"train", "tune", "tune-trial"} <= steps  # evaluate logs into the training run, keeping its tags
     trained = [r for r in runs if r.data.tags.get("steelflow.step") == "train"]
     assert any("eval/clean_accuracy" in r.data.metrics for r in trained)
-    challenger = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
     assert challenger.run_id == (team["clone"] / "metrics/mlflow_run_id.txt").read_text().strip()
     assert not (team["clone"] / "mlflow.db").exists()  # nothing went to the local SQLite default
 
@@ -172,6 +186,7 @@ def test_no_credentials_in_the_repository():
     allowed = {
         "tests/servers.py",
         "tests/integration/test_team.py",
+        "tests/test_server.py",  # fake database passwords that must stay off the server's command line
         "tests/test_pipeline.py",
         "tests/test_config.py",
     }
@@ -214,7 +229,7 @@ def test_s3_down_behind_the_server_fails_training_clearly_and_keeps_local_output
         assert runner.invoke(app, [step]).exit_code == 0
     port = free_port()
     args = [
-        str(VENV_BIN / "steelflow"), "server",
+        str(VENV_BIN / "steelflow"), "server", "--insecure",  # a laptop's server: loopback, no users
         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
         "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--port", str(port),
     ]  # fmt: skip
