@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from steelflow import config, paths
+from steelflow import config, paths, redact
 from steelflow.config import Params
 from steelflow.errors import SteelflowError
 from steelflow.workspace import params_json
@@ -84,6 +84,21 @@ def check_shared_stores(params: Params) -> None:
         )
 
 
+def check_no_secrets(params: Params) -> None:
+    """kfp copies the params into the compiled file, which is uploaded and shared: a password in them (a
+    URL's, or the value of a secret in this shell) is refused, naming the key but not the value. The
+    environment's URLs never get there (they stay beside the tree); pods have theirs from the secrets."""
+    from steelflow.errors import ConfigError
+
+    leaks = [key for key, value in config.flatten_tree(params.raw()).items() if redact.tree(value) != value]
+    if leaks:
+        raise ConfigError(
+            f"{', '.join(leaks)}: holds a password, which the compiled pipeline would carry in clear; "
+            "keep it out of the params and map MLFLOW_TRACKING_URI / STEELFLOW_OPTUNA_STORAGE from a "
+            "secret in kubeflow.secrets"
+        )
+
+
 def _compile(params: Params, out: Path, image_tag: str | None = None) -> Path:
     from kfp import compiler
 
@@ -91,6 +106,7 @@ def _compile(params: Params, out: Path, image_tag: str | None = None) -> Path:
 
     pipeline, _ = pipeline_for(params, image_tag)
     check_shared_stores(params)
+    check_no_secrets(params)
     with atomic.atomic_path(out) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))
     return out
@@ -207,7 +223,7 @@ def submit(
         "run_id": run.run_id,
         "experiment": experiment,
         "pipeline_version": version_id,
-        "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+        "url": redact.redact(f"{host.rstrip('/')}/#/runs/details/{run.run_id}"),
     }
 
 

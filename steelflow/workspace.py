@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from steelflow import config, paths
+from steelflow import config, paths, redact
 from steelflow.config import Params
 from steelflow.errors import DataError
 
@@ -76,6 +76,7 @@ def workspace(
 
     Bad params fail here, naming the key, before any input is touched.
     """
+    redact.install()  # a Kubeflow step's own process: MLflow's run links, logs and tracebacks redacted
     launch = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="steelflow-step-") as tmp:
         root = Path(tmp)

@@ -40,9 +40,10 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from steelflow import atomic
+from steelflow import atomic, paths
 from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, flatten_tree, with_overrides
 from steelflow.project import anchored, data_label
+from steelflow.redact import MASK, hide_password, redact
 from steelflow.steps import tune_objective as fidelity
 from steelflow.tracking import data_version, params_hash
 
@@ -67,12 +68,23 @@ class StudyRef:
         return list(range(self.workers))
 
     def save(self, path: str | Path) -> None:
-        """As JSON: how a Kubeflow run hands the study from its start step to the worker pods."""
-        atomic.write_text(path, json.dumps(dataclasses.asdict(self)))
+        """As JSON: how a Kubeflow run hands the study from its start step to the worker pods. An artifact
+        lands in the pipeline's artifact store, so the storage's password stays out: each pod has it from
+        its own environment (the secret behind ``STEELFLOW_OPTUNA_STORAGE``), see :meth:`load`."""
+        doc = dataclasses.asdict(self) | {"storage_url": hide_password(self.storage_url)}
+        atomic.write_text(path, json.dumps(doc))
 
     @classmethod
     def load(cls, path: str | Path) -> StudyRef:
-        return cls(**json.loads(Path(path).read_text()))
+        ref = cls(**json.loads(Path(path).read_text()))
+        if MASK not in ref.storage_url:
+            return ref
+        # the URL this pod was given for the same storage, password and all
+        tune = ref.params.get("tune") or {}
+        for url in (os.environ.get(paths.OPTUNA_STORAGE_ENV), tune.get("storage")):
+            if url and hide_password(url) == ref.storage_url:
+                return dataclasses.replace(ref, storage_url=url)
+        return ref
 
 
 def tune_cfg(params: Params) -> TuneConfig:
@@ -394,7 +406,7 @@ def run_trial(
             state = TrialState.PRUNED
             db(trial.set_user_attr, "diverged", str(e)[:1000])
         except Exception as e:  # out of memory, a bad value: recorded FAIL, and the study goes on
-            db(trial.set_user_attr, "error", f"{type(e).__name__}: {e}"[:1000])
+            db(trial.set_user_attr, "error", redact(f"{type(e).__name__}: {e}")[:1000])
         except KeyboardInterrupt:
             db(trial.set_user_attr, "error", "interrupted (Ctrl-C)")
             interrupted = True
@@ -466,12 +478,3 @@ def heartbeat(storage: BaseStorage, trial_id: int, interval: float) -> Iterator[
 
 def who() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
