@@ -5,11 +5,18 @@ registered model on them, and writes one row per file: ``path``, ``label``, ``p_
 and ``error`` (empty, or why the file could not be classified: unreadable, not an image, too large). One
 bad file never stops the others. Paths resolve from the current folder, as a shell user expects. The
 output is CSV, or Parquet when ``--out`` ends in ``.parquet``, written whole or not at all.
+
+A folder is searched recursively, following links that stay inside it; a file or folder under it whose
+real path lies outside it is never opened: refused (``predict.outside_links: refuse``, exit 3, naming the
+link and where it points) or left out with a warning (``skip``). A file named on the command line is read
+wherever it is: naming it is the user's choice. A multi-page or animated file is a row with its error (one
+row is one image), never classified by its first frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,7 @@ import pandas as pd
 
 from steelflow import atomic
 from steelflow.config import Params, RegistryConfig
-from steelflow.data.sources import IMAGE_SUFFIXES
+from steelflow.data.sources import IMAGE_SUFFIXES, is_inside, links_outside
 from steelflow.errors import ConfigError, DataError, SteelflowError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -34,6 +41,7 @@ class PredictionsFailed(SteelflowError):
 class PredictResult:
     frame: pd.DataFrame
     out_path: Path
+    outside: list[Path] = dataclasses.field(default_factory=list)  # links left out (outside_links: skip)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -49,21 +57,66 @@ class PredictResult:
             )
 
 
-def image_files(inputs: list[Path]) -> list[Path]:
+@dataclasses.dataclass(frozen=True)
+class ImageFiles:
+    files: list[Path]  # what to classify, in a stable order
+    outside: list[Path]  # links under a folder named that point outside it, left out (outside_links: skip)
+
+
+def image_files(inputs: list[Path], outside_links: str = "refuse") -> ImageFiles:
     """The images named, and every image under the folders named, in a stable order (relative paths are
-    taken from the current folder)."""
+    taken from the current folder).
+
+    Under a folder, a file or folder whose real path is outside that folder is a :class:`DataError`
+    (``outside_links: refuse``) or left out and listed (``skip``); it is never opened. Files named
+    themselves are taken wherever they point.
+    """
     files: list[Path] = []
+    outside: list[Path] = []
     for path in inputs:
         path = Path(path).expanduser()
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            found, out = _folder_images(path)
+            if out and outside_links == "refuse":
+                raise DataError(
+                    f"{links_outside(out, path)}; predict opens nothing outside a folder it is given "
+                    "(name such a file on its own, or set predict.outside_links: skip to leave them out "
+                    "with a warning)"
+                )
+            files.extend(found)
+            outside.extend(out)
         elif path.is_file():
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder (from {Path.cwd()})")
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
-    return files
+    return ImageFiles(files, outside)
+
+
+def _folder_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Every image under ``folder``, links followed while they stay inside it (a link back to a folder
+    above is not followed: it would loop), and the files and folders whose real path is outside it."""
+    real_root = folder.resolve()
+    found: list[Path] = []
+    outside: list[Path] = []
+    chains = {os.fspath(folder): (str(real_root),)}  # the real paths from folder down to each folder walked
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        chain = chains.pop(here)
+        kept = []
+        for name in sorted(dirs):
+            path, real = Path(here) / name, os.path.realpath(os.path.join(here, name))
+            if not is_inside(path, real_root):
+                outside.append(path)
+            elif real not in chain:
+                kept.append(name)
+                chains[os.path.join(here, name)] = (*chain, real)
+        dirs[:] = kept
+        for name in names:
+            path = Path(here) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                (found if is_inside(path, real_root) else outside).append(path)
+    return sorted(found), sorted(outside)
 
 
 def default_model_uri(params: Params) -> str:
@@ -90,7 +143,8 @@ def predict(
     ``progress(done, total)`` is called after every batch.
     """
     fmt = output_format(out_path)
-    files = image_files(inputs)
+    found = image_files(inputs, params.predict.outside_links)
+    files = found.files
     model = load_model(params, model_uri)
     frames = []
     done = 0
@@ -105,7 +159,7 @@ def predict(
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
-    return PredictResult(frame, Path(out_path))
+    return PredictResult(frame, Path(out_path), found.outside)
 
 
 def load_model(params: Params, model_uri: str | None) -> Any:
@@ -168,8 +222,8 @@ def _classify(model: Any, files: list[Path]) -> pd.DataFrame:
     if answers:
         rows = pd.concat(answers.values(), ignore_index=True)
         for column in rows.columns:
-            if column != "label":
-                frame[column] = float("nan")
+            if column != "label":  # probabilities, or text: `warning` (registry.serving.small_images: flag)
+                frame[column] = float("nan") if pd.api.types.is_numeric_dtype(rows[column]) else ""
             frame.loc[list(answers), column] = rows[column].to_numpy()
     frame["error"] = errors
     return frame

@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 
 from steelflow.data import images
+from steelflow.errors import DataError
+from steelflow.pyfunc import BadInput, preprocess
 from steelflow.pyfunc import decode as serve_decode
 
 MAX_PIXELS = 4096 * 4096
@@ -206,3 +208,40 @@ def test_pixels_are_decoded_from_bytes_the_same_way(tmp_path):
     path = tmp_path / "a.png"
     path.write_bytes(buf.getvalue())
     assert np.array_equal(serve_decode(buf.getvalue(), channels=3), images.load(path, 3))
+
+
+# --- several frames: never cut to the first -----------------------------------------------------------
+
+
+def multi_frame(path: Path, values: tuple[int, ...] = (10, 120, 240), **kwargs: object) -> Path:
+    """A file of ``len(values)`` 40×40 grayscale frames, frame ``i`` flat at ``values[i]`` (TIFF pages, an
+    animated PNG, GIF or WebP, by the suffix)."""
+    frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in values]
+    frames[0].save(path, save_all=True, append_images=frames[1:], **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("name", ["pages.tif", "animated.png"])
+def test_a_multi_frame_file_is_never_described_or_decoded_as_its_first_frame(tmp_path, name):
+    path = multi_frame(tmp_path / name)
+    assert images.inspect(path, MAX_PIXELS)["error"].startswith("MultiFrame: 3 frames")
+    with pytest.raises(DataError, match=rf"{name}: 3 frames .* \(rerun ingest\)"):
+        images.load(path, channels=1)
+    assert images.inspect(save(tmp_path / "one.tif", Image.fromarray(gradient())), MAX_PIXELS)["error"] == ""
+
+
+def test_expanding_stores_every_frame_as_its_own_png_and_says_which_it_is(tmp_path):
+    src = multi_frame(tmp_path / "pages.tif")
+    targets = [tmp_path / f"pages_p{i}.png" for i in (1, 2, 3)]
+    notes = images.expand_frames(src, targets, MAX_PIXELS)
+    assert [int(images.load(t, 1).mean()) for t in targets] == [10, 120, 240]
+    assert notes == [f"frame {i} of 3 of pages.tif, re-encoded from TIFF L" for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("name", ["pages.tif", "animated.png", "animated.gif", "animated.webp"])
+def test_the_served_model_refuses_a_multi_frame_image_instead_of_classifying_its_first_frame(tmp_path, name):
+    cell = multi_frame(tmp_path / name, lossless=True).read_bytes()
+    with pytest.raises(BadInput, match=r"^a multi-frame image \(3 frames, \w+\): one row is one image"):
+        serve_decode(cell, channels=1)
+    with pytest.raises(BadInput, match=r"^row 1: a multi-frame image"):
+        preprocess([np.zeros((40, 40), np.uint8), cell], channels=1, size=16)

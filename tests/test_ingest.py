@@ -141,3 +141,89 @@ def test_reencode_stores_png_and_refuses_two_files_that_would_collide(project, i
     write_image(image_folder / "dent" / "extra.png", 78)
     with pytest.raises(DataError, match=r"extra\.(png|jpg) and .*extra\.(png|jpg) would both be stored as"):
         ingest(data)
+
+
+def _secret_beside(image_folder: Path) -> Path:
+    """An image outside the source folder (what a link in it may point at)."""
+    return write_image(image_folder.parent / "elsewhere" / "secret.png", 999)
+
+
+def test_a_link_pointing_outside_the_source_stops_ingest_naming_it_and_nothing_is_copied(
+    project, image_folder
+):
+    secret = _secret_beside(image_folder)
+    (image_folder / "dent" / "img_99.png").symlink_to(secret)
+    write_params(project, repo_params(data={"source": str(image_folder)}))
+
+    result = CliRunner().invoke(app, ["ingest"])
+
+    assert result.exit_code == DataError.exit_code, result.output
+    flat = " ".join(result.output.split())
+    assert f"dent/img_99.png → {secret.resolve()}" in flat and "data.outside_links: skip" in flat
+    assert not Path("data/images").exists() and not Path("data/manifest.csv").exists()
+    assert not [p for p in Path("data").iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_with_outside_links_skip_links_out_of_the_source_are_left_out_with_a_warning(project, image_folder):
+    secret = _secret_beside(image_folder)
+    (image_folder / "dent" / "img_99.png").symlink_to(secret)
+    (image_folder / "pits").symlink_to(secret.parent, target_is_directory=True)
+    inside = image_folder / "rust" / "img_0_again.png"  # a link that stays in the source: ingested
+    inside.symlink_to(image_folder / "rust" / "img_0.png")
+    write_params(project, repo_params(data={"source": str(image_folder), "outside_links": "skip"}))
+
+    result = CliRunner().invoke(app, ["ingest"])
+
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "warning: ingest: left out 2 link(s) pointing outside data.source: " in flat
+    assert f"pits → {secret.parent.resolve()}" in flat and f"dent/img_99.png → {secret.resolve()}" in flat
+    table = manifest.read("data/manifest.csv")
+    assert table.groupby("label").size().to_dict() == {"dent": 10, "rust": 11, "scratch": 10}
+    secret_sha = hashlib.sha256(secret.read_bytes()).hexdigest()
+    assert secret_sha not in set(table["sha256"])
+    assert not any(p.read_bytes() == secret.read_bytes() for p in Path("data/images").rglob("*.png"))
+
+
+def _pages(path: Path, seeds: tuple[int, ...] = (1, 2, 3)) -> Path:
+    """A multi-page TIFF (or animated PNG, by the suffix) of distinct 40×40 noise images."""
+    frames = [
+        Image.fromarray(np.random.default_rng(s).integers(0, 256, (40, 40), dtype=np.uint8)) for s in seeds
+    ]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("name", ["stack.tif", "animated.png"])
+def test_a_multi_frame_image_stops_ingest_naming_the_file_and_its_frame_count(project, image_folder, name):
+    ingest(load_params(overrides=[f"data.source={image_folder}"]).data)
+    before = Path("data/manifest.csv").read_bytes()
+    _pages(image_folder / "dent" / name)
+
+    with pytest.raises(
+        DataError, match=rf"1 file\(s\) hold several images .*dent/{name} \(3 frames\).*expand"
+    ):
+        ingest(load_params(overrides=[f"data.source={image_folder}"]).data)
+
+    assert Path("data/manifest.csv").read_bytes() == before
+
+
+def test_multi_frame_expand_stores_each_frame_as_its_own_image_with_the_same_label(project, image_folder):
+    _pages(image_folder / "dent" / "stack.tif", seeds=(501, 502, 503))
+    write_params(project, repo_params(data={"source": str(image_folder), "multi_frame": "expand"}))
+
+    result = CliRunner().invoke(app, ["ingest"])
+
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "1 multi-frame file(s) stored as 3 images, one per frame (data.multi_frame: expand): " in flat
+    assert "dent/stack.tif (3 frames)" in flat
+    table = manifest.read("data/manifest.csv").set_index("path")
+    pages = [f"images/dent/stack_p{i}.png" for i in (1, 2, 3)]
+    assert set(table.loc[pages, "label"]) == {"dent"} and (table.loc[pages, "error"] == "").all()
+    assert list(table.loc[pages, "decode_note"]) == [
+        f"frame {i} of 3 of stack.tif, re-encoded from TIFF L" for i in (1, 2, 3)
+    ]
+    assert table.loc[pages, "sha256"].nunique() == 3
+    params = load_params()
+    validate(Path("data/manifest.csv"), params.data, params.validate_)  # the expanded manifest passes

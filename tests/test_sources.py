@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from steelflow.data import s3
 from steelflow.data.sources import FOLDER_PER_CLASS, NEU_FLAT, discover
 from steelflow.errors import DataError
 from tests.helpers import write_image
@@ -70,3 +74,91 @@ def test_loose_image_beside_class_folders_is_an_error(tmp_path):
     write_image(tmp_path / "stray.png", 2)
     with pytest.raises(DataError, match=r"stray\.png: image outside any class folder"):
         discover(tmp_path)
+
+
+def _outside_and_source(tmp_path):
+    """A source folder of two classes, and beside it a folder it must not reach into."""
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere / "secret.png", 99)
+    write_image(elsewhere / "dent" / "x.png", 98)
+    source = tmp_path / "source"
+    write_image(source / "dent" / "a.png", 1)
+    write_image(source / "rust" / "b.png", 2)
+    return source, elsewhere
+
+
+def test_a_link_to_a_file_outside_the_source_folder_is_refused_naming_where_it_points(tmp_path):
+    source, elsewhere = _outside_and_source(tmp_path)
+    (source / "dent" / "c.png").symlink_to(elsewhere / "secret.png")
+    with pytest.raises(
+        DataError, match=r"1 link\(s\) point outside .*source: dent/c\.png → .*elsewhere/secret\.png"
+    ):
+        discover(source)
+
+
+def test_a_class_folder_linked_from_outside_the_source_is_refused_too(tmp_path):
+    source, elsewhere = _outside_and_source(tmp_path)
+    (source / "pits").symlink_to(elsewhere / "dent", target_is_directory=True)
+    with pytest.raises(DataError, match=r"pits → .*elsewhere/dent; nothing outside the source folder"):
+        discover(source)
+
+
+def test_with_outside_links_skip_such_links_are_left_out_and_listed(tmp_path):
+    source, elsewhere = _outside_and_source(tmp_path)
+    (source / "dent" / "c.png").symlink_to(elsewhere / "secret.png")
+    (source / "pits").symlink_to(elsewhere / "dent", target_is_directory=True)
+    result = discover(source, outside_links="skip")
+    assert [(s.path.name, s.label) for s in result.images] == [("a.png", "dent"), ("b.png", "rust")]
+    assert sorted(p.name for p in result.outside) == ["c.png", "pits"]
+
+
+def test_links_that_stay_inside_the_source_folder_keep_working(tmp_path):
+    source, _ = _outside_and_source(tmp_path)
+    write_image(source / "originals" / "r.png", 3)
+    (source / "rust" / "r.png").symlink_to(Path("..") / "originals" / "r.png")
+    (source / "pits").symlink_to(source / "originals", target_is_directory=True)
+    result = discover(source)
+    assert ("r.png", "rust") in [(s.path.name, s.label) for s in result.images]
+    assert ("r.png", "pits") in [(s.path.name, s.label) for s in result.images]
+    assert result.outside == []
+
+
+class _Bucket:
+    """boto3's S3 client as ingest uses it, over a dict of key → bytes; records what it downloads."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects, self.downloaded = objects, []
+
+    def get_paginator(self, _name):
+        return self
+
+    def paginate(self, Bucket, Prefix):  # noqa: N803 - boto3's argument names
+        return [{"Contents": [{"Key": k} for k in self.objects if k.startswith(Prefix)]}]
+
+    def download_file(self, bucket, key, filename):
+        self.downloaded.append(key)
+        Path(filename).write_bytes(self.objects[key])
+
+
+@pytest.mark.parametrize(
+    "key", ["data/../../escaped.png", "data//tmp/escaped.png", "data/dent/../../../x.png"]
+)
+def test_an_s3_key_that_would_land_outside_the_download_folder_is_never_written(tmp_path, monkeypatch, key):
+    import boto3
+
+    bucket = _Bucket({"data/dent/a.png": b"png", key: b"not yours"})
+    monkeypatch.setattr(boto3, "client", lambda *a, **k: bucket)
+    dest = tmp_path / "deep" / "download"
+    dest.mkdir(parents=True)
+
+    with pytest.raises(
+        DataError, match=r"1 object key\(s\) would land outside the download folder: " + re.escape(key)
+    ):
+        s3.download("s3://bucket/data", dest, attempts=1)
+    assert bucket.downloaded == []
+
+    assert s3.download("s3://bucket/data", dest, attempts=1, outside_links="skip") == [key]
+    assert bucket.downloaded == ["data/dent/a.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [
+        "deep/download/dent/a.png"
+    ]

@@ -9,7 +9,10 @@ a short note (the manifest's ``decode_note``):
   camera), in which case a value above the white level is an error, not a clip;
 * **palette** images become RGB (or RGBA when the palette has transparency); **1-bit** becomes 0/255;
   **CMYK** becomes RGB (Pillow's conversion, without an ICC profile);
-* **alpha** (``LA``, ``RGBA``, ``PA``) is dropped when every pixel is opaque, else composited on black.
+* **alpha** (``LA``, ``RGBA``, ``PA``) is dropped when every pixel is opaque, else composited on black;
+* **several frames** (a multi-page TIFF, an animated GIF, PNG or WebP) are never cut to the first: such a
+  file is refused (:class:`MultiFrame`) unless ingest expands it into one image per frame
+  (:func:`expand_frames`, ``data.multi_frame: expand``).
 
 :func:`inspect` reads the header first and decodes the pixels only when the image is within ``max_pixels``,
 so an oversized file costs a header read, not its full decode.
@@ -74,7 +77,9 @@ def inspect(path: Path, max_pixels: int, white_level: float | None = None) -> di
     except Exception as e:  # noqa: BLE001 - any decoder failure is data to report, not a crash
         row["error"] = f"{type(e).__name__}: {e}".replace("\n", " ")
         return row
-    gray = decoded.array if decoded.array.ndim == 2 else np.asarray(Image.fromarray(decoded.array).convert("L"))
+    gray = (
+        decoded.array if decoded.array.ndim == 2 else np.asarray(Image.fromarray(decoded.array).convert("L"))
+    )
     row.update(decode_note=decoded.note, phash=near_duplicates.phash(gray), **quality.measure(gray))
     return row
 
@@ -83,8 +88,43 @@ class TooLarge(ValueError):
     """An image over ``data.max_pixels``: refused from its header, before any pixel is decoded."""
 
 
+class MultiFrame(ValueError):
+    """A file holding several images (pages, frames): decoding one of them would silently lose the rest."""
+
+
+def frame_count(im: Image.Image) -> int:
+    """The pages of a TIFF or frames of an animated GIF/PNG/WebP; 1 for a still image. Decodes no pixels."""
+    return int(getattr(im, "n_frames", 1) or 1)
+
+
+def frames_in(path: Path) -> int:
+    """:func:`frame_count` of a file; 1 when it does not open (its decode error is reported elsewhere)."""
+    try:
+        with open_image(path) as im:
+            return frame_count(im)
+    except Exception:  # noqa: BLE001 - inspect() records why the file does not decode
+        return 1
+
+
+def refuse_multi_frame(im: Image.Image) -> None:
+    """:class:`MultiFrame` when ``im`` holds more than one image."""
+    frames = frame_count(im)
+    if frames > 1:
+        raise MultiFrame(
+            f"{frames} frames ({im.format or 'image'} with several pages or an animation); only one would be "
+            "decoded: data.multi_frame: expand stores each as its own image"
+        )
+
+
 def decode_checked(im: Image.Image, max_pixels: int, white_level: float | None) -> Decoded:
-    """Refuse an image over ``max_pixels`` from its header; else decode it, keeping its own channels."""
+    """Refuse an image over ``max_pixels`` from its header, or one of several frames; else decode it,
+    keeping its own channels."""
+    refuse_multi_frame(im)
+    return _decode_frame(im, max_pixels, white_level)
+
+
+def _decode_frame(im: Image.Image, max_pixels: int, white_level: float | None) -> Decoded:
+    """The current frame of ``im``, refused from its header when over ``max_pixels``."""
     width, height = displayed_size(im)
     if width * height > max_pixels:
         raise TooLarge(
@@ -132,6 +172,10 @@ def load(
             f"manifest records {sha256[:12]}…): rerun ingest, validate and split"
         )
     with open_image(io.BytesIO(data)) as im:
+        try:
+            refuse_multi_frame(im)
+        except MultiFrame as e:
+            raise DataError(f"{path}: {e} (rerun ingest)") from None
         return decode(im, channels, white_level).array
 
 
@@ -218,6 +262,34 @@ def reencode_png(src: Path, dst: Path, max_pixels: int, white_level: float | Non
         return ""
     save_png(decoded.array, dst)
     return "; ".join(n for n in (origin, decoded.note) if n)
+
+
+def expand_frames(
+    src: Path, targets: list[Path], max_pixels: int, white_level: float | None = None
+) -> list[str]:
+    """Store frame ``i`` of a multi-frame ``src`` as an 8-bit PNG at ``targets[i]``, decoded by the rules
+    above; returns each one's note (which frame of which file it is).
+
+    A frame that does not decode (or is over ``max_pixels``) is a :class:`DataError` naming the file and the
+    frame: there is no one file to record its error against.
+    """
+    notes = []
+    with open_image(src) as im:
+        frames = frame_count(im)
+        for i, dst in enumerate(targets):
+            try:
+                im.seek(i)
+                decoded = _decode_frame(im, max_pixels, white_level)
+            except Exception as e:  # noqa: BLE001 - any decoder failure, said in one line
+                raise DataError(
+                    f"{src}: frame {i + 1} of {frames} does not decode ({type(e).__name__}: {e})".replace(
+                        "\n", " "
+                    )
+                ) from None
+            save_png(decoded.array, dst)
+            origin = f"frame {i + 1} of {frames} of {src.name}, re-encoded from {im.format} {im.mode}"
+            notes.append("; ".join(n for n in (origin, decoded.note) if n))
+    return notes
 
 
 def save_png(array: np.ndarray, path: Path) -> None:

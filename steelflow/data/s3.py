@@ -4,7 +4,8 @@ Credentials and endpoint come from the environment only, as boto3 reads them: ``
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for S3-compatible servers.
 Downloads are retried by boto3 (standard mode, ``data.s3_retries`` attempts) and then fail with an error
 naming the endpoint. The objects keep their layout under the prefix, so the same layout detection as for a
-local folder applies afterwards.
+local folder applies afterwards. A key that would land outside the download folder (``prefix/../../x``,
+``prefix//etc/x``) is never downloaded: refused, or left out and returned (``data.outside_links: skip``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
 
-def download(source: str, dest: Path, attempts: int) -> int:
-    """Copy every object under ``s3://bucket/prefix`` to ``dest`` (same relative keys); returns the count."""
+def download(source: str, dest: Path, attempts: int, outside_links: str = "refuse") -> list[str]:
+    """Copy every object under ``s3://bucket/prefix`` to ``dest`` (same relative keys); returns the keys
+    left out because they would land outside ``dest`` (``outside_links: skip``; ``refuse``: a DataError)."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -47,10 +49,28 @@ def download(source: str, dest: Path, attempts: int) -> int:
         ]
         if not keys:
             raise DataError(f"{source}: no objects under this prefix (endpoint {endpoint()})")
-        for key in track(keys, f"download {source}"):
-            target = dest / key[len(prefix) :]
+        targets = {key: local_path(dest, key[len(prefix) :]) for key in keys}
+        outside = [key for key, target in targets.items() if target is None]
+        if outside and outside_links == "refuse":
+            raise DataError(
+                f"{source}: {len(outside)} object key(s) would land outside the download folder: "
+                f"{', '.join(outside[:5])}{', …' if len(outside) > 5 else ''}; nothing is written outside it "
+                "(data.outside_links: skip leaves such objects out with a warning)"
+            )
+        for key in track([k for k in keys if targets[k] is not None], f"download {source}"):
+            target = targets[key]
             target.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(target))
     except (BotoCoreError, ClientError) as e:
         raise DataError(f"{source}: S3 at {endpoint()} failed after {attempts} attempts: {e}") from None
-    return len(keys)
+    return outside
+
+
+def local_path(dest: Path, relative_key: str) -> Path | None:
+    """Where an object of key ``relative_key`` (below the prefix) goes under ``dest``; None when it would
+    land outside ``dest`` (``..`` segments, an absolute key) or on ``dest`` itself."""
+    root = Path(os.path.abspath(dest))
+    target = Path(os.path.normpath(os.path.join(root, relative_key)))  # an absolute key replaces root
+    if target == root or not target.is_relative_to(root):
+        return None
+    return target
