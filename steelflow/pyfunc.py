@@ -6,22 +6,29 @@ Preprocessing is inside: decode by the same rules as ingest (:mod:`steelflow.dat
 16-bit scaling by ``data.white_level``, explicit palette/alpha/CMYK conversions) → grayscale or RGB as in
 training → resize to the training cache's side →
 the network (which resizes to its own input size). Output: a DataFrame with ``label`` and one
-``p_<class>`` column per class.
+``p_<class>`` column per class (and ``warning`` when ``small_images`` is ``flag``).
+
+An image far smaller than the side the model was trained on (``registry.serving.min_side_fraction`` of
+``data.cache_size``) would be blown up to that side and classified without a word; ``small_images``
+says whether it is refused (the default: a :class:`BadInput` naming the row and the size), flagged in the
+``warning`` column, or allowed.
 
 The model itself is code, not a pickle: :mod:`steelflow.serving_model` (MLflow models-from-code), which
 runs the network with :mod:`steelflow.engine`. A cell that is not an image raises :class:`BadInput`
 naming its row; served over HTTP that is a 400 with one line.
 
-Serving: ``mlflow models serve -m models:/steel-defect-classifier@champion --env-manager local``, then
-POST ``{"dataframe_split": {"columns": ["image"], "data": [["<base64 of a .bmp/.png/.jpg>"]]}}`` to
-``/invocations``.
+Serving: ``steelflow serve`` (:mod:`steelflow.scoring_server`: MLflow's scoring server with a request-size
+limit and answers that never quote the request), then POST ``{"dataframe_split": {"columns": ["image"],
+"data": [["<base64 of a .bmp/.png/.jpg>"]]}}`` to ``/invocations``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,11 +41,56 @@ from steelflow.data import images
 from steelflow.errors import DataError
 
 COLUMN = "image"
-DEFAULT_MAX_PIXELS = 25_000_000  # registry.serving.max_image_pixels
+WARNING = "warning"  # the output column of small_images: flag
+# registry.serving's defaults, for versions whose model_config predates a key
+DEFAULT_MAX_PIXELS = 25_000_000  # max_image_pixels
+DEFAULT_SMALL_IMAGES = "refuse"  # small_images
+DEFAULT_MIN_SIDE_FRACTION = 0.5  # min_side_fraction
+SMALL_IMAGES = ("refuse", "flag", "allow")
 
 
-class BadInput(ValueError):
-    """A request or file the model cannot classify; the message is one line meant for the sender."""
+class BadInput(DataError, ValueError):
+    """A request or file the model cannot classify; the message is one line meant for the sender.
+
+    (A ValueError too: callers written before it was a :class:`DataError` catch it as one.)"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SmallImageRule:
+    """What happens to an image whose shorter side is under ``min_side_fraction`` × the trained side."""
+
+    action: str = DEFAULT_SMALL_IMAGES  # refuse | flag | allow
+    min_side_fraction: float = DEFAULT_MIN_SIDE_FRACTION
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> SmallImageRule:
+        action = str(config.get("small_images", DEFAULT_SMALL_IMAGES))
+        if action not in SMALL_IMAGES:
+            raise DataError(f"small_images is {action!r}; the model knows {', '.join(SMALL_IMAGES)}")
+        return cls(action, float(config.get("min_side_fraction", DEFAULT_MIN_SIDE_FRACTION)))
+
+    def min_side(self, size: int) -> int:
+        return math.ceil(self.min_side_fraction * size)
+
+    def note(self, image: np.ndarray, size: int) -> str:
+        """Why ``image`` is too small for a model trained at ``size`` px ("" when it is not, or when the
+        rule allows everything); ``refuse`` raises :class:`BadInput` with it."""
+        height, width = image.shape[:2]
+        least = self.min_side(size)
+        if self.action == "allow" or min(height, width) >= least:
+            return ""
+        note = (
+            f"image of {width}x{height} px is smaller than the model was trained for: its shorter side "
+            f"should be at least {least} px ({self.min_side_fraction:g} of the {size} px training side, "
+            "registry.serving.min_side_fraction)"
+        )
+        if self.action == "refuse":
+            raise BadInput(note)
+        return note
+
+
+DEFAULT_RULE = SmallImageRule()
+ALLOW_ANY_SIZE = SmallImageRule("allow")
 
 
 def decode(
@@ -56,7 +108,10 @@ def decode(
         try:
             with Image.open(io.BytesIO(cell)) as im:
                 _check_size(*images.displayed_size(im), max_pixels)
+                _check_single_frame(im)
                 return images.decode(im, channels, white_level).array
+        except BadInput:
+            raise
         except UnidentifiedImageError:
             raise BadInput(f"not a readable image file ({len(cell)} bytes): no known format") from None
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -101,6 +156,16 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def _check_single_frame(im: Image.Image) -> None:
+    """One row is one image: a multi-page TIFF or an animation is refused, never classified by one frame."""
+    frames = images.frame_count(im)
+    if frames > 1:
+        raise BadInput(
+            f"a multi-frame image ({frames} frames, {im.format or 'unknown format'}): one row is one image; "
+            "send each page or frame as its own row"
+        )
+
+
 def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
@@ -113,16 +178,32 @@ def preprocess(
     white_level: float | None = None,
 ) -> np.ndarray:
     """Cells → uint8 (N, size, size, C), exactly as the training cache stores images; a bad cell raises
-    :class:`BadInput` naming its row."""
-    decoded = []
+    :class:`BadInput` naming its row. Images of any size are taken (see :func:`prepare` for the rule the
+    served model applies)."""
+    return prepare(cells, channels, size, max_pixels, white_level, ALLOW_ANY_SIZE)[0]
+
+
+def prepare(
+    cells: list[Any],
+    channels: int,
+    size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    white_level: float | None = None,
+    small: SmallImageRule = DEFAULT_RULE,
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`preprocess` under the rule ``small``, with one note per row ("" for most): an image below
+    the rule is refused (:class:`BadInput` naming its row and its size) or noted."""
+    decoded, notes = [], []
     for row, cell in enumerate(cells):
         try:
-            decoded.append(images.resize(decode(cell, channels, max_pixels, white_level), size))
+            image = decode(cell, channels, max_pixels, white_level)
+            notes.append(small.note(image, size))
+            decoded.append(images.resize(image, size))
         except BadInput as e:
             raise BadInput(f"row {row}: {e}") from None
     if not decoded:
-        return np.zeros((0, size, size, channels), np.uint8)
-    return np.stack(decoded).reshape(len(decoded), size, size, channels)
+        return np.zeros((0, size, size, channels), np.uint8), notes
+    return np.stack(decoded).reshape(len(decoded), size, size, channels), notes
 
 
 def cells_of(model_input: Any) -> list[Any]:
@@ -139,17 +220,21 @@ def classify_with(
     cells: list[Any],
     batch_size: int = 32,
 ) -> pd.DataFrame:
-    """Labels and probabilities for raw image cells, the network run by ``logits`` (an engine)."""
+    """Labels and probabilities for raw image cells, the network run by ``logits`` (an engine), under the
+    version's ``model_config`` (``registry.serving``: pixel limit, small-image rule)."""
     from steelflow.engine import run_batches, softmax
 
     classes = list(config["classes"])
     max_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_PIXELS))
-    decoded = preprocess(
-        cells, data_channels(config), int(config["cache_size"]), max_pixels, config.get("white_level")
+    small = SmallImageRule.of(config)
+    decoded, notes = prepare(
+        cells, data_channels(config), int(config["cache_size"]), max_pixels, config.get("white_level"), small
     )
     probs = softmax(run_batches(logits, decoded, batch_size)) if len(decoded) else np.zeros((0, len(classes)))
     frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in classes])
     frame.insert(0, "label", [classes[i] for i in probs.argmax(1)] if len(probs) else [])
+    if small.action == "flag":  # the column is there whenever the rule flags, so every answer has one shape
+        frame[WARNING] = notes
     return frame
 
 

@@ -3,8 +3,9 @@
 MLflow runs this file when it loads a version and takes the model :func:`mlflow.models.set_model` names.
 ``load_context`` builds the engine that ``model_config["engine"]`` names (ONNX Runtime by default, with the
 thread counts of ``registry.serving``; PyTorch as the fallback) from the version's artifacts ``onnx`` and
-``model``; ``predict`` is :func:`steelflow.pyfunc.classify_with`. Bad input is a :class:`BadRequest`: the
-scoring server answers HTTP 400 with one line and stays up.
+``model``; ``predict`` is :func:`steelflow.pyfunc.classify_with`, under the version's own limits (pixels,
+the small-image rule of ``registry.serving``), which therefore hold wherever the version is loaded. Bad
+input is a :class:`BadRequest`: the scoring server answers HTTP 400 with one line and stays up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
 from steelflow import engine
-from steelflow.pyfunc import BadInput, cells_of, classify_with
+from steelflow.pyfunc import BadInput, SmallImageRule, cells_of, classify_with
 
 
 class BadRequest(MlflowException):
@@ -44,6 +45,7 @@ class BadRequest(MlflowException):
 class SteelClassifier(PythonModel):
     def load_context(self, context: Any) -> None:
         self.config = dict(context.model_config)
+        SmallImageRule.of(self.config)  # a rule it does not know fails the load, not every request
         self.logits = engine.load(self.config, context.artifacts)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from steelflow.data.images import resize
-from steelflow.pyfunc import BadInput, cells_of, decode, preprocess
+from steelflow.errors import DataError
+from steelflow.pyfunc import BadInput, SmallImageRule, cells_of, decode, prepare, preprocess
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -85,3 +86,41 @@ def test_a_request_without_the_image_column_says_which_column_it_needs():
     with pytest.raises(BadInput, match="no column 'image'"):
         cells_of(pd.DataFrame({"picture": [b"x"]}))
     assert cells_of(pd.DataFrame({"image": [b"x", b"y"]})) == [b"x", b"y"]
+
+
+def test_an_image_under_half_the_trained_side_is_refused_naming_its_row_and_size(gray):
+    tiny = np.zeros((40, 12), np.uint8)  # 12 px wide: under half of 32
+    with pytest.raises(
+        BadInput, match=r"^row 1: image of 12x40 px is smaller than the model was trained"
+    ) as e:
+        prepare([_png(gray), _png(tiny)], channels=1, size=32)
+    assert "at least 16 px (0.5 of the 32 px training side" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_smallest_side_accepted_is_a_share_of_the_trained_side():
+    edge, under = np.zeros((16, 50), np.uint8), np.zeros((15, 50), np.uint8)
+    batch, notes = prepare([edge], channels=1, size=32)
+    assert batch.shape == (1, 32, 32, 1) and notes == [""]
+    with pytest.raises(BadInput, match="15 px|50x15 px"):
+        prepare([under], channels=1, size=32)
+    quarter = SmallImageRule("refuse", min_side_fraction=0.25)
+    assert prepare([under, np.zeros((8, 8), np.uint8)], 1, 32, small=quarter)[1] == ["", ""]
+
+
+def test_small_images_can_be_flagged_or_allowed_instead_of_refused(gray):
+    tiny = np.zeros((6, 6), np.uint8)
+    batch, notes = prepare([gray, tiny], channels=1, size=32, small=SmallImageRule("flag"))
+    assert batch.shape == (2, 32, 32, 1)
+    assert notes[0] == "" and notes[1].startswith("image of 6x6 px is smaller than the model was trained for")
+    assert prepare([gray, tiny], channels=1, size=32, small=SmallImageRule("allow"))[1] == ["", ""]
+    assert preprocess([tiny], channels=1, size=32).shape == (1, 32, 32, 1)  # the bare function takes any
+
+
+def test_the_rule_comes_from_the_models_config_and_a_version_without_it_refuses():
+    assert SmallImageRule.of({}) == SmallImageRule("refuse", 0.5)
+    assert SmallImageRule.of({"small_images": "flag", "min_side_fraction": 0.25}) == SmallImageRule(
+        "flag", 0.25
+    )
+    with pytest.raises(DataError, match="small_images is 'warn'"):
+        SmallImageRule.of({"small_images": "warn"})

@@ -211,3 +211,145 @@ def test_the_int8_gate_fails_any_condition_past_the_drop_and_shows_both_accuraci
     table = gate_table(gates)
     assert "0.800 → 0.700" in table and "FAIL" in table
     assert GateFailed.exit_code == 8
+
+
+def test_the_saved_model_refuses_an_image_far_below_its_training_side_naming_the_row(built):
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    loaded = mlflow.pyfunc.load_model(str(built["saved"]))
+    cells = [_png(built["images"][0][..., 0]), _png(np.zeros((4, 30), np.uint8))]  # SIZE 16: at least 8 px
+    with pytest.raises(MlflowException) as e:
+        loaded.predict(pd.DataFrame({"image": cells}))
+    assert e.value.message.startswith("row 1: image of 30x4 px is smaller than the model was trained for")
+    assert "at least 8 px" in e.value.message
+
+
+def test_with_small_images_flag_predict_classifies_them_and_says_so_in_a_warning_column(built, tmp_path):
+    from steelflow.predict import predict
+
+    params = parse_params(
+        repo_params(data={"cache_size": SIZE}, registry={"serving": {"small_images": "flag"}})
+    )
+    spec = pyfunc_model(params, _meta(), built["graph"], built["weights"], built["test_set"])
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(str(tmp_path / "flag"), **spec)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a_fine.png").write_bytes(_png(built["images"][0][..., 0]))
+    (folder / "b_tiny.png").write_bytes(_png(np.zeros((5, 5), np.uint8)))
+    result = predict(params, [folder], str(tmp_path / "flag"), tmp_path / "rows.csv")
+    rows = pd.read_csv(tmp_path / "rows.csv", keep_default_na=False)
+    assert list(rows["label"] != "") == [True, True] and list(rows["error"]) == ["", ""]
+    assert rows["warning"][0] == "" and rows["warning"][1].startswith("image of 5x5 px is smaller")
+    assert len(result.failed) == 0
+
+
+# --- `steelflow serve`: MLflow's scoring app with a body limit and quiet errors (driven in process) -----
+
+
+def _asgi(app, body: bytes, pieces: int = 1, declared: bool = True) -> tuple[int, bytes, int]:
+    """POST ``body`` to /invocations in ``pieces`` (with a Content-Length when ``declared``, else as a
+    chunked upload would arrive); returns the status, the answer and how many body bytes the app read."""
+    import asyncio
+
+    step = max(1, -(-len(body) // pieces))
+    chunks = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
+    ]
+    read, sent = 0, []
+
+    async def receive():
+        nonlocal read
+        if not messages:
+            return {"type": "http.disconnect"}
+        message = messages.pop(0)
+        read += len(message["body"])
+        return message
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json")]
+    if declared:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/invocations", "raw_path": b"/invocations", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 5001),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, answer, read
+
+
+@pytest.fixture(scope="module")
+def scoring_app(built):
+    import mlflow.pyfunc
+
+    from steelflow.scoring_server import build_app
+
+    return build_app(mlflow.pyfunc.load_model(str(built["saved"])), max_request_bytes=100_000)
+
+
+def _request(cells: list) -> bytes:
+    import json
+
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}}).encode()
+
+
+def test_a_body_over_the_limit_gets_413_unread_whether_its_length_is_declared_or_streamed(scoring_app):
+    import json
+
+    status, answer, read = _asgi(scoring_app, b"x" * 300_000)
+    assert status == 413 and read == 0
+    message = json.loads(answer)["message"]
+    assert "larger than the 100,000 bytes" in message and "registry.serving.max_request_bytes" in message
+    status, answer, read = _asgi(scoring_app, b"x" * 300_000, pieces=30, declared=False)
+    assert status == 413 and read <= 110_000  # stopped at the first piece past the limit
+
+
+def test_an_error_answer_never_quotes_the_request(scoring_app):
+    import base64
+    import json
+
+    malformed = b'{"dataframe_split": ' + b"Q" * 90_000
+    status, answer, _ = _asgi(scoring_app, malformed)
+    assert status == 400 and len(answer) < 1024 and b"QQQQ" not in answer
+    assert json.loads(answer)["message"].startswith("the request body is not valid JSON (Expecting value")
+    status, answer, _ = _asgi(scoring_app, b"\xff" * 50_000)
+    assert status == 400 and len(answer) < 1024 and "not UTF-8" in json.loads(answer)["message"]
+    status, answer, _ = _asgi(scoring_app, json.dumps({"columns": ["image"], "rows": ["Z" * 5000]}).encode())
+    assert status == 400 and len(answer) < 1024 and b"ZZZZ" not in answer
+    tiny = base64.b64encode(_png(np.zeros((3, 3), np.uint8))).decode()
+    status, answer, _ = _asgi(scoring_app, _request([tiny]))
+    assert status == 400 and json.loads(answer)["message"].startswith("row 0: image of 3x3 px is smaller")
+
+
+def test_a_short_error_line_passes_and_a_stack_trace_never_does():
+    import asyncio
+    import json
+
+    from steelflow.scoring_server import QuietErrors
+
+    async def failing(scope, receive, send):
+        body = {
+            "error_code": "INVALID_PARAMETER_VALUE",
+            "message": "row 0: bad",
+            "stack_trace": "Traceback ...",
+        }
+        await send({"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"99")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(QuietErrors(failing, 1000)({"type": "http"}, None, send))
+    answer = json.loads(sent[1]["body"])
+    assert answer == {"error_code": "INVALID_PARAMETER_VALUE", "message": "row 0: bad"}
+    assert (b"content-length", str(len(sent[1]["body"])).encode()) in sent[0]["headers"]

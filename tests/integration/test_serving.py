@@ -1,13 +1,15 @@
 """Serving for real: a trained model registered into a real `mlflow server`, served by a real
-`mlflow models serve` on loopback, and `steelflow predict` on folders with bad files in them."""
+`steelflow serve` on loopback as the README says (MLflow's scoring server with a request-size limit and
+quiet errors), and `steelflow predict` on folders with bad files in them."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import os
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,6 +34,23 @@ def served(tmp_path_factory):
     """A tracking server and a project that trained, evaluated and registered one decent model (v1)."""
     with registered_project(tmp_path_factory.mktemp("serving")) as (uri, project):
         yield {"uri": uri, "project": project, "client": mlflow.MlflowClient(uri, uri)}
+
+
+LIMIT = 4_000_000  # registry.serving.max_request_bytes of the server below: a 1 MB body is under it
+
+
+@pytest.fixture(scope="module")
+def http(served, tmp_path_factory):
+    """`steelflow serve` of version 1 as the README starts it, from the project (one server for every
+    HTTP test); yields its port and its log."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    args = [
+        str(VENV_BIN / "steelflow"), "serve", "--model", f"models:/{NAME}/1", "--port", str(port),
+        "--set", f"registry.serving.max_request_bytes={LIMIT}",
+    ]  # fmt: skip
+    with running(args, f"http://127.0.0.1:{port}/ping", log):
+        yield {"port": port, "log": log}
 
 
 def _test_files(n: int) -> list[Path]:
@@ -118,22 +137,27 @@ def test_predict_from_another_folder_resolves_paths_from_there(served, tmp_path,
     assert "batch: no such file or folder" in out
 
 
-def _post(port: int, body: bytes) -> tuple[int, dict]:
+def _post_raw(port: int, body: bytes) -> tuple[int, bytes]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
+            return r.status, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        return e.code, e.read()
+
+
+def _post(port: int, body: bytes) -> tuple[int, dict]:
+    status, answer = _post_raw(port, body)
+    return status, json.loads(answer)
 
 
 def _split(column: str, cell) -> bytes:
     return json.dumps({"dataframe_split": {"columns": [column], "data": [[cell]]}}).encode()
 
 
-def test_http_bad_requests_get_a_400_with_one_line_and_the_server_stays_up(served, tmp_path):
+def test_http_bad_requests_get_a_400_with_one_line_and_the_server_stays_up(http):
     image = _test_files(1)[0].read_bytes()
     good = _split("image", base64.b64encode(image).decode())
     huge = io.BytesIO()
@@ -146,24 +170,90 @@ def test_http_bad_requests_get_a_400_with_one_line_and_the_server_stays_up(serve
         "the wrong column": (_split("picture", base64.b64encode(image).decode()), "no column 'image'"),
         "not a pixel array": (_split("image", [[1, 2], [3]]), "not an image array"),
     }
-    port = free_port()
-    args = [
-        str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}/1",
-        "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    path = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
-    log = tmp_path / "serve.log"
-    with running(args, f"http://127.0.0.1:{port}/ping", log, path):
-        status, answer = _post(port, good)
-        assert status == 200 and answer["predictions"][0]["label"]
-        for kind, (body, expected) in bad.items():
-            status, answer = _post(port, body)
-            assert status == 400, (kind, status, answer)
-            assert expected in answer["message"], (kind, answer)
-            assert "\n" not in answer["message"] and "stack_trace" not in answer, (kind, answer)
-            assert len(answer["message"]) < 300, (kind, answer["message"])
-        assert _post(port, good)[0] == 200  # still up, still right
-    assert "Traceback" not in log.read_text()
+    port = http["port"]
+    status, answer = _post(port, good)
+    assert status == 200 and answer["predictions"][0]["label"]
+    for kind, (body, expected) in bad.items():
+        status, answer = _post(port, body)
+        assert status == 400, (kind, status, answer)
+        assert expected in answer["message"], (kind, answer)
+        assert "\n" not in answer["message"] and "stack_trace" not in answer, (kind, answer)
+        assert len(answer["message"]) < 300, (kind, answer["message"])
+    assert _post(port, good)[0] == 200  # still up, still right
+    assert "Traceback" not in http["log"].read_text()
+
+
+def _head(port: int, headers: str, body: bytes = b"") -> tuple[bytes, float]:
+    """Send a request's head (and ``body``) on a raw socket; the server's answer and how long it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"POST /invocations HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n".encode() + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            more = s.recv(65536)
+            if not more:
+                break
+            answer += more
+    return answer, time.monotonic() - started
+
+
+def test_http_a_body_over_the_limit_gets_413_at_once_and_the_server_keeps_serving(http):
+    port = http["port"]
+    json_type = "Content-Type: application/json\r\n"
+    # what curl sends for a large body: the head alone, waiting for "100 Continue" (never sent here)
+    declared = f"{json_type}Content-Length: {LIMIT + 1}\r\nExpect: 100-continue\r\n"
+    answer, took = _head(port, declared)
+    assert answer.startswith(b"HTTP/1.1 413") and took < 5, (answer[:200], took)
+    assert b"registry.serving.max_request_bytes" in answer
+    # no Content-Length: counted as it streams in, refused once past the limit
+    piece = b"x" * 1_000_000
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(LIMIT // len(piece) + 1))
+    answer, took = _head(port, f"{json_type}Transfer-Encoding: chunked\r\n", chunks)
+    assert answer.startswith(b"HTTP/1.1 413") and took < 10, (answer[:200], took)
+    image = base64.b64encode(_test_files(1)[0].read_bytes()).decode()
+    assert _post(port, _split("image", image))[0] == 200
+
+
+def test_http_a_malformed_megabyte_gets_a_short_400_that_does_not_quote_it(http):
+    body = b'{"dataframe_split": {"columns": ["image"], "data": [["' + b"Q" * 1_000_000
+    status, answer = _post_raw(http["port"], body)
+    assert status == 400 and len(answer) < 1024, (status, len(answer))
+    assert b"QQQQ" not in answer
+    assert json.loads(answer)["message"].startswith("the request body is not valid JSON")
+
+
+def test_http_an_image_far_below_the_trained_side_gets_a_400_naming_the_row_and_its_size(http):
+    tiny = io.BytesIO()
+    Image.fromarray(np.full((8, 12), 90, np.uint8)).save(tiny, format="PNG")  # trained at 32 px: 16 at least
+    image = base64.b64encode(_test_files(1)[0].read_bytes()).decode()
+    cells = [[image], [base64.b64encode(tiny.getvalue()).decode()]]
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": cells}}).encode()
+    status, answer = _post(http["port"], body)
+    assert status == 400, answer
+    assert answer["message"].startswith("row 1: image of 12x8 px is smaller than the model was trained for")
+    assert "at least 16 px" in answer["message"]
+
+
+def test_predict_refuses_an_image_far_below_the_trained_side_as_a_row_error(served, tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    shutil.copy(_test_files(1)[0], folder / "fine.bmp")
+    Image.fromarray(np.full((10, 10), 90, np.uint8)).save(folder / "tiny.png")
+    out = tmp_path / "rows.csv"
+    cli(
+        "predict",
+        str(folder),
+        "--model",
+        f"models:/{NAME}/1",
+        "--out",
+        str(out),
+        code=PredictionsFailed.exit_code,
+    )
+    errors = pd.read_csv(out, keep_default_na=False).set_index("path")["error"]
+    assert errors[str(folder / "fine.bmp")] == ""
+    assert errors[str(folder / "tiny.png")].startswith(
+        "image of 10x10 px is smaller than the model was trained"
+    )
 
 
 def _pickled_pyfunc():
