@@ -22,6 +22,7 @@ CORRUPTIONS_PNG = REPORTS / "corruptions.png"
 MODELS = Path("models")
 MODEL = MODELS / "model.pt"  # best weights + what is needed to rebuild the network
 CHECKPOINT = MODELS / "checkpoint.pt"  # last finished epoch, for --resume (not a DVC output)
+CHECKPOINT_RUN = MODELS / "checkpoint_run_id.txt"  # the MLflow run the checkpoint's epochs went to
 METRICS = Path("metrics")
 TRAIN_METRICS = METRICS / "train.json"
 TRAIN_HISTORY = METRICS / "train_history.csv"

@@ -18,9 +18,10 @@
   Records live in the registry itself, so everyone sharing the tracking server sees the same history.
 
 Every call to the tracking server is retried with exponential backoff (``registry.retries``,
-``registry.backoff_seconds``) while the server is unreachable (told by the error's type, a connection
-failure or a time-out) and then fails with an error naming the URI. MLflow's own HTTP retries are off
-inside these calls, so one scheme covers this client.
+``registry.backoff_seconds``, each request waiting ``mlflow.timeout_seconds`` at most) while the server is
+unreachable (told by the error's type, a connection failure or a time-out) and then fails (exit 7) with an
+error naming the URI and how long it tried: :class:`steelflow.tracking.RetryBudget`, the scheme every
+steelflow MLflow client shares, with MLflow's own HTTP retries off inside.
 """
 
 from __future__ import annotations
@@ -32,19 +33,24 @@ import datetime as dt
 import json
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from steelflow import atomic, config, paths
-from steelflow.config import Params, RegistryConfig
+from steelflow.config import Params, RegistryConfig, hide_password
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.gates import Gate, GateFailed, check_gates, gate_table, quantization_gates  # noqa: F401 (re-exported)
 from steelflow.reports import model_card
 from steelflow.scoring import CLEAN, accuracy_of, data_hash, evaluation_sets
-from steelflow.tracking import identity_tags, mlflow_retries, tracking_uri
+from steelflow.tracking import (  # noqa: F401 (unreachable re-exported)
+    RetryBudget,
+    ServerUnreachable,
+    identity_tags,
+    tracking_uri,
+    unreachable,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_PREFIX = "steelflow.history."
@@ -82,30 +88,21 @@ class Registry:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self.budget = RetryBudget.of(params.mlflow, self.cfg.retries, self.cfg.backoff_seconds)
 
     def own_retries(self) -> contextlib.AbstractContextManager[None]:
-        """MLflow's HTTP retries off (its default would retry for minutes): :meth:`call` retries instead,
-        and says soon and clearly that the server is unreachable."""
-        return mlflow_retries(0, 0)
+        """MLflow's HTTP retries off (its default would retry for minutes) and its requests bounded by
+        ``mlflow.timeout_seconds``: :meth:`call` retries instead, and says soon and clearly that the
+        server is unreachable."""
+        return self.budget.requests()
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)``, retried with backoff while the server is unreachable; MLflow's own answers (no
         such version, a refused request) pass through at once."""
-        wait = self.cfg.backoff_seconds
-        for attempt in range(self.cfg.retries + 1):
-            try:
-                with self.own_retries():
-                    return fn(*args, **kwargs)
-            except Exception as e:
-                if not unreachable(e):
-                    raise
-                error: Exception = e
-            if attempt < self.cfg.retries:
-                time.sleep(wait)
-                wait *= 2
-        raise RegistryError(
-            f"tracking server {self.uri} unreachable after {self.cfg.retries + 1} attempts: {error}"
-        ) from None
+        try:
+            return self.budget.call(fn, *args, **kwargs)
+        except ServerUnreachable as e:
+            raise RegistryError(f"tracking server {hide_password(self.uri)} unreachable: {e}") from None
 
     def version(self, ref: str | int | None = None) -> Any:
         """A model version by number, or by alias (default: the challenger)."""
@@ -152,26 +149,6 @@ class Registry:
         return record
 
 
-def _connection_errors(requests: Any) -> tuple[type[BaseException], ...]:
-    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
-
-
-def unreachable(e: BaseException) -> bool:
-    """A connection failure or time-out anywhere in the error's chain. MLflow wraps requests' errors in
-    an ``MlflowException`` (``raise ... from`` or implicitly while handling), so the cause is what tells
-    "the server is not there" from "the server said no"."""
-    import requests
-
-    seen: set[int] = set()
-    current: BaseException | None = e
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, _connection_errors(requests)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 # --- register ---------------------------------------------------------------------------------------
 
 
@@ -209,7 +186,7 @@ def register(
             raise DataError(f"{needed} not found: run `steelflow train` and `steelflow evaluate` first")
     params = config.with_tuned(params, best_params_path)
     reg = Registry(params)
-    with reg.own_retries():
+    with reg.own_retries(), _failures(reg):
         return _register(
             params, reg, model_path, run_id_path, metrics_path, cache_dir, card_path, out_path, gated
         )
@@ -248,7 +225,11 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         atomic.write_text(card_path, card)
         mlflow.set_tracking_uri(reg.uri)
         mlflow.set_registry_uri(reg.uri)
-        with reg.call(mlflow.start_run, run_id=run_id):
+        # The training run, re-opened to hold the pyfunc. Not `with mlflow.start_run(...)`: its exit ends
+        # the run with one more request, and when the server is gone that request's error would replace
+        # the RegistryError (a traceback instead of exit 7). The run stays as training left it.
+        reg.call(mlflow.start_run, run_id=run_id)
+        try:
             info = reg.call(
                 mlflow.pyfunc.log_model,
                 name="classifier",
@@ -256,7 +237,9 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
                 registered_model_name=reg.name,
             )
             version = str(info.registered_model_version)
-            mlflow.log_artifact(str(card_path), "registry")
+            reg.call(mlflow.log_artifact, str(card_path), "registry")
+        finally:
+            _leave_run(reg)
         reg.call(reg.client.update_model_version, reg.name, version, description=card)
         for key, value in tags.items():
             if not key.startswith("mlflow."):  # MLflow's own tags belong to runs; a version links its run
@@ -265,7 +248,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         reg.call(reg.client.set_registered_model_alias, reg.name, CHALLENGER, version)
     except BaseException:
         if version is not None:  # nothing half-registered: a version without its tags and alias goes
-            with contextlib.suppress(Exception):
+            with reg.own_retries(), contextlib.suppress(Exception):  # one try: the error above is the news
                 reg.client.delete_model_version(reg.name, version)
         raise
     finally:
@@ -277,13 +260,39 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "alias": CHALLENGER,
         "model_uri": f"models:/{reg.name}/{version}",
         "run_id": run_id,
-        "tracking_uri": reg.uri,
+        "tracking_uri": hide_password(reg.uri),
         "eval_data_hash": eval_hash,
         "accuracy": accuracy,
         "serving": serving_tags,
     }
     atomic.write_json(out_path, result)
     return result
+
+
+@contextlib.contextmanager
+def _failures(reg: Registry) -> Iterator[None]:
+    """What the server answered with an error no command expects (or a request that broke off) → one line
+    and exit 7, not MLflow's traceback; an unreachable server is already a RegistryError (:meth:`call`)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, requests.exceptions.RequestException) as e:
+        text = " ".join(str(e).split())[:500]
+        raise RegistryError(f"the registry at {hide_password(reg.uri)} failed: {text}") from None
+
+
+def _leave_run(reg: Registry) -> None:
+    """Close the re-opened training run as training left it, FINISHED, whether or not the registration
+    succeeded (it is the training's record); one try, whose failure is not reported over the error that
+    ended the registration. The run is no longer active in this process either way."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    with reg.own_retries(), contextlib.suppress(Exception):
+        mlflow.end_run(status="FINISHED")
 
 
 def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[str, Any]:
@@ -296,7 +305,7 @@ def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[s
         "alias": None,
         "challenger": _num(challenger),
         "run_id": run_id,
-        "tracking_uri": reg.uri,
+        "tracking_uri": hide_password(reg.uri),
         "eval_data_hash": eval_hash,
         "accuracy": accuracy,
         "gates": [dataclasses.asdict(g) for g in gates],
@@ -423,6 +432,11 @@ def promote(
     if force and not reason.strip():
         raise ConfigError("--force needs --reason: say why the gates are overridden (it is recorded)")
     reg = Registry(params)
+    with _failures(reg):
+        return _promote(reg, params, version, force, reason, cache_dir)
+
+
+def _promote(reg, params, version, force, reason, cache_dir) -> PromotionResult:
     candidate = reg.version(version)
     local = None  # the evaluation data here, used when the two versions were scored on different data
     for _ in range(3):  # if another promotion moves the champion meanwhile, compare again
@@ -463,6 +477,11 @@ def promote(
 def rollback(params: Params, reason: str = "") -> tuple[str, str]:
     """Point ``champion`` back at the version the current champion replaced; returns (from, to)."""
     reg = Registry(params)
+    with _failures(reg):
+        return _rollback(reg, reason)
+
+
+def _rollback(reg: Registry, reason: str) -> tuple[str, str]:
     champion = reg.champion()
     if champion is None:
         raise RegistryError(f"{reg.name} has no champion to roll back")
@@ -481,7 +500,9 @@ def rollback(params: Params, reason: str = "") -> tuple[str, str]:
 
 
 def history(params: Params) -> list[dict[str, Any]]:
-    return Registry(params).history()
+    reg = Registry(params)
+    with _failures(reg):
+        return reg.history()
 
 
 def candidate_gates(
@@ -494,11 +515,12 @@ def candidate_gates(
         raise DataError(f"{metrics_path} not found: run `steelflow evaluate` first")
     reg = Registry(params)
     candidate = _accuracy(json.loads(Path(metrics_path).read_text()))
-    champion = reg.champion()
-    scores = None
-    if champion is not None:
-        sets = evaluation_sets(params.corrupt, cache_dir)
-        scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
+    with _failures(reg):
+        champion = reg.champion()
+        scores = None
+        if champion is not None:
+            sets = evaluation_sets(params.corrupt, cache_dir)
+            scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
     return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names)
 
 

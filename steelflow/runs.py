@@ -6,6 +6,12 @@
 it read, the history, metrics and model, and remembers the run id in ``metrics/mlflow_run_id.txt``;
 ``evaluate`` re-opens that run and adds the evaluation (metrics, the test and corrupted datasets, reports)
 without touching the run's name, params or identity tags.
+
+A training that did not finish (killed, or cut off from the tracking server) leaves its run id beside the
+checkpoint (``models/checkpoint_run_id.txt``, written before the first epoch): ``train --resume`` continues
+that same run, its epoch metrics going on from the checkpoint's epoch, and closes it; a fresh ``train``
+ends it KILLED, with a ``steelflow.ended`` tag saying why, before it opens a new one. No run this project
+opened stays RUNNING once a later ``train`` has reached the server.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from steelflow import atomic, config, paths
 from steelflow.config import Params
 
 
-def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None) -> Any:
-    """An MLflow run for this step (a no-op tracker when ``enabled`` is false)."""
+def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None, resumed: bool = False) -> Any:
+    """An MLflow run for this step (a no-op tracker when ``enabled`` is false). ``run_id`` re-opens a run;
+    ``resumed``: it is the run of an interrupted training, whose params document was never uploaded."""
     from steelflow.tracking import MlflowTracker, NullTracker, lineage_params, run_name, run_tags
 
     if not enabled:
@@ -33,7 +40,7 @@ def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None) -> A
         lineage_params(tree),
         run_tags(tree, pick_device(p.train.device), step),
         run_id=run_id,
-        params_document=tree,
+        params_document=tree if run_id is None or resumed else None,
     )
 
 
@@ -42,7 +49,10 @@ def train(p: Params, track: bool = True, resume: bool = False) -> Any:
     from steelflow.steps.train import train as run
 
     p = config.with_tuned(p, paths.BEST_PARAMS)
-    with tracker(p, "train", track) as t:
+    interrupted = _interrupted_run(p, track, resume)
+    with tracker(p, "train", track, run_id=interrupted, resumed=interrupted is not None) as t:
+        if t.run_id:  # before the first epoch: the run a killed training leaves, for --resume
+            atomic.write_text(paths.CHECKPOINT_RUN, t.run_id + "\n")
         splits = paths.CACHE / "splits"
         t.log_datasets(
             [
@@ -66,7 +76,24 @@ def train(p: Params, track: bool = True, resume: bool = False) -> Any:
             t.log_model(model, example_input(p))
             if t.run_id:
                 atomic.write_text(paths.MLFLOW_RUN, t.run_id + "\n")
+    if track:
+        paths.CHECKPOINT_RUN.unlink(missing_ok=True)  # the run closed: nothing left to continue or end
     return result
+
+
+def _interrupted_run(p: Params, track: bool, resume: bool) -> str | None:
+    """The run of a training that did not finish, when ``--resume`` continues it (there is a checkpoint
+    to continue from); otherwise that run, if still RUNNING, is ended KILLED and None is returned."""
+    recorded = paths.CHECKPOINT_RUN.read_text().strip() if paths.CHECKPOINT_RUN.is_file() else ""
+    if not recorded:
+        return None
+    if not track:  # nothing to reach; a fresh start makes the record stale
+        if not resume:
+            paths.CHECKPOINT_RUN.unlink()
+        return None
+    from steelflow.tracking import end_interrupted
+
+    return end_interrupted(p.mlflow, recorded, resume=resume and paths.CHECKPOINT.is_file())
 
 
 TRAINING_SETS = (("train", "training"), ("val", "validation"))

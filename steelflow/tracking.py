@@ -14,18 +14,22 @@ effective params training used (tune's values applied), see :func:`lineage_param
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from steelflow import paths, project
-from steelflow.config import MlflowConfig
+from steelflow import paths, project, redact
+from steelflow.config import MlflowConfig, hide_password
 from steelflow.errors import SteelflowError, TrackingError
+
+T = TypeVar("T")
 
 
 class Tracker(Protocol):
@@ -59,9 +63,15 @@ class MlflowTracker:
     """One MLflow run: opened with params and tags, closed FINISHED (or FAILED on an exception).
 
     ``params`` are logged as run params (keep them to what shapes the model: the UI lists every one);
-    ``params_document``, when given, is the whole effective params tree, logged as ``params.yaml``.
-    Re-opening a run (``run_id``) logs into it without touching its params or identity tags: evaluation
-    adds to the training run, it does not rename it.
+    ``params_document``, when given, is the whole effective params tree, logged as ``params.yaml`` when the
+    run closes. Re-opening a run (``run_id``) logs into it without touching its params or identity tags:
+    evaluation adds to the training run, it does not rename it, and ``train --resume`` continues the run
+    its checkpoint's epochs were logged to.
+
+    Every call goes through :class:`RetryBudget` (``mlflow.retries``, ``mlflow.backoff_factor``,
+    ``mlflow.timeout_seconds``); a server that stays away fails the step with one :class:`TrackingError`,
+    and the run is ended FAILED with one more try, never retried, whose own failure is not reported over
+    the step's.
     """
 
     def __init__(
@@ -76,92 +86,106 @@ class MlflowTracker:
         import mlflow
 
         self._mlflow = mlflow
-        self._cfg = cfg
         self.uri = tracking_uri(cfg)
+        self._budget = RetryBudget.of(cfg)
         # The params document is an artifact: uploaded when the run closes, so an artifact store that is
         # down fails the step after its local outputs are written, not before it starts.
-        self._params_document = params_document if run_id is None else None
+        self._params_document = redact.tree(params_document)  # the whole tree: no password in the artifact
+        self.run_id: str | None = None
         try:
-            with self._failing("opening the run"):
-                mlflow.set_tracking_uri(self.uri)
-                mlflow.set_experiment(
-                    experiment_id=ensure_experiment(mlflow.MlflowClient(self.uri), cfg.experiment)
-                )
-                if run_id is not None:
-                    self._run = mlflow.start_run(run_id=run_id)
-                else:
-                    self._run = mlflow.start_run(run_name=run_name, tags=tags)
-                    mlflow.log_params(flatten(params))
-                self.run_id = self._run.info.run_id
+            mlflow.set_tracking_uri(self.uri)
+            client = mlflow.MlflowClient(self.uri)
+            experiment = self._call("opening the run", ensure_experiment, client, cfg.experiment)
+            self._call("opening the run", mlflow.set_experiment, experiment_id=experiment)
+            if run_id is not None:
+                self._run = self._call("opening the run", mlflow.start_run, run_id=run_id)
+            else:
+                name, tags = redact.redact(run_name), redact.tree(tags)
+                self._run = self._call("opening the run", mlflow.start_run, run_name=name, tags=tags)
+                self._call("logging the params", mlflow.log_params, redact.tree(flatten(params)))
+            self.run_id = self._run.info.run_id
         except BaseException:
-            if mlflow.active_run() is not None:  # never leave a half-opened run active in this process
-                with contextlib.suppress(Exception):
-                    mlflow.end_run(status="FAILED")
+            self._end_failed()  # never leave a half-opened run active in this process
             raise
 
-    @contextlib.contextmanager
-    def _failing(self, what: str) -> Iterator[None]:
-        """MLflow's errors (after its retries) → one clear error naming the server; local outputs stay."""
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args)`` within the retry budget; MLflow's errors → one clear error naming the server (local
+        outputs stay)."""
+        kept = (
+            "The step's local outputs (models/, metrics/, reports/) are kept; rerun the step (`steelflow "
+            "train --resume` continues the same run), or pass --no-track"
+        )
+        where = hide_password(self.uri)
         try:
-            with mlflow_retries(self._cfg.retries, self._cfg.backoff_factor):
-                yield
+            return self._budget.call(fn, *args, **kwargs)
         except SteelflowError:
             raise
+        except ServerUnreachable as e:
+            raise TrackingError(f"MLflow at {where} unreachable while {what}: {e}. {kept}") from None
         except Exception as e:
-            raise TrackingError(
-                f"MLflow at {self.uri} failed while {what}: {str(e)[:500]}. The step's local outputs "
-                "(models/, metrics/, reports/) are kept; rerun the step, or pass --no-track"
-            ) from None
+            raise TrackingError(f"MLflow at {where} failed while {what}: {str(e)[:500]}. {kept}") from None
+
+    def _end_failed(self) -> None:
+        """End this process's active run FAILED with one try and no retries (bounded by the request
+        timeout): the error that ended the step is the one to report, not this one."""
+        if self._mlflow.active_run() is None:
+            return
+        with self._budget.requests(), contextlib.suppress(Exception):
+            self._mlflow.end_run(status="FAILED")  # pops the run first: not active here even if this fails
 
     def __enter__(self) -> MlflowTracker:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            try:
-                if self._params_document is not None:
-                    with self._failing("uploading params.yaml"):
-                        self._mlflow.log_dict(self._params_document, "params.yaml")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._mlflow.end_run(status="FAILED")
-                raise
-            with self._failing("closing the run"):
-                self._mlflow.end_run(status="FINISHED")
-        else:
-            with contextlib.suppress(Exception):  # the step's own error is the one to report
-                self._mlflow.end_run(status="FAILED")
+        if exc_type is not None:
+            self._end_failed()
+            return
+        try:
+            if self._params_document is not None:
+                document = self._params_document
+                self._call("uploading params.yaml", self._mlflow.log_dict, document, "params.yaml")
+            client = self._mlflow.MlflowClient(self.uri)
+            self._call("closing the run", client.set_terminated, self.run_id, "FINISHED")
+        except BaseException:
+            self._end_failed()
+            raise
+        with self._budget.requests(), contextlib.suppress(Exception):
+            self._mlflow.end_run(status="FINISHED")  # the status is set; this leaves the run locally
+        link = run_link(self.uri, self._run.info.experiment_id, self.run_id)
+        if link:  # MLflow's own line is off (steelflow.redact.install): it shows the URI's password
+            print(f"🏃 View run {self._run.info.run_name} at: {link}", flush=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        with self._failing("logging metrics"):
-            self._mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()}, step=step)
+        values = {_metric_key(k): float(v) for k, v in metrics.items()}
+        self._call("logging metrics", self._mlflow.log_metrics, values, step=step)
 
     def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None:
         """``(name, cache file, context)`` → MLflow datasets (the run's Datasets panel), each with the md5
         DVC computes for the file as its digest, so a run names the exact data it read."""
-        with self._failing("logging the datasets"):
-            self._mlflow.log_inputs(
-                datasets=[dataset(name, path) for name, path, _ in datasets],
-                contexts=[context for *_, context in datasets],
-                tags_list=[{"dvc.md5": file_md5(path)} for _, path, _ in datasets],
-            )
+        self._call(
+            "logging the datasets",
+            self._mlflow.log_inputs,
+            datasets=[dataset(name, path) for name, path, _ in datasets],
+            contexts=[context for *_, context in datasets],
+            tags_list=[{"dvc.md5": file_md5(path)} for _, path, _ in datasets],
+        )
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        with self._failing(f"uploading {path}"):
-            self._mlflow.log_artifact(str(path), artifact_path=folder)
+        self._call(f"uploading {path}", self._mlflow.log_artifact, str(path), artifact_path=folder)
 
     def log_model(self, model: Any, input_example: Any) -> None:
         import mlflow.pytorch
         import torch
 
         # Pinning the requirements skips MLflow's slow inference of them (it would import the model again).
-        with self._failing("uploading the model"):
-            mlflow.pytorch.log_model(
-                model,
-                name="model",
-                input_example=input_example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-            )
+        self._call(
+            "uploading the model",
+            mlflow.pytorch.log_model,
+            model,
+            name="model",
+            input_example=input_example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+        )
 
 
 def tracking_uri(cfg: MlflowConfig) -> str:
@@ -169,6 +193,19 @@ def tracking_uri(cfg: MlflowConfig) -> str:
     SQLite path is taken from the project root, so a DVC experiment in a temporary clone still logs into
     the project's ``mlflow.db``."""
     return project.anchored(cfg.effective_uri)
+
+
+def run_link(uri: str, experiment_id: str, run_id: str | None) -> str | None:
+    """The run's page in a tracking server's UI (``None`` for a local store), without the user and password
+    the tracking URI may carry: a link to open, not to log in with."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not run_id:
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return redact.redact(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
 
 
 def ensure_experiment(client: Any, name: str) -> str:
@@ -190,15 +227,75 @@ def ensure_experiment(client: Any, name: str) -> str:
         return found.experiment_id
 
 
-@contextlib.contextmanager
-def mlflow_retries(retries: int, backoff_factor: int) -> Iterator[None]:
-    """MLflow's own HTTP retries (urllib3, exponential backoff) for the calls inside, restored after.
+class ServerUnreachable(Exception):  # noqa: N818 (what the caller reports: the server is not there)
+    """The tracking server stayed unreachable for a whole :class:`RetryBudget`; the text says how long."""
 
-    Scoped rather than set process-wide: the registry client runs its own retries with MLflow's off
-    (:class:`steelflow.registry.Registry`), and one process may use both."""
+
+@dataclasses.dataclass(frozen=True)
+class RetryBudget:
+    """How long steelflow keeps calling a tracking server that does not answer: the one retry scheme of its
+    MLflow clients (a step's run, :class:`steelflow.registry.Registry`, tune's study run).
+
+    A call is tried, and while the server is unreachable (:func:`unreachable`) tried again after
+    ``backoff_seconds``, doubling, ``retries`` times; every request inside waits ``timeout_seconds`` at
+    most for an answer, so a server that hangs is bounded as one that is gone. MLflow's own HTTP retries
+    (7 by default, about four minutes) are off inside, so this is the whole wait:
+    :attr:`worst_case_seconds`, 47 s with the defaults (a refused connection fails at once: 7 s).
+    """
+
+    retries: int
+    backoff_seconds: float
+    timeout_seconds: int
+
+    @classmethod
+    def of(cls, cfg: MlflowConfig, retries: int | None = None, backoff: float | None = None) -> RetryBudget:
+        """``mlflow.*``'s budget (the registry passes its own ``retries`` and ``backoff_seconds``)."""
+        return cls(
+            retries=cfg.retries if retries is None else retries,
+            backoff_seconds=cfg.backoff_factor if backoff is None else backoff,
+            timeout_seconds=cfg.timeout_seconds,
+        )
+
+    @property
+    def worst_case_seconds(self) -> float:
+        return (self.retries + 1) * self.timeout_seconds + self.backoff_seconds * (2**self.retries - 1)
+
+    def requests(self) -> contextlib.AbstractContextManager[None]:
+        """MLflow's HTTP settings for one try: no retries of its own, ``timeout_seconds`` per request."""
+        return mlflow_http(retries=0, backoff_factor=0, timeout=self.timeout_seconds)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args)``, retried while the server is unreachable; an answer from the server (no such
+        version, a refused request) passes through at once. :class:`ServerUnreachable` when it stays away."""
+        started = time.monotonic()
+        wait = self.backoff_seconds
+        for attempt in range(self.retries + 1):
+            try:
+                with self.requests():
+                    return fn(*args, **kwargs)
+            except Exception as e:
+                if not unreachable(e):
+                    raise
+                error: Exception = e
+            if attempt < self.retries:
+                time.sleep(wait)
+                wait *= 2
+        raise ServerUnreachable(
+            f"gave up after {self.retries} retries in {time.monotonic() - started:.0f} s "
+            f"({_reason(error, self.timeout_seconds)})"
+        ) from None
+
+
+@contextlib.contextmanager
+def mlflow_http(retries: int, backoff_factor: float, timeout: int) -> Iterator[None]:
+    """MLflow's own HTTP settings (retries, backoff, request timeout) for the calls inside, restored after.
+
+    Scoped rather than set process-wide: :class:`RetryBudget` turns MLflow's retries off only around the
+    calls it retries itself."""
     wanted = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(backoff_factor),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(int(backoff_factor)),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout),
     }
     saved = {k: os.environ.get(k) for k in wanted}
     os.environ.update(wanted)
@@ -210,6 +307,104 @@ def mlflow_retries(retries: int, backoff_factor: int) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unreachable(e: BaseException) -> bool:
+    """A connection failure or time-out anywhere in the error's chain. MLflow wraps requests' errors in
+    an ``MlflowException`` (``raise ... from`` or implicitly while handling), so the cause is what tells
+    "the server is not there" from "the server said no"."""
+    return any(isinstance(c, _connection_errors()) for c in _chain(e))
+
+
+def _reason(e: BaseException, timeout: int) -> str:
+    """Why the last try failed, in a few words: the socket's own error, or the time-out."""
+    import requests
+
+    for c in _chain(e):
+        if isinstance(c, requests.exceptions.Timeout | TimeoutError):
+            return f"no answer within {timeout} s"
+        if isinstance(c, OSError) and c.strerror:
+            return c.strerror
+    return type(e).__name__
+
+
+class GuardedClient:
+    """An ``MlflowClient`` whose every call runs within the :class:`RetryBudget` of ``mlflow.*``: a server
+    that stays away is one :class:`TrackingError` (exit 10); its answers (no such run) pass through. For
+    code that talks to the client directly (tune's study run and trial runs)."""
+
+    def __init__(self, cfg: MlflowConfig):
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri(cfg))
+        self._budget = RetryBudget.of(cfg)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return self._budget.call(attr, *args, **kwargs)
+            except ServerUnreachable as e:
+                where = hide_password(self._client.tracking_uri)
+                raise TrackingError(f"MLflow at {where} unreachable ({name}): {e}") from None
+
+        return guarded
+
+
+def bound_mlflow_requests() -> None:
+    """Bound MLflow's own HTTP retries and request time-out process-wide to the defaults of ``mlflow.*``
+    (unless the environment sets them): for the calls no :class:`RetryBudget` wraps, such as loading a
+    model in ``predict``. MLflow's defaults (7 retries, 120 s a request) wait for minutes."""
+    fields = MlflowConfig.model_fields
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(fields["retries"].default))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", str(int(fields["backoff_factor"].default)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(fields["timeout_seconds"].default))
+
+
+def end_interrupted(cfg: MlflowConfig, run_id: str, resume: bool) -> str | None:
+    """The training run ``run_id`` that a killed or failed ``train`` left: with ``resume``, its id when it
+    did not finish, so training continues in it; otherwise, if it is still RUNNING, it is ended KILLED
+    with a ``steelflow.ended`` tag saying why, so no run stays RUNNING forever. None when it is gone."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    budget = RetryBudget.of(cfg)
+    uri = tracking_uri(cfg)
+    client = MlflowClient(uri)
+    try:
+        run = budget.call(client.get_run, run_id)
+        if resume and run.info.status != "FINISHED":
+            return run_id
+        if run.info.status == "RUNNING":
+            why = "killed or cut off from the tracking server; ended by a later `steelflow train`"
+            budget.call(client.set_tag, run_id, "steelflow.ended", why)
+            budget.call(client.set_terminated, run_id, "KILLED")
+    except ServerUnreachable as e:
+        raise TrackingError(
+            f"MLflow at {hide_password(uri)} unreachable while checking the interrupted run {run_id}: {e}. "
+            "Rerun when it is back, or pass --no-track"
+        ) from None
+    except MlflowException:  # deleted, or another store: nothing to end or continue
+        return None
+    return None
 
 
 def dataset(name: str, path: Path) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -138,3 +140,136 @@ def s3_client(url: str):
     import boto3
 
     return boto3.client("s3", endpoint_url=url, region_name="us-east-1", **_boto_keys())
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"  # the machine's server, trust auth
+
+
+@contextlib.contextmanager
+def fresh_database(prefix: str = "steelflow_test") -> Iterator[str]:
+    """A PostgreSQL database of its own on the machine's server; yields its name, drops it afterwards."""
+    import uuid
+
+    import psycopg
+
+    database = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as db:
+        db.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield database
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthServer:
+    """A running `steelflow server` with authentication, and its admin's credentials."""
+
+    uri: str
+    admin: tuple[str, str] = dataclasses.field(repr=False)
+    log: Path
+
+
+@contextlib.contextmanager
+def steelflow_server(
+    root: Path, backend_uri: str, artifacts: str, env: dict[str, str] | None = None
+) -> Iterator[AuthServer]:
+    """`steelflow server` as a team runs it (basic auth on) on a free loopback port, its admin's password
+    fresh and handed over in the environment only."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    admin = ("admin", secrets.token_urlsafe(18))
+    args = [
+        str(VENV_BIN / "steelflow"), "server",
+        "--backend-store-uri", backend_uri,
+        "--artifacts-destination", artifacts,
+        "--port", str(port),
+        "--auth-config", str(root / "basic_auth.ini"),
+    ]  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    log = root / "steelflow-server.log"
+    with running(args, f"{uri}/health", log, {**(env or {}), "STEELFLOW_MLFLOW_ADMIN_PASSWORD": admin[1]}):
+        yield AuthServer(uri, admin, log)
+
+
+@contextlib.contextmanager
+def as_user(username: str, password: str) -> Iterator[None]:
+    """MLflow clients of this process authenticate as ``username`` (MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    from unittest import mock
+
+    creds = {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+    with mock.patch.dict(os.environ, creds):
+        yield
+
+
+def create_user(server: AuthServer, username: str, grants: dict[tuple[str, str], str] | None = None) -> str:
+    """The admin creates ``username`` with a fresh password and grants it ``{(resource_type, resource_id):
+    permission}``, e.g. ``{("registered_model", "steel-defect-classifier"): "EDIT"}``; returns the
+    password."""
+    from mlflow.server import get_app_client
+
+    password = secrets.token_urlsafe(18)
+    with as_user(*server.admin):
+        client = get_app_client("basic-auth", tracking_uri=server.uri)
+        client.create_user(username, password)
+        for (resource_type, resource_id), permission in (grants or {}).items():
+            client.grant_user_permission(username, resource_type, resource_id, permission)
+    return password
+
+
+class RestartableMlflowServer:
+    """A real `mlflow server` that a test can kill (SIGKILL, no goodbye) and start again on the same port
+    and store, as a tracking server that dies and comes back does."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        args = [
+            str(VENV_BIN / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        with (self.root / "mlflow-server.log").open("a") as out:
+            self.proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                start_new_session=True,
+            )
+        wait_for(lambda: _answers(f"{self.uri}/health"), self.proc, f"{self.uri}/health")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers; returns once the port refuses connections."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                _answers(f"{self.uri}/health")
+            except OSError:
+                return
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def restartable_mlflow_server(root: Path) -> Iterator[RestartableMlflowServer]:
+    """A :class:`RestartableMlflowServer`, started; killed afterwards."""
+    server = RestartableMlflowServer(root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -1,5 +1,6 @@
 """Where records go and what identifies them: stores anchored at the project root (DVC's during an
-experiment), DVC experiment tags, one params hash, scoped retries, moving a project with its artifacts."""
+experiment), DVC experiment tags, one params hash, one bounded retry budget, moving a project with its
+artifacts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from steelflow import config, project, tracking
 from steelflow.cli import app
+from steelflow.errors import ConfigError
 from steelflow.registry import unreachable
 from tests.helpers import repo_params, write_params
 
@@ -66,20 +68,81 @@ def test_connection_failures_are_told_by_type_not_by_words():
     from tests.servers import free_port
 
     closed = mlflow.MlflowClient(f"http://127.0.0.1:{free_port()}")
-    with tracking.mlflow_retries(0, 0), pytest.raises(MlflowException) as refused:
+    with tracking.mlflow_http(0, 0, 5), pytest.raises(MlflowException) as refused:
         closed.search_experiments()
     assert unreachable(refused.value)  # requests' ConnectionError in its chain
     # an answer from a server that is there, whatever words it uses, is not "unreachable"
     assert not unreachable(MlflowException("connection refused by policy: timed out, unavailable"))
 
 
-def test_mlflow_retries_are_scoped_to_the_calls_inside(monkeypatch):
+def test_mlflow_http_settings_are_scoped_to_the_calls_inside(monkeypatch):
     import os
 
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    with tracking.mlflow_retries(0, 0):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    with tracking.mlflow_http(0, 0, 7):
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "120"
+
+
+def test_the_default_retry_budget_gives_up_on_a_dead_server_well_within_a_minute():
+    import mlflow
+
+    from tests.servers import free_port
+
+    cfg = config.parse_params(repo_params())
+    registry = tracking.RetryBudget.of(cfg.mlflow, cfg.registry.retries, cfg.registry.backoff_seconds)
+    for budget in (tracking.RetryBudget.of(cfg.mlflow), registry):
+        assert budget.worst_case_seconds < 50, budget  # a server that hangs on every request
+    closed = mlflow.MlflowClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(tracking.ServerUnreachable, match=r"gave up after 2 retries in \d+ s \(.+\)"):
+        tracking.RetryBudget(retries=2, backoff_seconds=0.05, timeout_seconds=5).call(
+            closed.search_experiments
+        )
+
+
+def test_a_server_that_accepts_but_never_answers_is_bounded_by_the_request_timeout():
+    import socket
+    import time
+
+    import mlflow
+
+    with socket.socket() as hung:  # listens, never accepts nor answers: the kernel completes the connect
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{hung.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(tracking.ServerUnreachable, match="no answer within 1 s"):
+            tracking.RetryBudget(retries=1, backoff_seconds=0.1, timeout_seconds=1).call(
+                client.search_experiments
+            )
+    assert time.monotonic() - started < 10  # MLflow alone: 7 retries of 120 s each
+
+
+def test_a_server_answer_is_not_retried():
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def refuses():
+        calls.append(1)
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: no such run")
+
+    with pytest.raises(MlflowException):
+        tracking.RetryBudget(retries=3, backoff_seconds=1, timeout_seconds=5).call(refuses)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("timeout_seconds", 0), ("timeout_seconds", "soon"), ("retries", -1), ("backoff_factor", 3600)],
+)
+def test_a_bad_retry_budget_is_refused_naming_its_key(key, value):
+    assert config.parse_params(repo_params(mlflow={"timeout_seconds": 3})).mlflow.timeout_seconds == 3
+    with pytest.raises(ConfigError, match=rf"mlflow\.{key}"):
+        config.parse_params(repo_params(mlflow={key: value}))
 
 
 def test_a_moved_project_finds_its_artifacts_after_relocate(tmp_path, monkeypatch):

@@ -18,8 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from steelflow import paths
 from steelflow.config import Params
+from steelflow.redact import hide_password, redact
 from steelflow.steps import tune_objective as fidelity
-from steelflow.steps.tune_study import FINISHED, StudyRef, hide_password, load_study, tune_cfg
+from steelflow.steps.tune_study import FINISHED, StudyRef, load_study, tune_cfg
 
 if TYPE_CHECKING:
     from steelflow.steps.tune import TuneResult
@@ -29,11 +30,9 @@ class ParentRun:
     """The study's MLflow run: created on the first `steelflow tune`, reused while the study continues."""
 
     def __init__(self, params: Params, ref: StudyRef):
-        from mlflow import MlflowClient
+        from steelflow.tracking import GuardedClient, ensure_experiment, flatten, run_tags
 
-        from steelflow.tracking import ensure_experiment, flatten, run_tags, tracking_uri
-
-        self._client = MlflowClient(tracking_uri(params.mlflow))
+        self._client = GuardedClient(params.mlflow)  # a server that stays away: exit 10, in bounded time
         self._params = params
         if ref.mlflow_parent_run:  # opened by `start` (here, or in another pod): nothing to look up
             self.run_id, self.ref = ref.mlflow_parent_run, ref
@@ -83,11 +82,9 @@ class TrialLogger:
     """Logs each finished trial as a child of the study's MLflow run (params, intermediate values, state)."""
 
     def __init__(self, params: Params, ref: StudyRef):
-        from mlflow import MlflowClient
+        from steelflow.tracking import GuardedClient
 
-        from steelflow.tracking import tracking_uri
-
-        self._client = MlflowClient(tracking_uri(params.mlflow))
+        self._client = GuardedClient(params.mlflow)
         self._parent = ref.mlflow_parent_run
         self._study = ref.name
         self._experiment = self._client.get_run(self._parent).info.experiment_id
@@ -104,7 +101,7 @@ class TrialLogger:
             }
             for key in ("error", "pruned", "diverged", "worker"):
                 if key in t.user_attrs:
-                    tags[f"optuna.{key}"] = str(t.user_attrs[key])
+                    tags[f"optuna.{key}"] = redact(str(t.user_attrs[key]))
             end = int((t.datetime_complete or t.datetime_start).timestamp() * 1000)
             run = self._client.create_run(self._experiment, run_name=f"trial {t.number}", tags=tags)
             metrics = []
@@ -130,7 +127,7 @@ class TrialLogger:
             status = "FAILED" if t.state == TrialState.FAIL else "FINISHED"
             self._client.set_terminated(run.info.run_id, status=status, end_time=end)
         except Exception as e:  # tracking must not fail a trial; `log_missing` catches up at the end
-            print(f"tune: could not log trial {t.number} to MLflow ({e}); it is retried at the end")
+            print(redact(f"tune: could not log trial {t.number} to MLflow ({e}); it is retried at the end"))
 
     def log_missing(self, study: optuna.Study) -> int:
         """Log every finished trial that has no child run yet (trials of dead workers, lost logs)."""
