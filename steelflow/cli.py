@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from steelflow import config, paths
+from steelflow import config, paths, redact
 from steelflow.errors import SteelflowError, ValidationFailed
 
 app = typer.Typer(
@@ -44,7 +44,8 @@ SHOWN = 5  # names listed in a one-line warning
 
 
 def _step(fn: F) -> F:
-    """Turn steelflow's own errors into one red line and the error's exit code (tracebacks with --debug)."""
+    """Turn steelflow's own errors into one red line and the error's exit code (tracebacks with --debug).
+    The line is redacted: an error naming a server may carry its URL, and the URL a password."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,14 +54,18 @@ def _step(fn: F) -> F:
         except SteelflowError as e:
             if _state["debug"]:
                 raise
-            err.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
+            err.print(
+                Text.assemble(("error: ", "bold red"), redact.redact(str(e))), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _warn(line: str) -> None:
-    err.print(Text.assemble(("warning: ", "bold yellow"), line), highlight=False, soft_wrap=True)
+    err.print(
+        Text.assemble(("warning: ", "bold yellow"), redact.redact(line)), highlight=False, soft_wrap=True
+    )
 
 
 def _params(params: Path, overrides: list[str] | None) -> config.Params:
@@ -72,9 +77,14 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", metavar=FLAG, help="show tracebacks")] = False,
 ) -> None:
     _state["debug"] = debug
+    # before anything can print a URL: MLflow's run links, log records, warnings, --debug's tracebacks
+    redact.install()
     # MLflow draws tqdm bars for every artifact download (register, promote, predict): noise in a step's
     # output, and control characters in a log. Set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=true to have them.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from steelflow.tracking import bound_mlflow_requests
+
+    bound_mlflow_requests()  # MLflow calls outside steelflow's retry budget wait seconds, not minutes
 
 
 @app.command()
@@ -92,6 +102,16 @@ def ingest(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> No
     if result.skipped:
         shown = ", ".join(result.skipped[:SHOWN]) + (", …" if len(result.skipped) > SHOWN else "")
         _warn(f"ingest: skipped {len(result.skipped)} file(s) that are not images: {shown}")
+    if result.outside:
+        shown = ", ".join(result.outside[:SHOWN]) + (", …" if len(result.outside) > SHOWN else "")
+        _warn(f"ingest: left out {len(result.outside)} link(s) pointing outside data.source: {shown}")
+    if result.expanded:
+        files = [f"{name} ({n} frames)" for name, n in result.expanded.items()]
+        shown = ", ".join(files[:SHOWN]) + (", …" if len(files) > SHOWN else "")
+        out.print(
+            f"ingest: {len(files)} multi-frame file(s) stored as {sum(result.expanded.values())} images, "
+            f"one per frame (data.multi_frame: expand): {shown}"
+        )
 
 
 @app.command()
@@ -350,10 +370,10 @@ def params_show(
     set_: SetOpt = None,
 ) -> None:
     """The effective, validated params (params file, --set, environment, defaults) and where each value
-    came from; passwords in URLs are hidden."""
+    came from; passwords and secrets are hidden (steelflow/redact.py)."""
     import json
 
-    rows = {key: (config.hide_password(v), src) for key, (v, src) in _params(params, set_).sources().items()}
+    rows = {key: (redact.tree(v), src) for key, (v, src) in _params(params, set_).sources().items()}
     if as_json:
         print(json.dumps({k: {"value": v, "source": s} for k, (v, s) in rows.items()}, indent=2, default=str))
         return
@@ -420,6 +440,13 @@ def predict(
     p = _params(params, set_)
     with counter("predict") as done:
         result = run(p, inputs, model, out_path, progress=done)
+    if result.outside:
+        shown = [f"{path} → {os.path.realpath(path)}" for path in result.outside[:SHOWN]]
+        more = ", …" if len(result.outside) > SHOWN else ""
+        _warn(
+            f"predict: left out {len(result.outside)} link(s) pointing outside the folder given: "
+            f"{', '.join(shown)}{more}"
+        )
     frame = result.frame
     if len(frame) <= 50:
         table = Table("image", "class", "probability", "error")
@@ -430,6 +457,24 @@ def predict(
     ok = len(frame) - len(result.failed)
     out.print(f"predict: {ok} of {len(frame)} images classified, {len(result.failed)} failed → {out_path}")
     result.raise_for_failures()
+
+
+@app.command()
+@_step
+def serve(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="model URI (default: models:/<registry.name>@champion)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 5001,
+) -> None:
+    """Serve a registered model over HTTP (MLflow's scoring server: POST /invocations), refusing request
+    bodies over registry.serving.max_request_bytes (413) and never quoting a request in an error."""
+    from steelflow.scoring_server import serve as run
+
+    run(_params(params, set_), model, host, port, ready=out.print)
 
 
 @app.command("export-onnx")
@@ -468,14 +513,38 @@ def server(
     artifacts_destination: Annotated[
         str | None, typer.Option(help="s3://bucket/prefix (default: $STEELFLOW_MLFLOW_ARTIFACTS)")
     ] = None,
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0 only behind TLS)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 5000,
     workers: Annotated[int, typer.Option(help="server worker processes")] = 1,
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the admin's password (default: $STEELFLOW_MLFLOW_ADMIN_PASSWORD)"),
+    ] = None,
+    admin_username: Annotated[str, typer.Option(help="the admin created on the first start")] = "admin",
+    auth_db_uri: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL of users and permissions (default: the backend store's database)"),
+    ] = None,
+    auth_config: Annotated[
+        Path | None, typer.Option(help="where to write the auth settings, mode 0600 (default: a temp dir)")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", metavar=FLAG, help="no authentication: a laptop, loopback only")
+    ] = False,
 ) -> None:
-    """Start a team MLflow server: PostgreSQL runs and registry, S3 artifacts served through it."""
-    from steelflow.server import serve
+    """Start a team MLflow server: PostgreSQL runs and registry, S3 artifacts served through it, users and
+    permissions (MLflow's basic-auth app) required unless --insecure."""
+    from steelflow.server import AUTH_DB_ENV, Auth, admin_password, serve
 
-    serve(backend_store_uri, artifacts_destination, host, port, workers)
+    auth = None
+    if not insecure:
+        auth = Auth(
+            database_uri=auth_db_uri or os.environ.get(AUTH_DB_ENV, ""),
+            admin_username=admin_username,
+            admin_password=admin_password(admin_password_file),
+            config_path=auth_config,
+        )
+    serve(backend_store_uri, artifacts_destination, host, port, workers, auth, warn=_warn)
 
 
 pipeline_app = typer.Typer(

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from steelflow import redact
 from steelflow.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -101,6 +102,14 @@ class DataConfig(Section):
     )
     reencode: Literal["png"] | None = Field(
         default=None, description="ingest stores every image as this lossless format; null = as the source"
+    )
+    outside_links: Literal["refuse", "skip"] = Field(
+        default="refuse",
+        description="a link in the source folder whose real path is outside it: refuse (error) | skip (warn)",
+    )
+    multi_frame: Literal["refuse", "expand"] = Field(
+        default="refuse",
+        description="multi-page TIFF or animation: refuse (error) | expand (one PNG image per page or frame)",
     )
 
     @field_validator("classes")
@@ -530,8 +539,19 @@ class MlflowConfig(Section):
         description="overridden by the MLFLOW_TRACKING_URI environment variable",
     )
     experiment: str = Field(default="steelflow", min_length=1)
-    retries: int = Field(default=3, ge=0, description="retries of a failed request to a tracking server")
-    backoff_factor: int = Field(default=2, ge=0, description="waits grow as factor × 2^attempt seconds")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="retries of a call while the tracking server is unreachable"
+    )
+    backoff_factor: float = Field(
+        default=1.0, ge=0, le=60, description="first retry's wait in seconds; doubles each time"
+    )
+    timeout_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=300,
+        description="how long a request waits for the tracking server's answer (MLflow's own default is "
+        "120 s); with retries and backoff it bounds how long a step waits for a server that is gone",
+    )
     log_checkpoints: bool = Field(
         default=False,
         description="also log models/checkpoint.pt (for --resume elsewhere; ~27 MB a run at 64 px)",
@@ -571,6 +591,24 @@ class ServingConfig(Section):
     max_image_pixels: int = Field(
         default=25_000_000, ge=64, description="larger images are refused (HTTP 400), not decoded"
     )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="`steelflow serve` answers a larger request body with HTTP 413 without reading it; "
+        "16 MiB holds 46 uncompressed 300 px RGB images (138 grey) as base64 JSON",
+    )
+    small_images: Literal["refuse", "flag", "allow"] = Field(
+        default="refuse",
+        description="an image whose shorter side is under min_side_fraction × data.cache_size: refuse "
+        "(HTTP 400 / a row error naming its size), flag (classified, with a `warning` column), allow",
+    )
+    min_side_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="smallest shorter side, as a share of the side the model was trained at (0.5: blown up "
+        "at most 2×)",
+    )
 
 
 class RegistryConfig(Section):
@@ -587,8 +625,16 @@ class RegistryConfig(Section):
         "candidate.",
         description="the registered model's description in the MLflow UI",
     )
-    retries: int = Field(default=3, ge=0, description="retries of a failed call to the tracking server")
-    backoff_seconds: float = Field(default=1.0, ge=0, description="first retry's wait; doubles each time")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="retries of a call while the tracking server is unreachable"
+    )
+    backoff_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="first retry's wait; doubles each time (each request waits "
+        "mlflow.timeout_seconds at most)",
+    )
     onnx_tolerance: float = Field(default=1e-4, gt=0, description="export-onnx: max |logit difference|")
     latency_runs: int = Field(default=20, ge=1, description="export-onnx: timed runs per batch size")
     serving: ServingConfig = ServingConfig()
@@ -613,9 +659,13 @@ class RegistryConfig(Section):
 
 
 class PredictConfig(Section):
-    """``steelflow predict``: how many images it holds in memory at once."""
+    """``steelflow predict``: how many images it holds in memory at once, and what it opens."""
 
     batch_size: int = Field(default=64, ge=1, description="images read, decoded and classified at once")
+    outside_links: Literal["refuse", "skip"] = Field(
+        default="refuse",
+        description="a link under a folder given whose real path is outside it: refuse (error) | skip (warn)",
+    )
 
 
 # --- tune -------------------------------------------------------------------------------------------
@@ -928,10 +978,9 @@ def _env_values(params: Params) -> list[tuple[str, str, str]]:
 
 
 def hide_password(value: Any) -> Any:
-    """A URL with its password (between ``user:`` and ``@``) replaced by ``***``; anything else as is."""
-    if isinstance(value, str):
-        return re.sub(r"^([a-zA-Z][\w+.-]*://[^:/@]+):[^@/]+@", r"\1:***@", value)
-    return value
+    """A value with every URL's password and every known secret hidden: the one rule of
+    :func:`steelflow.redact.redact` (kept under this name for its callers)."""
+    return redact.hide_password(value)
 
 
 def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:

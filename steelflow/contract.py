@@ -71,7 +71,15 @@ STEPS: dict[str, Step] = {
         Step(
             "ingest",
             entry=("steelflow.steps.ingest",),
-            params=("data.source", "data.synthetic", "data.max_pixels", "data.white_level", "data.reencode"),
+            params=(
+                "data.source",
+                "data.synthetic",
+                "data.max_pixels",
+                "data.white_level",
+                "data.reencode",
+                "data.outside_links",
+                "data.multi_frame",
+            ),
             outs=(paths.IMAGES, paths.MANIFEST),
         ),
         Step(

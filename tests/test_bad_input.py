@@ -104,6 +104,27 @@ def test_one_image_under_two_classes_fails_naming_both(good_run):
     )
 
 
+def _link_out_of_the_source(folder: Path) -> tuple[Path, str]:
+    secret = folder.parent.parent / "elsewhere.png"
+    Image.open(folder / "img_0.png").save(secret)
+    (folder / "linked.png").symlink_to(secret)
+    return folder / "linked.png", f"dent/linked.png → {secret.resolve()}"
+
+
+def _multi_page_tiff(folder: Path) -> tuple[Path, str]:
+    page = Image.open(folder / "img_0.png")
+    page.save(folder / "stack.tif", save_all=True, append_images=[page.rotate(90), page.rotate(180)])
+    return folder / "stack.tif", "stack.tif (3 frames)"
+
+
+@pytest.mark.parametrize("make_bad_file", [_link_out_of_the_source, _multi_page_tiff])
+def test_a_link_out_of_the_source_or_a_multi_page_file_fails_ingest_naming_it(good_run, make_bad_file):
+    _, named = make_bad_file(good_run / "dent")
+    before = snapshot(OUTPUTS)
+    flat = _assert_failed_and_intact(("ingest",), before, named)
+    assert flat.startswith("error: ") and "Traceback" not in flat
+
+
 def test_missing_params_key_names_it(good_run):
     tree = repo_params(data={"source": str(good_run)})
     del tree["data"]["cache_size"]
