@@ -195,7 +195,7 @@ def examples(project: Path, out: Path, n: int = 8, draws: int = 3) -> None:
 
     from steelflow.config import load_params
     from steelflow.data import cache
-    from steelflow.steps.train import augment
+    from steelflow.training.loop import augment
 
     p = load_params(project / "params.yaml")
     data = cache.load(project / "data" / "cache" / "splits" / "train.npz")

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steelflow import engine, serving_build
 from steelflow.models import create_model
 from steelflow.models.summary import count_flops
-from steelflow.onnx_export import export_network
+from steelflow.serving import build as serving_build
+from steelflow.serving import engine
+from steelflow.serving.onnx_export import export_network
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES, CHANNELS = 6, 1

@@ -247,8 +247,8 @@ def _train_row(project: Path, name: str, values: dict) -> None:
     sys.path.insert(0, str(REPO))
     from steelflow.config import load_params, with_overrides
     from steelflow.reproduce import train_and_evaluate
-    from steelflow.steps.train import TrainingDiverged
-    from steelflow.steps.tune_objective import Objective
+    from steelflow.training.loop import TrainingDiverged
+    from steelflow.tuning.objective import Objective
 
     p = with_overrides(load_params("params.yaml"), values)
     out = Path("rows") / name

@@ -434,8 +434,8 @@ def predict(
     Parquet file; exit 13 when any file could not be classified."""
     from rich.table import Table
 
-    from steelflow.predict import predict as run
     from steelflow.progress import counter
+    from steelflow.serving.predict import predict as run
 
     p = _params(params, set_)
     with counter("predict") as done:
@@ -472,7 +472,7 @@ def serve(
 ) -> None:
     """Serve a registered model over HTTP (MLflow's scoring server: POST /invocations), refusing request
     bodies over registry.serving.max_request_bytes (413) and never quoting a request in an error."""
-    from steelflow.scoring_server import serve as run
+    from steelflow.serving.http import serve as run
 
     run(_params(params, set_), model, host, port, ready=out.print)
 
@@ -490,7 +490,7 @@ def export_onnx(
     """Export the network to ONNX, check parity with PyTorch, and time both on the CPU (batch 1 and 32)."""
     from rich.table import Table
 
-    from steelflow.onnx_export import export_onnx as run
+    from steelflow.serving.onnx_export import export_onnx as run
 
     report = run(_params(params, set_), model, out_path)
     table = Table("batch", "PyTorch ms/image", "ONNX Runtime ms/image", "speed-up")

@@ -117,7 +117,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             "train",
-            entry=("steelflow.runs:train", "steelflow.steps.train"),
+            entry=("steelflow.runs:train", "steelflow.training.loop"),
             inputs=(_CACHE_SPLITS,),
             params=("model", "train", TUNED),
             outs=(paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_HISTORY),

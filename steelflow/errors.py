@@ -1,11 +1,11 @@
 """The exception types every layer shares: bad config (2), bad data (3), failed validation (4), failed
 tuning (6), tracking (10) and outputs (12).
 
-The rest live beside the code that raises them: :class:`~steelflow.steps.train.TrainingDiverged` (5),
+The rest live beside the code that raises them: :class:`~steelflow.training.loop.TrainingDiverged` (5),
 :class:`~steelflow.registry.RegistryError` (7), :class:`~steelflow.registry.GateFailed` (8, the gate step's
-refusal and failed promotions), :class:`~steelflow.onnx_export.ParityFailed` (9) and
-:class:`~steelflow.predict.PredictionsFailed` (13). The CLI turns each into one clear line on stderr and its
-exit code; tracebacks only with ``--debug``.
+refusal and failed promotions), :class:`~steelflow.serving.onnx_export.ParityFailed` (9) and
+:class:`~steelflow.serving.predict.PredictionsFailed` (13). The CLI turns each into one clear line on
+stderr and its exit code; tracebacks only with ``--debug``.
 """
 
 

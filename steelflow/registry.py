@@ -6,7 +6,7 @@
   :func:`steelflow.reports.model_card`.
 - :func:`register` (the ``register`` stage) registers what the gate step's verdict allows (called without
   one, it checks the gates itself with ``registry.challenger: gated``, the default), then logs it as a
-  pyfunc (raw images in, class and probabilities out; :mod:`steelflow.pyfunc`) into the training run,
+  pyfunc (raw images in, class and probabilities out; :mod:`steelflow.serving.pyfunc`) into the training run,
   registers it as a new version of ``registry.name``, tags it (git commit, data version, params hash, run
   id, DVC experiment, evaluation-data hash, accuracy per condition), attaches a model card, and gives it
   the alias ``challenger``.
@@ -172,7 +172,7 @@ def register(
     ``registry.gates`` against the current champion is not registered and nothing moves;
     ``registration.json`` says ``registered: false`` with every gate, and the model card is still written.
 
-    The version is models-from-code (:mod:`steelflow.serving_model`) with the network as ONNX (checked
+    The version is models-from-code (:mod:`steelflow.serving.model`) with the network as ONNX (checked
     against PyTorch on the test set, int8 when ``registry.quantize`` asks and the int8 gate passes) and the
     weights as artifacts. The params recorded (model card, params hash) are the ones training used:
     ``params`` plus tune's best values when ``train.use_tuned`` is on.
@@ -335,7 +335,8 @@ def pyfunc_model(
 ) -> dict[str, Any]:
     """What ``mlflow.pyfunc.log_model`` (or ``save_model``) gets: the model as code (no pickle), its ONNX
     graph and weights as artifacts, its ``model_config``, signature, input example and requirements."""
-    from steelflow import pyfunc, serving_model
+    from steelflow.serving import model as serving_model
+    from steelflow.serving import pyfunc
 
     serving = params.registry.serving
     return {
@@ -352,7 +353,7 @@ def pyfunc_model(
         "signature": pyfunc.signature(meta["classes"]),
         # a small real input example: one test image as base64 PNG text, what an HTTP client sends
         "input_example": _example(test_set),
-        "code_paths": [str(Path(pyfunc.__file__).parent)],
+        "code_paths": [str(Path(pyfunc.__file__).parents[1])],
         "pip_requirements": requirements(serving.engine),
     }
 
@@ -362,8 +363,8 @@ def _serving_graph(
 ) -> tuple[Path, dict[str, str]]:
     """The ONNX graph the version serves, checked: fp32 against PyTorch (exit 9 on a mismatch), and int8
     against fp32 on every evaluation condition when ``registry.quantize`` asks (exit 8 past the drop)."""
-    from steelflow import serving_build
     from steelflow.data import cache
+    from steelflow.serving import build as serving_build
 
     cfg = params.registry
     fp32 = staging / "model.onnx"
@@ -400,7 +401,7 @@ def _example(path: Path) -> Any:
 
     from steelflow.data import cache
     from steelflow.data.images import save_png
-    from steelflow.pyfunc import decode
+    from steelflow.serving.pyfunc import decode
 
     image = cache.load(path).images[0]
     buf = io.BytesIO()
@@ -559,7 +560,7 @@ def _rescore(reg: Registry, v: Any, sets: dict[str, Path], batch_size: int) -> d
     """Download a version's weights and evaluate them on the local evaluation sets."""
     import mlflow.artifacts
 
-    from steelflow import pyfunc
+    from steelflow.serving import pyfunc
 
     with tempfile.TemporaryDirectory(prefix="steelflow-rescore-") as tmp:
         local = reg.call(

@@ -1,6 +1,6 @@
 """``steelflow reproduce``: the paper's ablation — train and evaluate all four variants, write Table 1 and 2.
 
-Runs :func:`steelflow.steps.train.train` and :func:`steelflow.steps.evaluate.evaluate` for each variant in
+Runs :func:`steelflow.training.loop.train` and :func:`steelflow.steps.evaluate.evaluate` for each variant in
 ``steelflow models`` (the rows of the paper's Table 1) and each training regime, ``clean`` (the paper's:
 ``train.robust.enabled`` off) and ``robust`` (on), on the current data, with params from ``model`` (its
 ``variant`` is ignored), ``train``, ``evaluate`` and ``corrupt``. Writes, under ``out_dir``:
@@ -23,8 +23,8 @@ from steelflow.config import ModelConfig, Params, RobustConfig, TrainConfig
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
 from steelflow.steps.evaluate import EvaluateResult, evaluate, holdout_lines, table1_lines
-from steelflow.steps.train import TrainResult, train
 from steelflow.tracking import NullTracker
+from steelflow.training.loop import TrainResult, train
 
 DEFAULT_OUT = paths.REPORTS / "reproduce"
 REGIMES = ("clean", "robust")

@@ -46,7 +46,7 @@ def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None, resu
 
 def train(p: Params, track: bool = True, resume: bool = False) -> Any:
     """Train with ``p`` (plus tune's best values when train.use_tuned), tracked in MLflow."""
-    from steelflow.steps.train import train as run
+    from steelflow.training.loop import train as run
 
     p = config.with_tuned(p, paths.BEST_PARAMS)
     interrupted = _interrupted_run(p, track, resume)

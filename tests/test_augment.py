@@ -141,7 +141,7 @@ def test_same_seed_same_batch_other_seed_other_batch():
 def test_training_never_imports_the_evaluation_corruptions():
     code = (
         "import sys\n"
-        "import steelflow.steps.train, steelflow.data.augment, steelflow.steps.tune\n"
+        "import steelflow.training.loop, steelflow.data.augment, steelflow.steps.tune\n"
         "from steelflow.config import RobustConfig\n"
         "import torch\n"
         "steelflow.data.augment.RobustAugment(RobustConfig(enabled=True))(torch.rand(2, 1, 32, 32))\n"

@@ -18,8 +18,8 @@ from PIL import Image
 
 from steelflow.data import images
 from steelflow.errors import DataError
-from steelflow.pyfunc import BadInput, preprocess
-from steelflow.pyfunc import decode as serve_decode
+from steelflow.serving.pyfunc import BadInput, preprocess
+from steelflow.serving.pyfunc import decode as serve_decode
 
 MAX_PIXELS = 4096 * 4096
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from steelflow.inference import load_trained, save_trained
 from steelflow.models import create_model
 from steelflow.models.input_norm import INPUT_NORMS, GaussianLowPass, build_input_norm
-from steelflow.onnx_export import export_network
+from steelflow.serving.onnx_export import export_network
 
 
 def _surface(n: int = 4, side: int = 64) -> torch.Tensor:

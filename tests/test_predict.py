@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from steelflow import predict as predict_module
-from steelflow import pyfunc
 from steelflow.cli import app
 from steelflow.errors import DataError
-from steelflow.predict import PredictionsFailed, image_files
+from steelflow.serving import predict as predict_module
+from steelflow.serving import pyfunc
+from steelflow.serving.predict import PredictionsFailed, image_files
 from tests.helpers import write_image
 
 

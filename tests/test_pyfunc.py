@@ -11,7 +11,7 @@ from PIL import Image
 
 from steelflow.data.images import resize
 from steelflow.errors import DataError
-from steelflow.pyfunc import BadInput, SmallImageRule, cells_of, decode, prepare, preprocess
+from steelflow.serving.pyfunc import BadInput, SmallImageRule, cells_of, decode, prepare, preprocess
 
 
 def _png(array: np.ndarray) -> bytes:

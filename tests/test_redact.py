@@ -177,7 +177,7 @@ def test_params_show_hides_secret_values_too(monkeypatch):
 
 
 def test_the_study_handed_to_kubeflow_workers_carries_no_password(tmp_path, monkeypatch):
-    from steelflow.steps.tune_study import StudyRef
+    from steelflow.tuning.study import StudyRef
 
     url = f"postgresql://steelflow:{PASSWORD}@db:5432/optuna"
     ref = StudyRef(

@@ -13,15 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from steelflow import serving_build
 from steelflow.config import parse_params
 from steelflow.data import cache
 from steelflow.errors import DataError
 from steelflow.inference import save_trained
 from steelflow.models import create_model
-from steelflow.onnx_export import ParityFailed
-from steelflow.pyfunc import classify
 from steelflow.registry import GateFailed, gate_table, pyfunc_model, quantization_gates, requirements
+from steelflow.serving import build as serving_build
+from steelflow.serving.onnx_export import ParityFailed
+from steelflow.serving.pyfunc import classify
 from tests.helpers import repo_params
 
 CLASSES = ["crazing", "inclusion", "patches"]
@@ -90,7 +90,7 @@ def test_the_model_is_saved_as_code_with_no_pickle_anywhere(built):
     saved = built["saved"]
     assert not list(saved.rglob("*.pkl")), list(saved.rglob("*.pkl"))
     mlmodel = (saved / "MLmodel").read_text()
-    assert "model_code_path" in mlmodel and "serving_model.py" in mlmodel
+    assert "model_code_path" in mlmodel and "model.py" in mlmodel
     assert "python_model.pkl" not in mlmodel
     assert {p.name for p in (saved / "artifacts").iterdir()} == {"model.onnx", "model.pt"}
 
@@ -226,7 +226,7 @@ def test_the_saved_model_refuses_an_image_far_below_its_training_side_naming_the
 
 
 def test_with_small_images_flag_predict_classifies_them_and_says_so_in_a_warning_column(built, tmp_path):
-    from steelflow.predict import predict
+    from steelflow.serving.predict import predict
 
     params = parse_params(
         repo_params(data={"cache_size": SIZE}, registry={"serving": {"small_images": "flag"}})
@@ -290,7 +290,7 @@ def _asgi(app, body: bytes, pieces: int = 1, declared: bool = True) -> tuple[int
 def scoring_app(built):
     import mlflow.pyfunc
 
-    from steelflow.scoring_server import build_app
+    from steelflow.serving.http import build_app
 
     return build_app(mlflow.pyfunc.load_model(str(built["saved"])), max_request_bytes=100_000)
 
@@ -333,7 +333,7 @@ def test_a_short_error_line_passes_and_a_stack_trace_never_does():
     import asyncio
     import json
 
-    from steelflow.scoring_server import QuietErrors
+    from steelflow.serving.http import QuietErrors
 
     async def failing(scope, receive, send):
         body = {

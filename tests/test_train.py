@@ -17,13 +17,13 @@ import torch
 
 from steelflow.config import load_params
 from steelflow.inference import load_trained
-from steelflow.steps import train as train_module
 from steelflow.steps.corrupt import corrupt
 from steelflow.steps.evaluate import evaluate
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import split
-from steelflow.steps.train import TrainingDiverged, train
 from steelflow.steps.validate import validate
+from steelflow.training import loop as train_module
+from steelflow.training.loop import TrainingDiverged, train
 from tests.helpers import repo_params, write_params
 
 # Small and quick: 40 images per class at 32 px, a few epochs.

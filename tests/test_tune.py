@@ -19,8 +19,8 @@ from steelflow import config
 from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.steps import tune as tuning
-from steelflow.steps import tune_study as study_machinery
-from steelflow.steps.tune_objective import BASELINE
+from steelflow.tuning import study as study_machinery
+from steelflow.tuning.objective import BASELINE
 from tests.helpers import repo_params, write_params
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

@@ -21,7 +21,7 @@ from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.data.augment import family_views
 from steelflow.steps import tune as tuning
-from steelflow.steps import tune_objective as fidelity
+from steelflow.tuning import objective as fidelity
 from tests.helpers import repo_params, write_params
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ history, the rung-by-rung curves, the clean-vs-robust front and the parameter im
 A trial is a training run with the trial's values set on the base params, on the full schedule of
 ``tune.max_epochs``; after every epoch it reports its score (``tune.objective``), and at each rung of
 successive halving (or Hyperband) only the best 1 in ``reduction_factor`` climbs on
-(:mod:`steelflow.steps.tune_objective`). ``best_params`` comes from the trials that reached the top rung,
+(:mod:`steelflow.tuning.objective`). ``best_params`` comes from the trials that reached the top rung,
 never from a snapshot at a lower one.
 
 Three functions make the step, so that a Kubeflow pipeline can run them as separate pods:
@@ -17,9 +17,9 @@ process, any number at once) claims queued trials until none is left; :func:`rep
 :func:`tune` runs all three; :func:`start` and :func:`finish` add the study's MLflow run around them.
 
 Where the rest lives: the study, its queue, claims, heartbeats and retries in
-:mod:`steelflow.steps.tune_study`; the study's MLflow run and its trials' child runs in
-:mod:`steelflow.steps.tune_tracking`; the fidelity schedule, scores and rung plots in
-:mod:`steelflow.steps.tune_objective`.
+:mod:`steelflow.tuning.study`; the study's MLflow run and its trials' child runs in
+:mod:`steelflow.tuning.tracking`; the fidelity schedule, scores and rung plots in
+:mod:`steelflow.tuning.objective`.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from steelflow.config import (
     parse_params,
 )
 from steelflow.errors import DataError, TuningFailed
-from steelflow.steps import tune_objective as fidelity
-from steelflow.steps.tune_study import (
+from steelflow.tracking import data_version
+from steelflow.tuning import objective as fidelity
+from steelflow.tuning.study import (
     FINISHED,
     Database,
     StudyRef,
@@ -64,8 +65,7 @@ from steelflow.steps.tune_study import (
     study_name,
     tune_cfg,
 )
-from steelflow.steps.tune_tracking import ParentRun, TrialLogger
-from steelflow.tracking import data_version
+from steelflow.tuning.tracking import ParentRun, TrialLogger
 
 __all__ = [
     "FINISHED",

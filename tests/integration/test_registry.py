@@ -248,7 +248,7 @@ def test_export_onnx_matches_pytorch_on_test_images(registry, tmp_path):
     # the exported graph, fed as the pyfunc feeds the network, gives the pyfunc's classes
     files, _ = _test_images(8)
     from steelflow.inference import as_float, to_tensor
-    from steelflow.pyfunc import preprocess
+    from steelflow.serving.pyfunc import preprocess
 
     size = report["input"]["shape"][2]
     x = as_float(to_tensor(preprocess([f.read_bytes() for f in files], report["input"]["shape"][1], size)))

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from steelflow.config import load_params
-from steelflow.predict import PredictionsFailed
 from steelflow.registry import GateFailed, RegistryError, register
+from steelflow.serving.predict import PredictionsFailed
 from tests.integration.registered import NAME, cli, registered_project
 from tests.servers import VENV_BIN, free_port, running
 
@@ -258,7 +258,7 @@ def test_predict_refuses_an_image_far_below_the_trained_side_as_a_row_error(serv
 
 def _pickled_pyfunc():
     """The pyfunc as versions before models-from-code logged it: a cloudpickled object (by value, being
-    local), that runs the PyTorch weights through ``steelflow.pyfunc.classify``."""
+    local), that runs the PyTorch weights through ``steelflow.serving.pyfunc.classify``."""
 
     class _Classifier(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
@@ -268,7 +268,7 @@ def _pickled_pyfunc():
             self.size = int(context.model_config["cache_size"])
 
         def predict(self, context, model_input, params=None):
-            from steelflow.pyfunc import classify
+            from steelflow.serving.pyfunc import classify
 
             return classify(self.model, self.meta, self.size, list(model_input["image"]))
 
@@ -301,7 +301,7 @@ def test_a_version_pickled_before_models_from_code_keeps_loading_or_says_how_to_
 
 def test_a_bad_int8_quantization_is_refused_and_nothing_registered(served, monkeypatch):
     """Planted: static quantization calibrated on black images, so every activation range is wrong."""
-    from steelflow import serving_build
+    from steelflow.serving import build as serving_build
 
     client = served["client"]
     before = _versions(client)

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.steps import tune as tuning
-from steelflow.steps import tune_study as study_machinery
-from steelflow.steps.tune_objective import BASELINE
+from steelflow.tuning import study as study_machinery
+from steelflow.tuning.objective import BASELINE
 from tests.helpers import repo_params, write_params
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from steelflow import paths
 from steelflow.config import Params
 from steelflow.redact import hide_password, redact
-from steelflow.steps import tune_objective as fidelity
-from steelflow.steps.tune_study import FINISHED, StudyRef, load_study, tune_cfg
+from steelflow.tuning import objective as fidelity
+from steelflow.tuning.study import FINISHED, StudyRef, load_study, tune_cfg
 
 if TYPE_CHECKING:
     from steelflow.steps.tune import TuneResult

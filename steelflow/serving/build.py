@@ -1,8 +1,8 @@
 """What ``register`` logs as the serving engine: the network as ONNX, checked, and optionally int8.
 
 - :func:`export_checked`: export the trained network (input stage included) with
-  :func:`steelflow.onnx_export.export_network`, run it with ONNX Runtime on the clean test set, and compare
-  it with PyTorch: the largest probability difference and the share of images given the same label.
+  :func:`steelflow.serving.onnx_export.export_network`, run it with ONNX Runtime on the clean test set, and
+  compare it with PyTorch: the largest probability difference and the share of images given the same label.
   Outside ``registry.max_parity_diff`` / ``registry.min_label_agreement`` it raises :class:`ParityFailed`.
 - :func:`quantize`: int8 with ONNX Runtime's quantization, ``dynamic`` (the head's matrix weights int8,
   activations quantized at run time) or ``static`` (QDQ: the convolutions, their ReLUs and pools and the
@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from steelflow import engine
 from steelflow.data import cache
 from steelflow.errors import DataError
-from steelflow.onnx_export import ParityFailed, export_network
+from steelflow.serving import engine
+from steelflow.serving.onnx_export import ParityFailed, export_network
 
 QUANTIZE_MODES = ("none", "dynamic", "static")
 MATMULS = ["MatMul", "Gemm"]

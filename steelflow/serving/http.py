@@ -84,7 +84,7 @@ def serve(
     ``ready`` gets one line saying where, before uvicorn starts."""
     import uvicorn
 
-    from steelflow.predict import default_model_uri, load_model
+    from steelflow.serving.predict import default_model_uri, load_model
 
     uri = model_uri or default_model_uri(params)
     limit = (params.registry.serving if params.registry else ServingConfig()).max_request_bytes

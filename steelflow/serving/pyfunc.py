@@ -13,11 +13,11 @@ An image far smaller than the side the model was trained on (``registry.serving.
 says whether it is refused (the default: a :class:`BadInput` naming the row and the size), flagged in the
 ``warning`` column, or allowed.
 
-The model itself is code, not a pickle: :mod:`steelflow.serving_model` (MLflow models-from-code), which
-runs the network with :mod:`steelflow.engine`. A cell that is not an image raises :class:`BadInput`
+The model itself is code, not a pickle: :mod:`steelflow.serving.model` (MLflow models-from-code), which
+runs the network with :mod:`steelflow.serving.engine`. A cell that is not an image raises :class:`BadInput`
 naming its row; served over HTTP that is a 400 with one line.
 
-Serving: ``steelflow serve`` (:mod:`steelflow.scoring_server`: MLflow's scoring server with a request-size
+Serving: ``steelflow serve`` (:mod:`steelflow.serving.http`: MLflow's scoring server with a request-size
 limit and answers that never quote the request), then POST ``{"dataframe_split": {"columns": ["image"],
 "data": [["<base64 of a .bmp/.png/.jpg>"]]}}`` to ``/invocations``.
 """
@@ -222,7 +222,7 @@ def classify_with(
 ) -> pd.DataFrame:
     """Labels and probabilities for raw image cells, the network run by ``logits`` (an engine), under the
     version's ``model_config`` (``registry.serving``: pixel limit, small-image rule)."""
-    from steelflow.engine import run_batches, softmax
+    from steelflow.serving.engine import run_batches, softmax
 
     classes = list(config["classes"])
     max_pixels = int(config.get("max_image_pixels", DEFAULT_MAX_PIXELS))

@@ -24,7 +24,7 @@ from steelflow.config import Params
 from steelflow.data import cache
 from steelflow.errors import ConfigError, DataError, SteelflowError
 from steelflow.inference import as_float, load_trained, to_tensor
-from steelflow.pyfunc import data_channels
+from steelflow.serving.pyfunc import data_channels
 
 BATCH_SIZES = (1, 32)
 
@@ -81,8 +81,8 @@ def _weights(params: Params, model_uri: str | None, tmp: Path) -> tuple[Path, in
         return Path(model_uri), params.data.cache_size, model_uri
     import mlflow.artifacts
 
-    from steelflow.predict import default_model_uri
-    from steelflow.pyfunc import weights_in
+    from steelflow.serving.predict import default_model_uri
+    from steelflow.serving.pyfunc import weights_in
     from steelflow.tracking import tracking_uri
 
     uri = model_uri or default_model_uri(params)
@@ -100,7 +100,7 @@ def _weights(params: Params, model_uri: str | None, tmp: Path) -> tuple[Path, in
 
 def _test_images(cache_dir: Path, classes: list[str], size: int) -> np.ndarray:
     """Up to 64 cached test images, as the pyfunc would feed them to the network."""
-    from steelflow.pyfunc import preprocess
+    from steelflow.serving.pyfunc import preprocess
 
     path = Path(cache_dir) / "splits" / "test.npz"
     if not path.is_file():

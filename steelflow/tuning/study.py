@@ -44,8 +44,8 @@ from steelflow import atomic, paths
 from steelflow.config import ConfigError, Params, SearchParam, TuneConfig, flatten_tree, with_overrides
 from steelflow.project import anchored, data_label
 from steelflow.redact import MASK, hide_password, redact
-from steelflow.steps import tune_objective as fidelity
 from steelflow.tracking import data_version, params_hash
+from steelflow.tuning import objective as fidelity
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 T = TypeVar("T")
@@ -317,7 +317,7 @@ def run_trial(
 ) -> FrozenTrial:
     """One trial: training on the full schedule, pruned at a rung it does not climb; told COMPLETE, PRUNED
     or FAIL (PRUNED too when its loss diverges). Its curve, scores and last rung are user attributes."""
-    from steelflow.steps.train import TrainingDiverged, train
+    from steelflow.training.loop import TrainingDiverged, train
 
     db(trial.set_user_attr, "worker", who())
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """What runs the network when the registered model serves: ONNX Runtime, or PyTorch as a named fallback.
 
-The registered model (:mod:`steelflow.serving_model`) builds an engine from its ``model_config`` and its
-artifacts, and feeds it what :func:`steelflow.pyfunc.preprocess` makes of the raw images: uint8
+The registered model (:mod:`steelflow.serving.model`) builds an engine from its ``model_config`` and its
+artifacts, and feeds it what :func:`steelflow.serving.pyfunc.preprocess` makes of the raw images: uint8
 (N, S, S, C) → float32 (N, C, S, S) in [0, 1]. The ONNX path imports neither torch nor pydantic, so a
 model served with ``engine: onnx`` needs only numpy, pandas, Pillow, ONNX Runtime and MLflow.
 """

@@ -1,4 +1,4 @@
-"""Step 5, train: fit a CASI-Net variant on the cached training split, early-stopped on validation.
+"""The training loop: fit a CASI-Net variant on the cached training split, early-stopped on validation.
 
 Reads params sections ``model`` and ``train``, and the decoded cache ``data/cache/splits/{train,val}.npz``.
 Writes ``models/model.pt`` (the best epoch's weights + what rebuilds the network), ``metrics/train.json``
@@ -14,9 +14,7 @@ exactly what an uninterrupted one does. A NaN or infinite loss stops the run wit
 from __future__ import annotations
 
 import copy
-import csv
 import functools
-import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,8 +41,8 @@ from steelflow.inference import (
 )
 from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
+from steelflow.training.checkpoint import Checkpoint, State, write_history
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from colliding
 
 
@@ -120,8 +118,8 @@ def train(
         "n_val": len(val_set),
         "classes": train_set.classes,
     }
-    checkpoint = _Checkpoint(Path(checkpoint_path), fingerprint)
-    state = _State(best_state=copy.deepcopy(run.model.state_dict()))
+    checkpoint = Checkpoint(Path(checkpoint_path), fingerprint)
+    state = State(best_state=copy.deepcopy(run.model.state_dict()))
     if resume and checkpoint.path.is_file():
         state = checkpoint.restore(run)
     started = time.perf_counter()
@@ -138,7 +136,7 @@ def train(
     }
     result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path)
     atomic.write_json(metrics_path, result.metrics())
-    _write_history(Path(history_path), state.history)
+    write_history(Path(history_path), state.history)
     tracker.log_metrics(
         {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
     )
@@ -251,7 +249,7 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
 
 
 def _fit_epoch(
-    run: _Run, data: _Data, cfg: TrainConfig, epoch: int, state: _State, checkpoint_path: Path
+    run: _Run, data: _Data, cfg: TrainConfig, epoch: int, state: State, checkpoint_path: Path
 ) -> tuple[dict[str, float], int]:
     """One pass over the training split in this epoch's seeded order; its history row so far and count."""
     torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)  # dropout and augmentation of this epoch
@@ -312,7 +310,7 @@ def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict
 
 
 def _finish(
-    run: _Run, state: _State, meta: dict[str, Any], elapsed: float, seen: int, model_path: Path
+    run: _Run, state: State, meta: dict[str, Any], elapsed: float, seen: int, model_path: Path
 ) -> TrainResult:
     """Save the best epoch's weights with what rebuilds the network; the run's summary."""
     run.model.load_state_dict(state.best_state)
@@ -393,59 +391,3 @@ def _load(path: Path) -> cache.CachedSet:
     if not path.is_file():
         raise DataError(f"{path} not found: run `steelflow split` first")
     return cache.load(path)
-
-
-@dataclass
-class _State:
-    """What a checkpoint carries besides the module states."""
-
-    epoch: int = 0
-    best_epoch: int = 0
-    best_val_accuracy: float = 0.0
-    bad_epochs: int = 0
-    stopped_early: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Checkpoint:
-    """``models/checkpoint.pt``: the last finished epoch, for --resume; refused under other params or data."""
-
-    path: Path
-    fingerprint: dict[str, Any]
-
-    def save(self, state: _State, run: _Run) -> None:
-        blob = {
-            "fingerprint": self.fingerprint,
-            "state": {k: v for k, v in asdict(state).items() if k != "best_state"},
-            "best_state": state.best_state,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict(),
-        }
-        with atomic.atomic_path(self.path) as tmp:
-            torch.save(blob, tmp)
-
-    def restore(self, run: _Run) -> _State:
-        blob = torch.load(self.path, map_location="cpu", weights_only=True)
-        if blob["fingerprint"] != self.fingerprint:
-            raise ConfigError(
-                f"{self.path} was written with other params or data; rerun without --resume to start over"
-            )
-        run.model.load_state_dict(blob["model"])
-        run.optimizer.load_state_dict(blob["optimizer"])
-        run.scheduler.load_state_dict(blob["scheduler"])
-        run.scaler.load_state_dict(blob["scaler"])
-        return _State(**blob["state"], best_state=blob["best_state"])
-
-
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    # the fixed columns first, then any the run added (tuning's val_robust_* scores)
-    extra = list(dict.fromkeys(k for row in history for k in row if k not in HISTORY_COLUMNS))
-    writer = csv.DictWriter(buf, fieldnames=[*HISTORY_COLUMNS, *extra], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic.write_text(path, buf.getvalue())

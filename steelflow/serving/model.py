@@ -3,8 +3,8 @@
 MLflow runs this file when it loads a version and takes the model :func:`mlflow.models.set_model` names.
 ``load_context`` builds the engine that ``model_config["engine"]`` names (ONNX Runtime by default, with the
 thread counts of ``registry.serving``; PyTorch as the fallback) from the version's artifacts ``onnx`` and
-``model``; ``predict`` is :func:`steelflow.pyfunc.classify_with`, under the version's own limits (pixels,
-the small-image rule of ``registry.serving``), which therefore hold wherever the version is loaded. Bad
+``model``; ``predict`` is :func:`steelflow.serving.pyfunc.classify_with`, under the version's own limits
+(pixels, the small-image rule of ``registry.serving``), which therefore hold wherever the version is loaded. Bad
 input is a :class:`BadRequest`: the scoring server answers HTTP 400 with one line and stays up.
 """
 
@@ -18,8 +18,8 @@ from mlflow.models import set_model
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from steelflow import engine
-from steelflow.pyfunc import BadInput, SmallImageRule, cells_of, classify_with
+from steelflow.serving import engine
+from steelflow.serving.pyfunc import BadInput, SmallImageRule, cells_of, classify_with
 
 
 class BadRequest(MlflowException):
