@@ -4,8 +4,8 @@ MLflow runs this file when it loads a version and takes the model :func:`mlflow.
 ``load_context`` builds the engine that ``model_config["engine"]`` names (ONNX Runtime by default, with the
 thread counts of ``registry.serving``; PyTorch as the fallback) from the version's artifacts ``onnx`` and
 ``model``; ``predict`` is :func:`steelflow.serving.pyfunc.classify_with`, under the version's own limits
-(pixels, the small-image rule of ``registry.serving``), which therefore hold wherever the version is loaded. Bad
-input is a :class:`BadRequest`: the scoring server answers HTTP 400 with one line and stays up.
+(pixels, the small-image rule of ``registry.serving``), which therefore hold wherever the version is loaded.
+Bad input is a :class:`BadRequest`: the scoring server answers HTTP 400 with one line and stays up.
 """
 
 from __future__ import annotations
