@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
+.PHONY: setup run test lint docs bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
 
 # Images for the Kubeflow pipeline, tagged <version> and <version>-<git sha>: `make image REGISTRY=...`.
 REGISTRY ?= ghcr.io/steelflow
@@ -43,6 +43,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/hadolint docker/Dockerfile docker/Dockerfile.gpu docker/mlflow.Dockerfile docker/base.Dockerfile
+
+# The manual (mkdocs.yml, docs/) into site/; --strict fails on a broken link, anchor or include.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python benchmarks/bench_ingest_validate.py

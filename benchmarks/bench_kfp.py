@@ -34,8 +34,11 @@ RESULTS = REPO / "benchmarks" / "results" / "kfp.json"
 DIRECT = """
 import json, sys, time
 t0 = time.perf_counter()
-from steelflow import config, paths, runs
-from steelflow.registry import candidate_gates, register
+from steelflow import config, paths
+from steelflow.registry import candidate_gates
+from steelflow.steps.evaluate import tracked as evaluate
+from steelflow.steps.register import register
+from steelflow.steps.train import train
 from steelflow.steps import corrupt, ingest, split, tune, validate
 p = config.load_params("params.yaml", sys.argv[1:])
 times = {"imports": time.perf_counter() - t0}
@@ -49,8 +52,8 @@ step("validate", validate.validate, paths.MANIFEST, p.data, p.validate_)
 step("split", split.split, p.data, p.split)
 step("corrupt", corrupt.corrupt, p.data, p.corrupt)
 step("tune", tune.tune, p, track=True)
-step("train", runs.train, p)
-step("evaluate", runs.evaluate, p)
+step("train", train, p)
+step("evaluate", evaluate, p)
 gates = step("gate", candidate_gates, p)
 assert all(g.passed for g in gates), gates
 step("register", register, p)

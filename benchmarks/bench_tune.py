@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -44,10 +45,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import yaml
+from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -464,48 +468,41 @@ def throughput(trials: int, worker_counts: list[int]) -> None:
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman's ρ with average ranks for ties (scipy.stats.spearmanr without scipy in the lock)."""
+    """Spearman's ρ (average ranks for ties); None for fewer than 3 pairs or a side without spread."""
     if len(a) < 3:
         return None
-    ra, rb = _ranks(a), _ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    var = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return cov / var if var else None
+    with warnings.catch_warnings():  # a side without spread: ρ is undefined (None), not worth a warning
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        rho = float(stats.spearmanr(a, b).statistic)
+    return None if math.isnan(rho) else rho
 
 
 def spearman_interval(a: list[float], b: list[float], resamples: int = 2000) -> list[float] | None:
     """A 95 % percentile interval of ρ over configurations drawn with replacement (seeded): how far a
-    handful of configurations pins ρ down."""
-    import random
-
+    handful of configurations pins ρ down. Draws without spread (ρ undefined) are left out, so the interval
+    is taken from scipy's bootstrap distribution rather than its own (NaN) interval."""
     if len(a) < 3:
         return None
-    draw = random.Random(0)
-    found = []
-    for _ in range(resamples):
-        picks = [draw.randrange(len(a)) for _ in a]
-        rho = spearman([a[i] for i in picks], [b[i] for i in picks])
-        if rho is not None and rho == rho:  # not None, not NaN (a draw with no spread)
-            found.append(rho)
-    if not found:
+
+    def rho(x: np.ndarray, y: np.ndarray) -> float:
+        found = spearman(list(x), list(y))
+        return math.nan if found is None else found
+
+    with warnings.catch_warnings():  # scipy's own interval is NaN when some draws are: not the one used
+        warnings.simplefilter("ignore")
+        draws = stats.bootstrap(
+            (np.asarray(a), np.asarray(b)),
+            rho,
+            paired=True,
+            vectorized=False,
+            n_resamples=resamples,
+            method="percentile",
+            rng=np.random.default_rng(0),
+        ).bootstrap_distribution
+    found = draws[~np.isnan(draws)]
+    if not found.size:
         return None
-    found.sort()
-    return [found[int(0.025 * len(found))], found[int(0.975 * len(found)) - 1]]
-
-
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    return [float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))]
 
 
 def summary(report: dict) -> str:

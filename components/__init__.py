@@ -1,45 +1,94 @@
-"""The steelflow steps as Kubeflow Pipelines v2 components (``components.steps`` holds their code).
+"""The steelflow steps as Kubeflow Pipelines v2 components, made from the steps' declarations.
 
-:func:`make_components` turns each function of :mod:`components.steps` into a Python-function component
-whose base image is the steelflow image (CPU or GPU, from ``kubeflow`` in params.yaml). The image already
-holds steelflow and kfp, so nothing is pip-installed when a step starts.
+Every step (:func:`steelflow.steps.registry`) becomes a Python-function component whose inputs and outputs
+are typed from its :class:`steelflow.step.Step`: ``params`` (the run's validated params tree, JSON),
+``Input[...]`` for each artifact it ``consumes`` (typed as the step that produces it declares), and
+``Output[...]`` for each it ``produces``, returning its ``answer`` (``bool`` for a condition of the graph).
+A step that fans out (``fan_out``) becomes three: ``<name>_start`` (returns the worker indices),
+``<name>_worker`` and ``<name>_finish``. The body of every component is the same line, a call to
+:func:`steelflow.workspace.run_component`, so no logic lives here: kfp copies that source into the
+container, whose image already holds steelflow and kfp (nothing is pip-installed when a step starts).
+
+:mod:`components.settings` is the one hand-written component: it turns the run's typed parameters into
+the params tree the steps read.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import linecache
+import types
+from typing import Any
 
 from kfp import dsl
 
-from components import steps
-
-GPU_STEPS = ("tune_worker", "train")  # run on the GPU image, on GPU nodes
-
-
-@dataclasses.dataclass(frozen=True)
-class Components:
-    settings: dsl.base_component.BaseComponent
-    ingest: dsl.base_component.BaseComponent
-    validate: dsl.base_component.BaseComponent
-    split: dsl.base_component.BaseComponent
-    corrupt: dsl.base_component.BaseComponent
-    tune_start: dsl.base_component.BaseComponent
-    tune_worker: dsl.base_component.BaseComponent
-    tune_finish: dsl.base_component.BaseComponent
-    train: dsl.base_component.BaseComponent
-    evaluate: dsl.base_component.BaseComponent
-    gate: dsl.base_component.BaseComponent
-    register: dsl.base_component.BaseComponent
+from components.settings import settings
+from steelflow import steps
+from steelflow.step import Step
 
 
-def make_components(image: str, gpu_image: str) -> Components:
-    """Every step as a component on ``image`` (the GPU steps on ``gpu_image``)."""
-    made = {
-        field.name: dsl.component(
-            getattr(steps, field.name),
-            base_image=gpu_image if field.name in GPU_STEPS else image,
-            install_kfp_package=False,  # the image has kfp: no pip at start-up, no network needed
-        )
-        for field in dataclasses.fields(Components)
-    }
-    return Components(**made)
+def make_components(
+    image: str, gpu_image: str, declared: dict[str, Step] | None = None
+) -> types.SimpleNamespace:
+    """Every step as a component on ``image`` (a GPU step, or a fan-out's workers, on ``gpu_image``), and
+    ``settings``. Attributes: the step's name (``c.split``), or ``c.tune_start``/``_worker``/``_finish``."""
+    declared = steps.registry() if declared is None else declared
+    kinds = {out.name: out.kind for s in declared.values() for out in s.produces}
+    made: dict[str, Any] = {"settings": _component(settings, image)}
+    for step in declared.values():
+        for name, phase, gpu in _phases(step):
+            made[name] = _component(_function(step, name, phase, kinds), gpu_image if gpu else image)
+    return types.SimpleNamespace(**made)
+
+
+def task_names(step: Step) -> list[str]:
+    """The component (and task) names a step becomes."""
+    return [name for name, _, _ in _phases(step)]
+
+
+def _phases(step: Step) -> list[tuple[str, str, bool]]:
+    if step.fan_out is None:
+        return [(step.name, "", step.gpu)]
+    n = step.name
+    return [
+        (f"{n}_start", "start", False),
+        (f"{n}_worker", "worker", step.gpu),
+        (f"{n}_finish", "finish", False),
+    ]
+
+
+def _component(fn: Any, image: str) -> Any:
+    return dsl.component(fn, base_image=image, install_kfp_package=False)
+
+
+def _function(step: Step, name: str, phase: str, kinds: dict[str, str]) -> Any:
+    """The component function's source, compiled and registered with linecache, so that kfp (which reads
+    a component's code with ``inspect.getsource``) finds it like any function written in a file."""
+    args = ["params: str"]
+    if phase == "worker":
+        args.append("worker: int")
+    for artifact in step.consumes:
+        if artifact not in kinds:
+            raise ValueError(f"step {step.name!r} consumes {artifact!r}, which no step produces")
+        args.append(f"{artifact}: Input[{kinds[artifact]}]")
+    if phase == "start":
+        args.append("study: Output[Artifact]")
+    elif phase in ("worker", "finish"):
+        args.append("study: Input[Artifact]")
+    if phase in ("", "finish"):
+        args += [f"{out.name}: Output[{out.kind}]" for out in step.produces]
+    returns = {"start": "list", "worker": "None"}.get(phase) or (
+        step.answer_type.__name__ if step.answer_type else "None"
+    )
+    doc = (step.run.__doc__ or step.name).strip().split("\n\n")[0].replace('"""', "'''")
+    source = (
+        f"def {name}({', '.join(args)}) -> {returns}:\n"
+        f'    """{doc}"""\n'
+        "    from steelflow.workspace import run_component\n\n"
+        f"    return run_component({step.name!r}, locals(), {phase!r})\n"
+    )
+    filename = f"<steelflow component {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {k: getattr(dsl, k) for k in ("Input", "Output", "Artifact", *{*kinds.values()})}
+    # dont_inherit: this module's `from __future__ import annotations` would make kfp's types strings
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)  # noqa: S102 (generated here)
+    return namespace[name]

@@ -17,14 +17,8 @@ from typing import Any
 
 from steelflow import config, paths, redact
 from steelflow.config import Params
-from steelflow.errors import SteelflowError
+from steelflow.errors import PipelineError
 from steelflow.workspace import params_json
-
-
-class PipelineError(SteelflowError):
-    """A local run failed, or a Kubeflow Pipelines server could not be reached or refused the run."""
-
-    exit_code = 11
 
 
 @dataclasses.dataclass

@@ -9,14 +9,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
+import matplotlib
+
+matplotlib.use("Agg")  # headless: drawn in CI and by the CLI
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import yaml  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
+
+from steelflow import atomic  # noqa: E402
 
 GROUP_LABELS = {"condition": "if {}", "for-loop": "for each tune worker"}
 
 
 def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dict[str, str]]:
     """(task → upstream tasks, task → its enclosing groups as "outer/inner", group → condition) from IR."""
-    spec = next(yaml.safe_load_all(Path(ir_path).read_text()))  # the platform spec follows; not needed
+    spec = _pipeline_spec(ir_path)
     upstream: dict[str, set[str]] = {}
     group_of: dict[str, str] = {}
     conditions: dict[str, str] = {}
@@ -61,6 +69,26 @@ def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dic
     return _reduced(upstream), group_of, conditions
 
 
+def gpu_tasks(ir_path: str | Path) -> set[str]:
+    """The tasks whose container asks for an accelerator: GPU placement as the compiled pipeline has it."""
+    spec = _pipeline_spec(ir_path)
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {
+        name
+        for dag in dags
+        for name, task in dag.get("tasks", {}).items()
+        if executors.get(spec["components"][task["componentRef"]["name"]].get("executorLabel"), {})
+        .get("container", {})
+        .get("resources", {})
+        .get("accelerator")
+    }
+
+
+def _pipeline_spec(ir_path: str | Path) -> dict:
+    return next(yaml.safe_load_all(Path(ir_path).read_text()))  # the platform spec follows; not needed
+
+
 def _members(group_of: dict[str, str]) -> dict[str, list[str]]:
     """Each group (condition or loop) → the tasks inside it, at any depth."""
     groups = {g for path in group_of.values() if path for g in path.split("/")}
@@ -68,49 +96,27 @@ def _members(group_of: dict[str, str]) -> dict[str, list[str]]:
 
 
 def _reduced(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
-    """Drop an edge a → b when b is reached from a another way: the picture shows order, not every input."""
+    """Drop an edge a → b when b is reached from a another way (the transitive reduction): the picture
+    shows order, not every input."""
+    reduced = nx.transitive_reduction(_dag(upstream))
+    return {n: set(reduced.predecessors(n)) for n in upstream}
 
-    def reaches(start: str, goal: str, skip: tuple[str, str]) -> bool:
-        todo, seen = [start], set()
-        while todo:
-            node = todo.pop()
-            for up in upstream[node]:
-                if (node, up) == skip or up in seen:
-                    continue
-                if up == goal:
-                    return True
-                seen.add(up)
-                todo.append(up)
-        return False
 
-    return {n: {d for d in deps if not reaches(n, d, (n, d))} for n, deps in upstream.items()}
+def _dag(upstream: dict[str, set[str]]) -> nx.DiGraph:
+    """Task → upstream tasks as a graph whose edges run downstream (what feeds what)."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from(upstream)
+    dag.add_edges_from((dep, name) for name, deps in upstream.items() for dep in deps)
+    return dag
 
 
 def draw(ir_path: str | Path, out: str | Path) -> Path:
     """Render the pipeline graph, top to bottom, to a PNG (the GPU steps in their own colour)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    from components import GPU_STEPS
-    from steelflow import atomic
-
-    gpu_tasks = {step.replace("_", "-") for step in GPU_STEPS}  # kfp names tasks with dashes
+    gpu = gpu_tasks(ir_path)
     upstream, group_of, conditions = graph(ir_path)
-    layer: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name not in layer:
-            layer[name] = 1 + max((depth(d) for d in upstream[name]), default=-1)
-        return layer[name]
-
-    for name in upstream:
-        depth(name)
-    rows: dict[int, list[str]] = {}
-    for name in sorted(upstream, key=lambda n: (layer[n], n)):
-        rows.setdefault(layer[name], []).append(name)
+    # a task's row: one below the lowest of its upstream tasks (the longest path from the top)
+    rows = dict(enumerate(sorted(row) for row in nx.topological_generations(_dag(upstream))))
+    layer = {name: level for level, row in rows.items() for name in row}
     pos = {
         name: ((i - (len(row) - 1) / 2) * 3.2, -level * 1.3)
         for level, row in rows.items()
@@ -147,18 +153,18 @@ def draw(ir_path: str | Path, out: str | Path) -> Path:
             else:
                 ax.annotate("", xy=(x1, y1 + 0.25), xytext=(x0, y0 - 0.25), arrowprops=arrow)
     for name, (x, y) in pos.items():
-        gpu = name in gpu_tasks
+        on_gpu = name in gpu
         ax.add_patch(
             FancyBboxPatch(
                 (x - 1.1, y - 0.25),
                 2.2,
                 0.5,
                 boxstyle="round,pad=0.04",
-                facecolor="#ffd9a8" if gpu else "#cfe3f7",
+                facecolor="#ffd9a8" if on_gpu else "#cfe3f7",
                 edgecolor="#333333",
             )
         )
-        ax.text(x, y, name + ("  (GPU)" if gpu else ""), ha="center", va="center", fontsize=9)
+        ax.text(x, y, name + ("  (GPU)" if on_gpu else ""), ha="center", va="center", fontsize=9)
     xs = [x for x, _ in pos.values()]
     ax.set_xlim(min(xs) - 2.2, max(xs) + 2.2)
     ax.set_ylim(min(y for _, y in pos.values()) - 0.8, 0.9)

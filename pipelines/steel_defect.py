@@ -4,26 +4,26 @@ ingest → validate → [if the data passed] split → corrupt → tune (start �
 ``tune.workers`` worker pods on one Optuna study → finish) → train with the best params → evaluate → gate →
 [if every gate passed] register (a new version, alias ``challenger``).
 
-The run's parameters are the params file itself (``params``: its tree as JSON text), ``overrides``
-(``dotted.key=value``, as ``--set`` takes them), and beside them the few values people change per run as
-typed parameters (``data_source``, ``variant``, ``epochs``, ``n_trials``, ``image_size``; defaults from the
-params), which a first ``settings`` step turns into overrides. A DVC experiment and a Kubeflow run with
-the same params are the same experiment. What only Kubernetes needs (images, GPU placement, secrets,
-retries) is read from the ``kubeflow`` section when the pipeline is built. (No ``from __future__ import
-annotations``: kfp reads the pipeline function's annotations as types.)
+This graph is the one hand-written part: the components and each task's runtime needs (GPU image and
+nodes, caching, retries) come from the steps' declarations (:mod:`steelflow.step`). The run's parameters
+are the params file itself (``params``: its tree as JSON text), ``overrides`` (``dotted.key=value``, as
+``--set`` takes them), and beside them the few values people change per run as typed parameters
+(``data_source``, ``variant``, ``epochs``, ``n_trials``, ``image_size``; defaults from the params), which
+a first ``settings`` task sets into the tree as the typed values they are; every step reads that validated
+tree. A DVC experiment and a Kubeflow run with the same params are the same experiment. What only
+Kubernetes needs (images, GPU placement, secrets, retry counts) is read from the ``kubeflow`` section when
+the pipeline is built. (No ``from __future__ import annotations``: kfp reads the pipeline function's
+annotations as types.)
 """
 
 from kfp import dsl, kubernetes
 
 import components
+from steelflow import steps
 from steelflow.config import KubeflowConfig, Params
 from steelflow.errors import ConfigError
 
 NAME = "steel-defect-pipeline"
-# Steps whose result depends on more than their inputs (a server's state, a shared study): never cached.
-UNCACHED = ("tune_start", "tune_worker", "tune_finish", "gate", "register")
-# Steps that talk to servers (MLflow, the study's database, S3): retried.
-RETRIED = ("ingest", "tune_start", "tune_worker", "tune_finish", "train", "evaluate", "gate", "register")
 
 
 def define_pipeline(
@@ -65,7 +65,7 @@ def define_pipeline(
             image_size=image_size,
         )
         _setup(settings, "settings", kf)
-        run = {"params": params, "overrides": settings.output}
+        run = {"params": settings.output}
         ingest = _setup(c.ingest(**run), "ingest", kf, cache=cache_ingest)
         validate = _setup(c.validate(**run, dataset=ingest.outputs["dataset"]), "validate", kf)
         with dsl.If(validate.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (a kfp condition)
@@ -133,13 +133,16 @@ def _retag(image: str, tag: str) -> str:
     return f"{name}/{repo}:{tag}" if name else f"{repo}:{tag}"
 
 
-def _setup(task: dsl.PipelineTask, step: str, kf: KubeflowConfig, cache: bool = True) -> dsl.PipelineTask:
-    """Name, resources, placement, secrets, caching and retries of one step's task."""
-    task.set_display_name(step.replace("_", "-"))
-    task.set_caching_options(cache and step not in UNCACHED)
-    if step in RETRIED and kf.retries:
+def _setup(task: dsl.PipelineTask, name: str, kf: KubeflowConfig, cache: bool = True) -> dsl.PipelineTask:
+    """Name, resources, placement, secrets, caching and retries of one task (``name``: its component's),
+    as its step declares them."""
+    step = _step_of(name)
+    task.set_display_name(name.replace("_", "-"))
+    task.set_caching_options(cache and (step is None or step.cache))
+    if step is not None and step.retries and kf.retries:
         task.set_retry(num_retries=kf.retries, backoff_duration="30s", backoff_factor=2)
-    if step in components.GPU_STEPS:
+    gpu_task = step is not None and step.gpu and (step.fan_out is None or name.endswith("_worker"))
+    if gpu_task:
         gpu = kf.gpu
         task.set_cpu_request(gpu.cpu).set_memory_request(gpu.memory)
         task.set_accelerator_type(gpu.accelerator).set_accelerator_limit(gpu.count)
@@ -157,3 +160,11 @@ def _setup(task: dsl.PipelineTask, step: str, kf: KubeflowConfig, cache: bool = 
             task, secret_name=secret.name, secret_key_to_env={key: env for env, key in secret.env.items()}
         )
     return task
+
+
+def _step_of(name: str) -> steps.Step | None:
+    """The step a task runs (``tune_worker`` → tune); None for ``settings``."""
+    for step in steps.registry().values():
+        if name in components.task_names(step):
+            return step
+    return None

@@ -13,14 +13,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from steelflow import config, paths, redact
 from steelflow.errors import SteelflowError, ValidationFailed
 
+
+class _Steps(TyperGroup):
+    """The commands, with one per step made from its declaration (:mod:`steelflow.step_commands`) when it is
+    asked for: ``steelflow split`` imports the split step only, not the others' libraries."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from steelflow import steps
+
+        return [*steps.names(), *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from steelflow import steps
+
+        if name in steps.names():
+            from steelflow.step_commands import command
+
+            return command(steps.get(name), _step, _params, out, _warn)
+        return super().get_command(ctx, name)
+
+
 app = typer.Typer(
+    cls=_Steps,
     help="steelflow: steel-surface images to a gated, robustness-checked model.",
     no_args_is_help=True,
     add_completion=False,
@@ -85,223 +108,6 @@ def _main(
     from steelflow.tracking import bound_mlflow_requests
 
     bound_mlflow_requests()  # MLflow calls outside steelflow's retry budget wait seconds, not minutes
-
-
-@app.command()
-@_step
-def ingest(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Bring data.source into data/images and write data/manifest.csv."""
-    from steelflow.steps.ingest import ingest as run
-
-    p = _params(params, set_)
-    result = run(p.data)
-    out.print(
-        f"ingest: {result.n_images} images, {len(result.per_class)} classes ({result.layout}) "
-        f"→ data/manifest.csv"
-    )
-    if result.skipped:
-        shown = ", ".join(result.skipped[:SHOWN]) + (", …" if len(result.skipped) > SHOWN else "")
-        _warn(f"ingest: skipped {len(result.skipped)} file(s) that are not images: {shown}")
-    if result.outside:
-        shown = ", ".join(result.outside[:SHOWN]) + (", …" if len(result.outside) > SHOWN else "")
-        _warn(f"ingest: left out {len(result.outside)} link(s) pointing outside data.source: {shown}")
-    if result.expanded:
-        files = [f"{name} ({n} frames)" for name, n in result.expanded.items()]
-        shown = ", ".join(files[:SHOWN]) + (", …" if len(files) > SHOWN else "")
-        out.print(
-            f"ingest: {len(files)} multi-frame file(s) stored as {sum(result.expanded.values())} images, "
-            f"one per frame (data.multi_frame: expand): {shown}"
-        )
-
-
-@app.command()
-@_step
-def validate(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Check the manifest with Great Expectations → reports/validation.json and Data Docs."""
-    from steelflow.steps.validate import validate as run
-
-    p = _params(params, set_)
-    result = run(paths.MANIFEST, p.data, p.validate_)
-    for line in result.warnings:
-        _warn(f"validate: {line}")
-    dropped = f", {len(result.dropped)} duplicate(s) dropped" if result.dropped else ""
-    warned = f", {len(result.warnings)} warning(s)" if result.warnings else ""
-    out.print(f"validate: {result.n_images} images passed{dropped}{warned} → reports/validation.json")
-
-
-@app.command()
-@_step
-def split(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Stratified train/val/test split → data/splits/*.csv, reports/split.json, data/cache/splits."""
-    from steelflow.steps.split import split as run
-
-    p = _params(params, set_)
-    result = run(p.data, p.split)
-    totals = ", ".join(f"{name} {sum(c.values())}" for name, c in result.counts.items())
-    out.print(f"split: {totals} → data/splits/")
-
-
-@app.command()
-@_step
-def corrupt(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Corrupted copies of the test split → data/corrupted/, data/cache/corrupted, reports/corruptions.png."""
-    from steelflow.steps.corrupt import corrupt as run
-
-    p = _params(params, set_)
-    result = run(p.data, p.corrupt)
-    out.print(
-        f"corrupt: {result.n_images} test images × {len(result.conditions)} conditions → data/corrupted/"
-    )
-
-
-@app.command()
-@_step
-def tune(
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=1, help="processes (default: tune.workers)")
-    ] = None,
-    track: Annotated[
-        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log the study to MLflow")
-    ] = True,
-) -> None:
-    """Search tune.space with Optuna → reports/tuning/best_params.yaml (train.use_tuned applies it)."""
-    from steelflow.steps.tune import tune as run
-
-    p = _params(params, set_)
-    result = run(p, workers=workers, track=track)
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n)
-    robust = f", robust {result.best_robust:.3f}" if result.best_robust is not None else ""
-    out.print(
-        f"tune: study {result.study_name} ({counts}) in {result.seconds:.0f} s; best trial "
-        f"{result.best_trial}{_baseline_note(result)}: val accuracy {result.best_clean:.3f}{robust} "
-        f"→ {paths.BEST_PARAMS}"
-    )
-    if result.dead_workers:
-        err.print(f"tune: worker(s) {result.dead_workers} died; their trials were failed and retried")
-    if not result.complete:
-        err.print(
-            f"tune: the study is not complete ({result.n_trials} trials asked for); "
-            "run `steelflow tune` again to continue it"
-        )
-
-
-def _baseline_note(result: Any) -> str:
-    """How the best trial stands to the baseline (the hand-set values), for tune's summary line."""
-    b = result.baseline_trial
-    if b is None:
-        return ""
-    test = result.significance
-    if result.baseline and test and test["kept_baseline"]:
-        return (
-            f" (the baseline: trial {test['rival']} scored higher on {test['score']} validation accuracy, "
-            f"but lost or tied in {test['p']:.0%} of bootstrap resamples of the images, above "
-            f"tune.significance {test['significance']})"
-        )
-    if result.baseline:
-        return " (the baseline: the hand-set values)"
-    if not b["top_rung"]:
-        at = f" at {b['epochs']} epochs" if b["epochs"] else ""
-        return f" (the baseline, trial {b['number']}, {b['state'].lower()}{at})"
-    scores = f"val accuracy {b['clean']:.3f}" + (
-        f", robust {b['robust']:.3f}" if b["robust"] is not None else ""
-    )
-    return f" (beat the baseline, trial {b['number']}: {scores})"
-
-
-@app.command()
-@_step
-def train(
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", metavar=FLAG, help="continue from models/checkpoint.pt")
-    ] = False,
-    track: Annotated[
-        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log the run to MLflow")
-    ] = True,
-) -> None:
-    """Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow)."""
-    from steelflow import runs
-
-    result = runs.train(_params(params, set_), track=track, resume=resume)
-    out.print(
-        f"train: best val accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch}/"
-        f"{result.epochs_run} on {result.device}, {result.images_per_s:.1f} images/s → {paths.MODEL}"
-    )
-
-
-@app.command()
-@_step
-def evaluate(
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    track: Annotated[
-        bool, typer.Option("--track/--no-track", metavar=FLAG, help="log to the training run in MLflow")
-    ] = True,
-) -> None:
-    """Evaluate on the clean and corrupted test sets → metrics/evaluate.json, reports/robustness.md, plots."""
-    from steelflow import runs
-
-    result = runs.evaluate(_params(params, set_), track=track)
-    s = result.summary
-    held = (
-        f", worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.3f}"
-        if "holdout_worst_condition" in s
-        else ""
-    )
-    out.print(
-        f"evaluate ({s['training']}): clean accuracy {s['clean_accuracy']:.3f}, worst "
-        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.EVALUATE_METRICS}, "
-        f"{paths.ROBUSTNESS_MD}"
-    )
-
-
-@app.command()
-@_step
-def gate(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None) -> None:
-    """Check the evaluated model against registry.gates and the champion → reports/gates.json; exit 8 when
-    it may not be registered (registry.challenger=always registers it anyway)."""
-    from steelflow.steps.gate import gate as run
-
-    result = run(_params(params, set_))
-    out.print(result.table, highlight=False, markup=False)
-    result.raise_if_refused()
-    if not result.passed:
-        _warn(f"gate: run {result.run_id} failed registry.gates; registry.challenger=always registers it")
-        return
-    out.print(f"gate: every gate passed → {paths.GATES_JSON}")
-
-
-GatesOpt = Annotated[
-    Path | None,
-    typer.Option("--gates", help="the gate step's verdict (reports/gates.json): register as it says"),
-]
-
-
-@app.command()
-@_step
-def register(params: ParamsOpt = config.DEFAULT_PARAMS, set_: SetOpt = None, gates: GatesOpt = None) -> None:
-    """Register the trained model in the MLflow registry as a new version, alias 'challenger'."""
-    from steelflow.registry import register as run
-    from steelflow.steps.gate import load_verdict
-
-    result = run(_params(params, set_), verdict=load_verdict(gates) if gates else None)
-    if not result["registered"]:
-        # Not an error: a quick `dvc exp run -S train.epochs=2` must finish (and be kept as an experiment)
-        # without its model becoming the challenger.
-        out.print(result["gate_table"], highlight=False, markup=False)
-        kept = f"version {result['challenger']}" if result["challenger"] else "none"
-        _warn(
-            f"register: run {result['run_id']} failed registry.gates; not registered, @challenger stays "
-            f"at {kept} (registry.challenger=always registers it anyway) → {paths.REGISTRATION}"
-        )
-        return
-    out.print(
-        f"register: {result['name']} version {result['version']} (@challenger) from run {result['run_id']} "
-        f"→ {paths.REGISTRATION}"
-    )
 
 
 @app.command()
@@ -616,9 +422,9 @@ def pipeline_run(
         )
     out.print(result.gates, markup=False, highlight=False)
     if not result.gates_passed:
-        from steelflow.registry import GateFailed
-
-        raise GateFailed(f"pipeline run: a gate failed, nothing registered, {where}")
+        # a verdict, not a failure (registry.fail_on_gate=true fails the gate task instead)
+        _warn(f"pipeline run: a gate failed, nothing registered, {where}")
+        return
     out.print(f"pipeline run: registered version {result.registered} (@challenger) {where}")
 
 
@@ -649,13 +455,13 @@ CheckOpt = Annotated[bool, typer.Option("--check", metavar=FLAG, help="exit 1 if
 @app.command("dvc-yaml")
 @_step
 def dvc_yaml(check: CheckOpt = False) -> None:
-    """Write dvc.yaml from the step contract (steelflow/contract.py), the one place a step is declared."""
+    """Write dvc.yaml from the steps' declarations (STEP in steelflow/steps/<name>.py)."""
     from steelflow import contract
 
     target = Path("dvc.yaml")  # the project root, where DVC and every steelflow command run
     if check:
         if not target.is_file() or target.read_text() != contract.dvc_yaml():
-            raise SteelflowError(f"{target} differs from steelflow/contract.py: run `steelflow dvc-yaml`")
+            raise SteelflowError(f"{target} differs from the steps' declarations: run `steelflow dvc-yaml`")
         out.print(f"dvc-yaml: {target} matches the step contract")
         return
     out.print(f"dvc-yaml: {contract.write_dvc_yaml(target)}")

@@ -10,17 +10,14 @@ champion's accuracies is the registry's part (:func:`steelflow.registry.candidat
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
-from steelflow.errors import DataError, SteelflowError
+from steelflow import paths
+from steelflow.errors import DataError, GateFailed  # noqa: F401 (GateFailed re-exported)
 from steelflow.scoring import CLEAN, worst_condition
-
-
-class GateFailed(SteelflowError):
-    """A candidate failed a promotion gate; the table says which."""
-
-    exit_code = 8
 
 
 @dataclasses.dataclass
@@ -105,3 +102,63 @@ def gate_markdown(gates: list[Gate]) -> str:
             f"| {g.name} | {g.value:.4f} | {g.rule} {g.threshold:.4f} | {'pass' if g.passed else 'FAIL'} |"
         )
     return "\n".join(rows) + "\n"
+
+
+# --- the gate step's verdict (reports/gates.json) ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GateResult:
+    gates: list[Gate]
+    passed: bool  # every gate passed
+    register: bool  # passed, or registry.challenger: always
+    challenger: str  # registry.challenger
+    run_id: str | None  # the training run the gates were checked for
+
+    @property
+    def table(self) -> str:
+        return gate_table(self.gates)
+
+    def raise_if_refused(self) -> None:
+        """Fail (exit 8) when the model may not be registered."""
+        if not self.register:
+            raise GateFailed(
+                f"run {self.run_id} failed registry.gates: not registered, @challenger stays "
+                f"(registry.challenger=always registers it anyway) → {paths.GATES_JSON}"
+            )
+
+
+def load_verdict(path: Path = paths.GATES_JSON, run_id_path: Path = paths.MLFLOW_RUN) -> GateResult:
+    """The verdict ``gate`` wrote; a DataError when there is none, or when it was written for another
+    training run than the one in ``run_id_path``."""
+    run_id = _run_id(run_id_path)
+    try:
+        tree = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: no gate verdict ({e}): run `steelflow gate` first") from None
+    if tree.get("run_id") != run_id:
+        raise DataError(
+            f"{path} is the verdict for run {tree['run_id']}, not {run_id}: run `steelflow gate` again"
+        )
+    return GateResult(
+        gates=[Gate(**g) for g in tree["gates"]],
+        passed=tree["passed"],
+        register=tree["register"],
+        challenger=tree["challenger"],
+        run_id=tree.get("run_id"),
+    )
+
+
+def _run_id(path: Path) -> str | None:
+    """The training run the model comes from (``metrics/mlflow_run_id.txt``), when it was tracked."""
+    return Path(path).read_text().strip() if Path(path).is_file() else None
+
+
+def verdict_of(result: GateResult) -> dict[str, Any]:
+    return {
+        "passed": result.passed,
+        "register": result.register,
+        "challenger": result.challenger,
+        "run_id": result.run_id,
+        "gates": [dataclasses.asdict(g) for g in result.gates],
+    }

@@ -8,7 +8,7 @@ network resizes and normalises inside.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from steelflow import atomic
 from steelflow.errors import DataError
+from steelflow.models import ModelMeta, create_model
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -83,30 +84,20 @@ def predict_logits(
     return torch.cat(out) if out else torch.zeros((0, 0))
 
 
-def save_trained(model: nn.Module, meta: dict[str, Any], path: Path) -> None:
-    """Weights and plain metadata only, so loading works with ``torch.load(weights_only=True)``."""
+def save_trained(model: nn.Module, meta: ModelMeta | Mapping[str, Any], path: Path) -> None:
+    """Weights and the meta as plain values only, so loading works with ``torch.load(weights_only=True)``."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic.atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
+        torch.save({"state_dict": state, "meta": ModelMeta.of_any(meta).to_dict()}, tmp)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the network from ``meta`` and load its weights; returns (model in eval mode, meta)."""
-    from steelflow.models import create_model
-
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the network from its meta and load its weights; returns (model in eval mode, meta)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model not found: {path} (run `steelflow train` first)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    meta = saved["meta"]
-    model = create_model(
-        meta["variant"],
-        num_classes=len(meta["classes"]),
-        image_size=meta["image_size"],
-        dropout=meta["dropout"],
-        # models saved before the input stage existed had none
-        input_norm=meta.get("input_norm", "none"),
-        input_norm_sigma=meta.get("input_norm_sigma", 0.1),
-    )
+    meta = ModelMeta.from_dict(saved["meta"])
+    model = create_model(meta.variant, **meta.network_kwargs())
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), meta

@@ -12,6 +12,9 @@ MANIFEST = DATA / "manifest.csv"
 SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
 CORRUPTED = DATA / "corrupted"  # <condition>/<class>/<file>.png + index.csv
 CACHE = DATA / "cache"  # decoded uint8 arrays: splits/<split>.npz, corrupted/<condition>.npz
+CACHE_SPLITS = CACHE / "splits"
+CACHE_CORRUPTED = CACHE / "corrupted"
+TEST_CACHE = CACHE_SPLITS / "test.npz"
 
 REPORTS = Path("reports")
 VALIDATION_JSON = REPORTS / "validation.json"
@@ -34,6 +37,7 @@ PREDICTIONS = REPORTS / "predictions.csv"  # per test image: actual and predicte
 MLFLOW_RUN = METRICS / "mlflow_run_id.txt"  # the MLflow run of the last training, which evaluate logs into
 TUNING = REPORTS / "tuning"
 BEST_PARAMS = TUNING / "best_params.yaml"  # what `train` applies when train.use_tuned is true
+TUNED = f"{BEST_PARAMS}:"  # tune's values as params of their own file (dvc.yaml's `- file:` form)
 TRIALS_CSV = TUNING / "trials.csv"
 TUNING_PLOTS = TUNING / "plots"
 OPTUNA_STORAGE_ENV = "STEELFLOW_OPTUNA_STORAGE"  # an SQLAlchemy URL; wins over tune.storage

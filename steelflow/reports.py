@@ -12,12 +12,14 @@ import matplotlib
 matplotlib.use("Agg")  # headless: steps run in CI, DVC and Kubeflow pods
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from steelflow import atomic, paper  # noqa: E402
 from steelflow.scoring import CLEAN, training_label  # noqa: E402
 
 if TYPE_CHECKING:
     from steelflow.config import Params
+    from steelflow.models import ModelMeta
 
 CELL_INCHES = 1.6
 
@@ -76,16 +78,12 @@ def accuracy_bars(
 def confusion_figure(matrix: np.ndarray, classes: list[str], out: Path) -> None:
     """Rows: the true class; columns: the predicted one; counts in the cells."""
     fig, ax = plt.subplots(figsize=(0.8 * len(classes) + 2.5, 0.8 * len(classes) + 2))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=classes).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, text_kw={"fontsize": 8}
+    )
+    plt.setp(ax.get_xticklabels(), ha="right")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(
-            j, i, str(v), ha="center", va="center", color="white" if v > threshold else "black", fontsize=8
-        )
     _save(fig, out)
 
 
@@ -175,7 +173,7 @@ def holdout_lines(rows: dict[str, dict[str, float]], holdout: Collection[str]) -
     ]
 
 
-def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]) -> str:
+def model_card(params: Params, meta: ModelMeta, metrics: dict[str, Any], tags: dict[str, str]) -> str:
     """The registered version's model card (Markdown): data, training params, the robustness table,
     intended use, limitations. ``tags`` are the version's identity tags (data version, commit, params hash,
     run id, evaluation-data hash)."""
@@ -183,17 +181,17 @@ def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], ta
     s = metrics["summary"]
     train = params.train
     lines = [
-        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta['variant']})",
+        f"# Model card: {params.registry.name if params.registry else 'steelflow'} ({meta.variant})",
         "",
         "## Data",
-        f"- source: `{params.data.source}`; classes: {', '.join(meta['classes'])}",
+        f"- source: `{params.data.source}`; classes: {', '.join(meta.classes)}",
         f"- data version (md5 of data/manifest.csv): `{tags['data_version']}`",
         f"- split: test {params.split.test}, val {params.split.val} of train, seed {params.split.seed}",
         f"- evaluation data hash: `{tags['eval_data_hash']}`",
         "",
         "## Training",
-        f"- variant `{meta['variant']}` at {meta['image_size']} px, dropout {meta['dropout']}, input stage "
-        f"`{meta.get('input_norm', 'none')}`; {training_label(meta)} (train.robust)",
+        f"- variant `{meta.variant}` at {meta.image_size} px, dropout {meta.dropout}, input stage "
+        f"`{meta.input_norm}`; {training_label(meta)} (train.robust)",
         f"- SGD lr {train.lr}, momentum {train.momentum}, weight decay {train.weight_decay}, batch "
         f"{train.batch_size}, {train.epochs} epochs ({train.schedule}), seed {train.seed}",
         f"- git commit `{tags['git_commit']}` (dirty: {tags['git_dirty']}), "
@@ -209,7 +207,7 @@ def model_card(params: Params, meta: dict[str, Any], metrics: dict[str, Any], ta
         ),
         "",
         robustness_table(
-            meta["variant"], {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
+            meta.variant, {f"this model, {training_label(meta)}": accuracy}, params.corrupt.holdout_names
         ).split("\n", 2)[2],
         "## Intended use",
         "Classifying single crops of hot-rolled steel surface into the six NEU-CLS defect classes (or the "

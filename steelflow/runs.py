@@ -17,10 +17,9 @@ opened stays RUNNING once a later ``train`` has reached the server.
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import Any
 
-from steelflow import atomic, config, paths
+from steelflow import paths
 from steelflow.config import Params
 
 
@@ -42,73 +41,6 @@ def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None, resu
         run_id=run_id,
         params_document=tree if run_id is None or resumed else None,
     )
-
-
-def train(p: Params, track: bool = True, resume: bool = False) -> Any:
-    """Train with ``p`` (plus tune's best values when train.use_tuned), tracked in MLflow."""
-    from steelflow.training.loop import train as run
-
-    p = config.with_tuned(p, paths.BEST_PARAMS)
-    interrupted = _interrupted_run(p, track, resume)
-    with tracker(p, "train", track, run_id=interrupted, resumed=interrupted is not None) as t:
-        if t.run_id:  # before the first epoch: the run a killed training leaves, for --resume
-            atomic.write_text(paths.CHECKPOINT_RUN, t.run_id + "\n")
-        splits = paths.CACHE / "splits"
-        t.log_datasets(
-            [
-                (name, splits / f"{name}.npz", context)
-                for name, context in TRAINING_SETS
-                if (splits / f"{name}.npz").is_file()
-            ]
-        )
-        result = run(p.model, p.train, resume=resume, tracker=t)
-        if track:
-            from steelflow.inference import load_trained
-
-            model, _ = load_trained(paths.MODEL)
-            if t.run_id:  # `dvc exp show` lists it beside the metrics: experiment → MLflow run
-                summary = json.loads(paths.TRAIN_METRICS.read_text())
-                atomic.write_json(paths.TRAIN_METRICS, {**summary, "mlflow_run_id": t.run_id})
-            for artifact in (paths.TRAIN_METRICS, paths.TRAIN_HISTORY):
-                t.log_artifact(artifact, "training")
-            if p.mlflow.log_checkpoints:
-                t.log_artifact(paths.CHECKPOINT, "training")
-            t.log_model(model, example_input(p))
-            if t.run_id:
-                atomic.write_text(paths.MLFLOW_RUN, t.run_id + "\n")
-    if track:
-        paths.CHECKPOINT_RUN.unlink(missing_ok=True)  # the run closed: nothing left to continue or end
-    return result
-
-
-def _interrupted_run(p: Params, track: bool, resume: bool) -> str | None:
-    """The run of a training that did not finish, when ``--resume`` continues it (there is a checkpoint
-    to continue from); otherwise that run, if still RUNNING, is ended KILLED and None is returned."""
-    recorded = paths.CHECKPOINT_RUN.read_text().strip() if paths.CHECKPOINT_RUN.is_file() else ""
-    if not recorded:
-        return None
-    if not track:  # nothing to reach; a fresh start makes the record stale
-        if not resume:
-            paths.CHECKPOINT_RUN.unlink()
-        return None
-    from steelflow.tracking import end_interrupted
-
-    return end_interrupted(p.mlflow, recorded, resume=resume and paths.CHECKPOINT.is_file())
-
-
-TRAINING_SETS = (("train", "training"), ("val", "validation"))
-
-
-def evaluate(p: Params, track: bool = True) -> Any:
-    """Evaluate the trained model, logged into the run of the training it scores."""
-    from steelflow.steps.evaluate import evaluate as run
-    from steelflow.steps.evaluate import evaluation_sets
-
-    last = paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
-    with tracker(p, "evaluate", track, run_id=last) as t:
-        sets = evaluation_sets(p.corrupt)
-        t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if path.is_file()])
-        return run(p.evaluate, p.corrupt, device=p.train.device, tracker=t)
 
 
 def example_input(p: Params, cache_dir: Any = None) -> Any:

@@ -23,6 +23,7 @@ from steelflow.config import CorruptConfig
 from steelflow.data import cache
 from steelflow.errors import DataError
 from steelflow.inference import load_trained, pick_device, predict_logits, to_tensor
+from steelflow.models import ModelMeta
 
 CLEAN = "original"
 
@@ -61,9 +62,9 @@ def summarize(accuracy: dict[str, float], holdout: Collection[str]) -> dict[str,
     return out
 
 
-def training_label(meta: dict[str, Any]) -> str:
+def training_label(meta: ModelMeta) -> str:
     """How the saved model was trained: with ``train.robust`` on, or clean (models from before it: clean)."""
-    return "robust-trained" if meta.get("robust") else "clean-trained"
+    return "robust-trained" if meta.robust else "clean-trained"
 
 
 def data_hash(sets: dict[str, Path]) -> str:
@@ -89,11 +90,11 @@ def accuracy_of(
 
 
 def scored_sets(
-    model: Any, meta: dict[str, Any], sets: dict[str, Path], batch_size: int, dev: torch.device
+    model: Any, meta: ModelMeta, sets: dict[str, Path], batch_size: int, dev: torch.device
 ) -> Iterator[tuple[str, cache.CachedSet, np.ndarray]]:
     """Each evaluation set, loaded, with the model's class probabilities on it."""
     for name, path in sets.items():
-        data = _load(path, meta["classes"])
+        data = _load(path, meta.classes)
         logits = predict_logits(model, to_tensor(data.images), batch_size, dev)
         yield name, data, torch.softmax(logits, 1).numpy()
 

@@ -9,6 +9,9 @@ the project root (the ``splits`` artifact holds ``data/splits/*.csv``, ``reports
 2. calls the step function exactly as ``steelflow <step>`` does (the workspace is the working directory),
 3. copies the outputs the step wrote into its output artifacts (:meth:`Workspace.keep`).
 
+:func:`run_component` is those three moves for any step, driven by its declaration: every generated
+component (:mod:`components`) is one call to it.
+
 The step cannot tell the difference, which is what makes a Kubeflow run and ``dvc repro`` the same
 experiment. Relative ``sqlite:///`` URIs (MLflow, Optuna) are made absolute against the folder the
 component was started in, so a local run tracks into the project's ``mlflow.db`` as ``dvc repro`` does.
@@ -30,6 +33,7 @@ from typing import Any
 from steelflow import config, paths, redact
 from steelflow.config import Params
 from steelflow.errors import DataError
+from steelflow.step import Produces
 
 _SQLITE = "sqlite:///"
 
@@ -54,6 +58,21 @@ class Workspace:
         for name, value in scalar_metrics(self.root / output).items():
             metrics.log_metric(name, value)
 
+    def produce(self, out: Produces, artifact: Any, outputs: tuple[Path, ...], result: Any) -> None:
+        """Fill one output artifact as the step's declaration says (:class:`steelflow.step.Produces`)."""
+        if out.kind == "Metrics":
+            numbers = (
+                scalar_metrics(self.root / out.metrics) if out.metrics else getattr(result, "metrics", {})
+            )
+            for metric, value in numbers.items():
+                artifact.log_metric(metric, value)
+        elif out.page is not None and out.page.suffix == ".png":
+            png_page(self.root / out.page, artifact.path, out.title or out.page.stem)
+        elif out.page is not None:
+            self.copy(out.page, artifact.path)
+        else:
+            self.keep(artifact.path, *(out.keep or outputs))
+
     def copy(self, output: str | Path, target: str | Path) -> None:
         """Copy one output (a file, or a folder such as the Data Docs site) to be the artifact ``target``."""
         _copy(self.root / output, Path(target))
@@ -66,6 +85,40 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copytree(src, dst, dirs_exist_ok=True)
     else:
         shutil.copy2(src, dst)
+
+
+def run_component(name: str, arguments: dict[str, Any], phase: str = "") -> Any:
+    """Run step ``name`` as its Kubeflow component: ``arguments`` are the component's (``params``, its
+    input and output artifacts by name, a fan-out worker's index); ``phase`` is ``start``, ``worker`` or
+    ``finish`` for a step that fans out. Returns the component's output value (the step's answer)."""
+    from steelflow import steps
+
+    step = steps.get(name)
+    inputs = [arguments[a].path for a in step.consumes]
+    with workspace(arguments["params"], inputs=inputs) as ws:
+        fan = step.fan_out
+        if phase == "start":
+            ref = fan.start(*step.arguments(ws.params))
+            ref.save(arguments["study"].path)
+            return ref.worker_indices()
+        if phase == "worker":
+            fan.work(fan.load(arguments["study"].path), arguments["worker"])
+            return None
+        if phase == "finish":
+            result = fan.finish(*step.arguments(ws.params), fan.load(arguments["study"].path))
+        else:
+            options = {o.name: o.kfp for o in step.options if o.kfp is not None}
+            refusal = (step.refusal,) if step.refusal else ()
+            try:
+                result = step.call(ws.params, **options)
+            except refusal as e:  # an answer, not a failure: the graph's condition acts on it
+                print(f"{name}: {e}")
+                result = None
+        for line in step.lines(result) if result is not None else ():
+            print(line)
+        for out in step.produces:
+            ws.produce(out, arguments[out.name], step.outputs, result)
+    return step.answer(result) if step.answer else None
 
 
 @contextlib.contextmanager

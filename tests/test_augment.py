@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from steelflow.config import AugmentConfig, RobustConfig
+from steelflow.config import FAMILIES as REGISTRY
+from steelflow.config import ROBUST_FAMILIES, AugmentConfig, RobustConfig
 from steelflow.data.augment import RobustAugment, augment
 
-FAMILIES = ("overlay", "illumination", "gamma", "contrast", "tone_curve", "noise", "motion_blur", "defocus")
+FAMILIES = ROBUST_FAMILIES  # every registered family: a new one is covered without being listed
 SHAPES = ("spot", "multi_spot", "gradient", "random_field", "glare")
 
 
@@ -40,6 +41,23 @@ def test_each_family_keeps_shape_dtype_and_range_and_changes_the_images(family, 
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0 and torch.isfinite(y).all()
     changed = (y - x).abs().flatten(1).amax(1) > 1e-3
     assert changed.all(), f"{family}: {int(changed.sum())} of {len(x)} images changed"
+
+
+def test_every_registered_family_is_a_field_of_train_robust_and_has_its_function():
+    assert set(FAMILIES) >= {"overlay", "illumination", "gamma", "contrast", "tone_curve", "noise"}
+    assert REGISTRY.unimplemented() == ()
+    assert sorted(REGISTRY.functions()) == sorted(FAMILIES)
+    assert [f for f in RobustConfig.model_fields if f != "enabled"] == list(FAMILIES)
+    for family in FAMILIES:
+        assert getattr(RobustConfig(), family) == REGISTRY.default(family)
+
+
+def test_a_batch_goes_through_no_family_whose_p_is_zero():
+    off = RobustConfig(enabled=True).model_copy(
+        update={f: getattr(RobustConfig(), f).model_copy(update={"p": 0.0}) for f in FAMILIES}
+    )
+    x = _batch()
+    assert torch.equal(RobustAugment(off)(x.clone()), x)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

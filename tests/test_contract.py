@@ -1,30 +1,23 @@
-"""The step contract (steelflow/contract.py) is the one place a step is declared: dvc.yaml and the Kubeflow
-components must say the same."""
+"""Each step is declared once (STEP in steelflow/steps/<name>.py): dvc.yaml, the CLI and the Kubeflow
+components are made from those declarations and must say the same."""
 
 from __future__ import annotations
 
-import ast
+import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from steelflow import contract, paths
+import components
+from steelflow import contract, paths, steps
 from steelflow.cli import app
+from steelflow.step import Produces, Step
 from tests.helpers import REPO
 
-COMPONENT_STEPS = {  # component → the step whose outputs it keeps
-    "ingest": "ingest",
-    "validate": "validate",
-    "split": "split",
-    "corrupt": "corrupt",
-    "tune_finish": "tune",
-    "train": "train",
-    "evaluate": "evaluate",
-    "gate": "gate",
-    "register": "register",
-}
+STEPS = steps.registry()
 
 
 def _dvc() -> dict:
@@ -38,8 +31,8 @@ def test_the_committed_dvc_yaml_is_the_one_generated_from_the_contract():
 
 def test_each_stage_is_a_step_with_its_params_inputs_and_outputs():
     stages = _dvc()["stages"]
-    assert list(stages) == list(contract.STEPS)
-    for name, step in contract.STEPS.items():
+    assert list(stages) == list(STEPS)
+    for name, step in STEPS.items():
         stage = stages[name]
         assert stage["cmd"] == step.command
         assert stage["deps"] == [*contract.code_deps(name), *map(str, step.inputs)], name
@@ -49,7 +42,7 @@ def test_each_stage_is_a_step_with_its_params_inputs_and_outputs():
         assert stage.get("metrics", []) == [str(p) for p in step.metrics], name
         assert set(step.plots) <= set(step.outs), name
     declared = {p for p in _dvc()["plots"] if isinstance(p, str)}
-    assert declared == {str(p) for s in contract.STEPS.values() for p in s.plots}
+    assert declared == {str(p) for s in STEPS.values() for p in s.plots}
 
 
 def _covered(module: str, deps: list[str]) -> bool:
@@ -57,10 +50,10 @@ def _covered(module: str, deps: list[str]) -> bool:
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
 
 
-@pytest.mark.parametrize("name", list(contract.STEPS))
+@pytest.mark.parametrize("name", list(STEPS))
 def test_a_stages_code_deps_cover_the_steps_import_chain_inside_the_package(name):
     deps = _dvc()["stages"][name]["deps"]
-    chain = contract.import_chain(contract.STEPS[name].entry) - contract.FOUNDATION
+    chain = contract.import_chain(STEPS[name].modules) - contract.FOUNDATION
     missing = sorted(m for m in chain if not _covered(m, deps))
     assert not missing, f"{name}: dvc.yaml's deps miss {missing}"
 
@@ -83,41 +76,68 @@ def test_the_gate_stage_runs_before_register_and_register_reads_its_verdict():
     assert f"--gates {paths.GATES_JSON}" in stages["register"]["cmd"]
 
 
-def _kept_paths(fn: ast.FunctionDef) -> set[str]:
-    """Every project path a component keeps or copies, its arguments evaluated against the contract."""
-    namespace = {"paths": paths, "outputs": contract.outputs}
+def _kept(step: Step) -> set[str]:
+    """Every project path a step's Kubeflow artifacts carry (pages and metrics aside)."""
     kept: set[str] = set()
-    for node in ast.walk(fn):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "ws"):
-            continue
-        if node.func.attr == "keep":
-            args = node.args[1:]
-        elif node.func.attr == "copy":
-            args = node.args[:1]
-        else:
-            continue
-        for arg in args:
-            if isinstance(arg, ast.Starred):
-                kept |= {str(p) for p in eval(ast.unparse(arg.value), namespace)}  # noqa: S307
-            else:
-                kept.add(str(eval(ast.unparse(arg), namespace)))  # noqa: S307
+    for out in step.produces:
+        if out.kind != "Metrics" and out.page is None:
+            kept |= {str(p) for p in (out.keep or step.outputs)}
     return kept
 
 
 def test_each_component_keeps_exactly_its_steps_outputs():
-    tree = ast.parse((REPO / "components" / "steps.py").read_text())
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    for component, step in COMPONENT_STEPS.items():
-        kept = _kept_paths(functions[component])
-        assert kept == {str(p) for p in contract.outputs(step)}, component
+    for name, step in STEPS.items():
+        assert _kept(step) == {str(p) for p in contract.outputs(name)}, name
 
 
-def test_the_drift_check_fails_when_a_component_keeps_a_file_the_contract_does_not_list():
-    source = "def split(ws, splits):\n    ws.keep(splits.path, *outputs('split'), paths.MANIFEST)\n"
-    kept = _kept_paths(ast.parse(source).body[0])
-    assert kept != {str(p) for p in contract.outputs("split")}
+def test_the_drift_check_fails_when_a_component_keeps_a_file_the_step_does_not_list():
+    split = STEPS["split"]
+    drifted = dataclasses.replace(split, produces=(Produces("splits", "Dataset", keep=(paths.MANIFEST,)),))
+    assert _kept(drifted) != {str(p) for p in contract.outputs("split")}
+
+
+def test_the_components_and_the_cli_are_made_from_the_declarations():
+    made = components.make_components("img:cpu", "img:gpu")
+    for name, step in STEPS.items():
+        for task in components.task_names(step):
+            spec = getattr(made, task).component_spec
+            if task.endswith(("_start", "_worker")):
+                continue
+            assert {out.name for out in step.produces} <= set(spec.outputs or {}), task
+            assert set(step.consumes) <= set(spec.inputs), task
+        help_text = CliRunner().invoke(app, [name, "--help"]).output
+        assert "--params" in help_text and all(f"--{o.name}" in help_text for o in step.options), name
+
+
+def test_a_new_step_touches_its_own_file_and_shows_in_the_cli_dvc_yaml_and_the_components(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "toy.py").write_text(
+        "from pathlib import Path\n"
+        "from steelflow.step import Produces, Step\n\n"
+        "def toy(data):\n"
+        '    """Count the classes into reports/toy.txt."""\n'
+        "    Path('reports').mkdir(exist_ok=True)\n"
+        "    Path('reports/toy.txt').write_text(str(len(data.classes or [])))\n"
+        "    return 'ok'\n\n"
+        "STEP = Step('toy', run=toy, sections=('data',), inputs=(Path('data/manifest.csv'),),\n"
+        "            params=('data.classes',), outs=(Path('reports/toy.txt'),),\n"
+        "            summary=lambda r: [f'toy: {r}'], consumes=('dataset',), produces=(Produces('toy'),))\n"
+    )
+    monkeypatch.setattr(steps, "__path__", [*steps.__path__, str(tmp_path)])
+    steps.registry.cache_clear()
+    try:
+        assert "toy" in steps.names()
+        stage = yaml.safe_load(contract.dvc_yaml())["stages"]["toy"]
+        assert stage["cmd"] == "steelflow toy" and stage["outs"] == ["reports/toy.txt"]
+        assert stage["params"] == ["data.classes"] and "data/manifest.csv" in stage["deps"]
+        spec = components.make_components("img:cpu", "img:gpu").toy.component_spec
+        assert set(spec.inputs) == {"params", "dataset"} and "toy" in spec.outputs
+        help_text = CliRunner().invoke(app, ["toy", "--help"]).output
+        assert "Count the classes" in help_text
+    finally:
+        steps.registry.cache_clear()
+        sys.modules.pop("steelflow.steps.toy", None)
 
 
 def test_an_import_added_to_a_step_shows_in_its_code_deps(tmp_path: Path):
@@ -144,9 +164,9 @@ def test_every_params_key_a_step_reads_is_in_params_yaml():
     """DVC refuses a stage whose params key is missing from params.yaml (a default in config.py is not
     enough)."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
-    for step in contract.STEPS.values():
+    for step in STEPS.values():
         for key in step.params:
-            if key == contract.TUNED:
+            if key == paths.TUNED:
                 continue
             node = tree
             for part in key.split("."):

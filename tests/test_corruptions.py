@@ -352,3 +352,47 @@ def test_apply_refuses_an_unknown_kind():
 
     with pytest.raises(ValueError, match="'fog'"):
         apply(GRAY, Fog(), RNG)
+
+
+# --- every registered kind (steelflow.config.CONDITIONS): a new kind is covered without being listed ----
+
+
+def example(kind: str) -> object:
+    """A valid condition of ``kind``: each parameter at the middle of its allowed range."""
+    from steelflow.config import CONDITIONS
+
+    cls = CONDITIONS.config(kind)
+    values: dict[str, object] = {"name": f"{kind}_example", "kind": kind}
+    for name, field in cls.model_fields.items():
+        if name in values:
+            continue
+        bounds = {k: getattr(m, k) for m in field.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+        low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+        middle = (low + high) / 2
+        values[name] = round(middle) if field.annotation in (int, "int") else middle
+    return cls(**values)
+
+
+def _kinds() -> tuple[str, ...]:
+    from steelflow.config import CONDITIONS
+
+    return CONDITIONS.names
+
+
+def test_every_registered_kind_has_its_function():
+    from steelflow.config import CONDITIONS
+
+    assert CONDITIONS.unimplemented() == ()
+    assert list(CONDITIONS.functions()) == list(CONDITIONS.names)
+
+
+@pytest.mark.parametrize("channels", [0, 3])
+@pytest.mark.parametrize("kind", _kinds())
+def test_every_registered_kind_keeps_shape_dtype_and_range_and_is_deterministic_per_seed(kind, channels):
+    img = textured(size=64, channels=channels)
+    condition = example(kind)
+    out = apply(img, condition, rng_for(0, SHA_A, condition.name))
+    again = apply(img, condition, rng_for(0, SHA_A, condition.name))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    assert np.array_equal(out, again)
+    assert np.array_equal(img, textured(size=64, channels=channels))  # the input is left as it was

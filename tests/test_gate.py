@@ -14,8 +14,9 @@ from steelflow import paths
 from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.errors import DataError
-from steelflow.registry import GateFailed, register
-from steelflow.steps.gate import gate, load_verdict
+from steelflow.gates import GateFailed, load_verdict
+from steelflow.steps.gate import gate
+from steelflow.steps.register import register
 from tests.helpers import REPO
 
 ACC = {"original": 0.5, "luminance_1.0": 0.4, "blur_5px": 0.45}
@@ -45,8 +46,16 @@ def test_a_model_below_the_gates_gets_a_refusal_that_register_obeys(project):
     assert "| clean accuracy |" in paths.GATES_MD.read_text()
     with pytest.raises(GateFailed):
         result.raise_if_refused()
-    with pytest.raises(GateFailed, match="refused"):
-        register(_params(), verdict=load_verdict())  # before it looks for the model
+    # the refusal is a verdict: register registers nothing and says so, before it looks for the model
+    record = register(_params(), verdict=load_verdict())
+    assert record["registered"] is False and record["version"] is None
+    assert json.loads(paths.REGISTRATION.read_text())["registered"] is False
+
+
+def test_registry_fail_on_gate_makes_a_refusal_fail_the_step(project):
+    with pytest.raises(GateFailed):
+        gate(_params("registry.fail_on_gate=true"))
+    assert json.loads(paths.GATES_JSON.read_text())["register"] is False  # the verdict is written first
 
 
 def test_registry_challenger_always_registers_past_failing_gates(project):
@@ -55,11 +64,15 @@ def test_registry_challenger_always_registers_past_failing_gates(project):
     result.raise_if_refused()
 
 
-def test_the_cli_prints_the_gate_table_and_exits_8_on_a_refusal(project):
+def test_the_cli_prints_the_gate_table_and_exits_0_on_a_refusal_or_8_with_fail_on_gate(project):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     out = CliRunner().invoke(app, ["gate", "--set", "registry.gates.min_holdout_accuracy=null"])
-    assert out.exit_code == GateFailed.exit_code == 8, out.output
+    assert out.exit_code == 0, out.output  # an experiment that tried a worse setting keeps its metrics
     assert "clean accuracy" in out.output and "FAIL" in out.output
+    assert "register will register nothing" in out.output
+    failing = ["--set", "registry.gates.min_holdout_accuracy=null", "--set", "registry.fail_on_gate=true"]
+    out = CliRunner().invoke(app, ["gate", *failing])
+    assert out.exit_code == GateFailed.exit_code == 8, out.output
     opened = ["registry.gates.min_clean_accuracy=0", "registry.gates.min_worst_accuracy=0"]
     sets = [a for o in ["registry.gates.min_holdout_accuracy=null", *opened] for a in ("--set", o)]
     passed = CliRunner().invoke(app, ["gate", *sets])

@@ -6,7 +6,7 @@ import pytest
 
 from steelflow.config import load_params
 from steelflow.errors import DataError
-from steelflow.registry import check_gates
+from steelflow.gates import check_gates
 from tests.helpers import REPO
 
 ACC = {"original": 0.97, "luminance_1.0": 0.90, "blur_5px": 0.95, "jpeg_q10": 0.70, "stripes_0.1": 0.88}

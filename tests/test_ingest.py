@@ -106,7 +106,7 @@ def test_16_bit_images_reach_the_cache_with_their_contrast(project, tmp_path):
     params = load_params(overrides=[f"data.source={tmp_path / 'src'}", "validate.modes=[L, I;16]"])
 
     ingest(params.data)
-    validate(Path("data/manifest.csv"), params.data, params.validate_)
+    validate(params.data, params.validate_, Path("data/manifest.csv"))
     split(params.data, params.split)
 
     table = manifest.read("data/manifest.csv")
@@ -127,7 +127,7 @@ def test_an_oversized_image_is_refused_from_its_header_and_validation_names_it(p
     errors = manifest.read("data/manifest.csv").set_index("path")["error"]
     assert errors["images/dent/huge.png"].startswith("TooLarge: 12000×12000")
     with pytest.raises(ValidationFailed, match=r"images/dent/huge\.png \(TooLarge"):
-        validate(Path("data/manifest.csv"), params.data, params.validate_)
+        validate(params.data, params.validate_, Path("data/manifest.csv"))
 
 
 def test_reencode_stores_png_and_refuses_two_files_that_would_collide(project, image_folder):
@@ -226,4 +226,4 @@ def test_multi_frame_expand_stores_each_frame_as_its_own_image_with_the_same_lab
     ]
     assert table.loc[pages, "sha256"].nunique() == 3
     params = load_params()
-    validate(Path("data/manifest.csv"), params.data, params.validate_)  # the expanded manifest passes
+    validate(params.data, params.validate_, Path("data/manifest.csv"))  # the expanded manifest passes

@@ -29,7 +29,7 @@ def reencode(src: Path, dst: Path, quality: int = 95) -> Path:
 def ingest_and_validate(source: Path, *overrides: str):
     params = load_params(overrides=[f"data.source={source}", *overrides])
     ingest(params.data)
-    return params, validate(Path("data/manifest.csv"), params.data, params.validate_)
+    return params, validate(params.data, params.validate_, Path("data/manifest.csv"))
 
 
 @pytest.fixture

@@ -72,15 +72,15 @@ def test_every_step_is_a_task_running_its_own_component(compiled):
 
 def test_components_call_the_step_functions_the_cli_calls(compiled):
     executors = compiled["spec"]["deploymentSpec"]["executors"]
-    calls = {
-        "ingest": "steelflow.steps.ingest import ingest",
-        "validate": "steelflow.steps.validate import validate",
-        "split": "steelflow.steps.split import split",
-        "corrupt": "steelflow.steps.corrupt import corrupt",
-        "tune-worker": "tune.work(",
-        "train": "runs.train(",
-        "evaluate": "runs.evaluate(",
-        "register": "steelflow.registry import register",
+    calls = {  # every component is one call of the shared adapter, naming its step
+        "ingest": "run_component('ingest', locals(), '')",
+        "validate": "run_component('validate', locals(), '')",
+        "split": "run_component('split', locals(), '')",
+        "corrupt": "run_component('corrupt', locals(), '')",
+        "tune-worker": "run_component('tune', locals(), 'worker')",
+        "train": "run_component('train', locals(), '')",
+        "evaluate": "run_component('evaluate', locals(), '')",
+        "register": "run_component('register', locals(), '')",
     }
     for step, call in calls.items():
         assert call in executors[f"exec-{step}"]["container"]["command"][-1], step
@@ -200,25 +200,37 @@ def test_run_parameters_are_the_params_file_overrides_and_typed_values(compiled)
         "n_trials": ("NUMBER_INTEGER", params.tune.n_trials),
         "image_size": ("NUMBER_INTEGER", params.model.image_size),
     }
-    # ...merged into the overrides every step gets, by the first task
-    assert tasks(compiled["spec"])["ingest"]["inputs"]["parameters"]["overrides"]["taskOutputParameter"] == {
+    # ...set into the params tree every step gets, by the first task
+    assert tasks(compiled["spec"])["ingest"]["inputs"]["parameters"]["params"]["taskOutputParameter"] == {
         "outputParameterKey": "Output",
         "producerTask": "settings",
     }
 
 
 def test_the_settings_step_puts_typed_values_before_the_run_overrides_and_checks_them(tmp_path):
-    from components.steps import settings
+    from components.settings import settings
+    from steelflow.config import parse_params
     from steelflow.errors import ConfigError
     from steelflow.workspace import params_json
 
     text = params_json(load_params(REPO / "params.yaml"))
     merged = settings(text, ["train.epochs=3"], "synthetic", "blfe_mlp", 5, 2, 32)
-    assert merged[-1] == "train.epochs=3"  # the run's own override wins
-    applied = load_params(REPO / "params.yaml", merged)
+    applied = parse_params(json.loads(merged))  # the run's own override wins
     assert (applied.model.variant, applied.train.epochs, applied.tune.n_trials) == ("blfe_mlp", 3, 2)
     with pytest.raises(ConfigError, match="train.epochs"):
         settings(text, [], "synthetic", "casinet", 0, 2, 32)
+
+
+def test_a_typed_run_parameter_is_never_re_read_as_yaml():
+    from components.settings import settings
+    from steelflow.config import parse_params
+    from steelflow.workspace import params_json
+
+    text = params_json(load_params(REPO / "params.yaml"))
+    for source in ("synthetic", "on", "null"):
+        tree = json.loads(settings(text, [], source, "casinet", 2, 2, 32))
+        assert tree["data"]["source"] == source  # text stays text: not True, not None
+    assert parse_params(tree).data.source == "null"
 
 
 def test_image_tag_pins_both_images(tmp_path):

@@ -42,7 +42,7 @@ def flawed(image_folder: Path) -> Path:
 def run(source: Path, *overrides: str):
     params = load_params(overrides=[f"data.source={source}", *overrides])
     ingest(params.data)
-    return validate(Path("data/manifest.csv"), params.data, params.validate_)
+    return validate(params.data, params.validate_, Path("data/manifest.csv"))
 
 
 def test_each_flaw_is_counted_with_its_file_and_only_warns(project, flawed):

@@ -16,11 +16,12 @@ from PIL import Image
 from steelflow.config import parse_params
 from steelflow.data import cache
 from steelflow.errors import DataError
+from steelflow.gates import GateFailed, gate_table, quantization_gates
 from steelflow.inference import save_trained
 from steelflow.models import create_model
-from steelflow.registry import GateFailed, gate_table, pyfunc_model, quantization_gates, requirements
 from steelflow.serving import build as serving_build
 from steelflow.serving.onnx_export import ParityFailed
+from steelflow.serving.package import pyfunc_model, requirements
 from steelflow.serving.pyfunc import classify
 from tests.helpers import repo_params
 

@@ -19,7 +19,7 @@ from steelflow.steps.validate import validate
 def ingest_and_validate(source: Path, *overrides: str):
     params = load_params(overrides=[f"data.source={source}", *overrides])
     ingest(params.data)
-    return validate(Path("data/manifest.csv"), params.data, params.validate_)
+    return validate(params.data, params.validate_, Path("data/manifest.csv"))
 
 
 @pytest.fixture

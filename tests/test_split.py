@@ -96,7 +96,7 @@ def test_refuses_a_manifest_ingested_after_validation_naming_both_hashes(project
     """validate (pass) → ingest of other data → split must not split data that never passed validation."""
     params = load_params(overrides=[f"data.source={image_folder}"])
     ingest(params.data)
-    validate(Path("data/manifest.csv"), params.data, params.validate_)
+    validate(params.data, params.validate_, Path("data/manifest.csv"))
     validated = manifest.sha256("data/manifest.csv")
     (image_folder / "rust" / "img_0.png").unlink()
     ingest(params.data)

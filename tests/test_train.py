@@ -42,7 +42,7 @@ def _prepare(folder: Path, **changes) -> None:
     write_params(folder, tree)
     p = load_params()
     ingest(p.data)
-    validate(Path("data/manifest.csv"), p.data, p.validate_)
+    validate(p.data, p.validate_, Path("data/manifest.csv"))
     split(p.data, p.split)
 
 

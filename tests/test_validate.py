@@ -71,9 +71,9 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     def _run(rows: list[dict], data: DataConfig | None = None, cfg: ValidateConfig | None = None):
         manifest.write(pd.DataFrame(rows), tmp_path / "manifest.csv")
         return validate(
-            tmp_path / "manifest.csv",
             data or data_config(),
             cfg or validate_config(),
+            tmp_path / "manifest.csv",
             report_path=tmp_path / "reports" / "validation.json",
             docs_dir=tmp_path / "reports" / "validation",
         )

@@ -16,7 +16,9 @@ the same batches):
     optionally smeared along a random direction (streaks: scan lines, read-out and rolling marks);
   - tone: global gamma (with an exposure gain), contrast, and a random monotone tone curve.
 
-  Applied in the order scene → light → optics → sensor → tone (gamma, contrast, curve), clipping to [0, 1] after each (a sensor saturates).
+  Applied in the order scene → light → optics → sensor → tone (gamma, contrast, curve), clipping to [0, 1]
+  after each (a sensor saturates). Each family's config class is registered in
+  :data:`steelflow.config.FAMILIES` and its function here, against the same name.
 
 No peeking: nothing here calls :mod:`steelflow.data.corruptions`, the evaluation's corruptions, and the
 families are broader than those (tests/test_augment.py fails if training imports that module). Kornia does
@@ -31,7 +33,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from steelflow.config import ROBUST_FAMILIES, AugmentConfig, RobustConfig
+from steelflow.config import FAMILIES, ROBUST_FAMILIES, AugmentConfig, RobustConfig
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
@@ -52,11 +54,17 @@ def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
 
 
 class RobustAugment:
-    """``train.robust``'s families as one callable over batches; Kornia's transforms are built per side."""
+    """``train.robust``'s families as one callable over batches.
+
+    Each family's function is a method below, registered against its name in
+    :data:`steelflow.config.FAMILIES`; a batch goes through the families whose ``p`` is above 0 in the
+    order the methods are registered (scene → light → optics → sensor → tone), clipped to [0, 1] after
+    each (a sensor saturates). Kornia's transforms are built once, or once per image side.
+    """
 
     def __init__(self, cfg: RobustConfig) -> None:
         self.cfg = cfg
-        self._optics: dict[int, list[K.IntensityAugmentationBase2D]] = {}
+        self._sized: dict[tuple[str, int], K.IntensityAugmentationBase2D] = {}
         g = cfg.gamma
         self._gamma = K.RandomGamma(gamma=g.gamma, gain=g.gain, p=g.p) if g.p else None
         # Kornia's RandomGaussianIllumination adds a bright or dark Gaussian patch: the additive glare
@@ -65,25 +73,14 @@ class RobustAugment:
         self._glare = K.RandomGaussianIllumination(gain=(0.1, reach), sigma=(0.1, 0.6), p=1.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.overlay.p:
-            x = self.overlay(x)
-        if cfg.illumination.p:
-            x = self.illumination(x)
-        for op in self._optics_for(x.shape[-1]):
-            x = op(x).clamp_(0, 1)
-        if cfg.noise.p:
-            x = self.noise(x)
-        if self._gamma is not None:
-            x = self._gamma(x)
-        if cfg.contrast.p:
-            x = self.contrast(x)
-        if cfg.tone_curve.p:
-            x = self.tone_curve(x)
+        for name, apply in FAMILIES.functions().items():
+            if getattr(self.cfg, name).p:
+                x = apply(self, x)
         return x
 
     # --- scene ----------------------------------------------------------------------------------------
 
+    @FAMILIES.implements("overlay")
     def overlay(self, x: torch.Tensor) -> torch.Tensor:
         """Each chosen image plus ``w`` times the mean-free texture of another image of the batch.
 
@@ -105,6 +102,7 @@ class RobustAugment:
 
     # --- light ----------------------------------------------------------------------------------------
 
+    @FAMILIES.implements("illumination")
     def illumination(self, x: torch.Tensor) -> torch.Tensor:
         """Each chosen image times ``1 + s·f``, or plus a glare, with its shape drawn from ``shapes``."""
         fam = self.cfg.illumination
@@ -123,25 +121,31 @@ class RobustAugment:
 
     # --- optics ---------------------------------------------------------------------------------------
 
-    def _optics_for(self, side: int) -> list[K.IntensityAugmentationBase2D]:
-        """Kornia's motion blur and defocus (Gaussian) blur, their kernels sized for this image side."""
-        if side not in self._optics:
-            ops: list[K.IntensityAugmentationBase2D] = []
-            mb, df = self.cfg.motion_blur, self.cfg.defocus
-            if mb.p:
-                lo, hi = (_odd(v * side) for v in mb.length)
-                # Kornia draws one kernel size per batch (its angle and direction per image).
-                ops.append(K.RandomMotionBlur(kernel_size=(lo, hi), angle=90.0, direction=0.5, p=mb.p))
-            if df.p:
-                sigma = (df.sigma[0] * side, df.sigma[1] * side)
-                ops.append(K.RandomGaussianBlur(_odd(6 * sigma[1]), sigma, p=df.p))
-            self._optics[side] = ops
-        return self._optics[side]
+    @FAMILIES.implements("motion_blur")
+    def motion_blur(self, x: torch.Tensor) -> torch.Tensor:
+        """Kornia's motion blur, its kernel sizes a fraction of this image side (Kornia draws one kernel
+        size per batch, its angle and direction per image)."""
+        mb, side = self.cfg.motion_blur, x.shape[-1]
+        if ("motion_blur", side) not in self._sized:
+            lo, hi = (_odd(v * side) for v in mb.length)
+            blur = K.RandomMotionBlur(kernel_size=(lo, hi), angle=90.0, direction=0.5, p=mb.p)
+            self._sized["motion_blur", side] = blur
+        return self._sized["motion_blur", side](x).clamp_(0, 1)
+
+    @FAMILIES.implements("defocus")
+    def defocus(self, x: torch.Tensor) -> torch.Tensor:
+        """Kornia's Gaussian blur as defocus, its width a fraction of this image side."""
+        df, side = self.cfg.defocus, x.shape[-1]
+        if ("defocus", side) not in self._sized:
+            sigma = (df.sigma[0] * side, df.sigma[1] * side)
+            self._sized["defocus", side] = K.RandomGaussianBlur(_odd(6 * sigma[1]), sigma, p=df.p)
+        return self._sized["defocus", side](x).clamp_(0, 1)
 
     # --- sensor and tone ------------------------------------------------------------------------------
 
+    @FAMILIES.implements("noise")
     def noise(self, x: torch.Tensor) -> torch.Tensor:
-        """Additive Gaussian noise at an SNR drawn per image (Kornia's noise takes a fixed std, not an SNR)."""
+        """Additive Gaussian noise at an SNR drawn per image (Kornia's noise takes a fixed std, no SNR)."""
         fam = self.cfg.noise
         n = x.shape[0]
         snr = _between(fam.snr_db, n, x)
@@ -155,6 +159,12 @@ class RobustAugment:
         noisy = x + sigma * shaped
         return torch.where(_chosen(fam.p, n, x), noisy, x).clamp_(0, 1)
 
+    @FAMILIES.implements("gamma")
+    def gamma(self, x: torch.Tensor) -> torch.Tensor:
+        """Kornia's gamma with an exposure gain, per image."""
+        return self._gamma(x) if self._gamma is not None else x
+
+    @FAMILIES.implements("contrast")
     def contrast(self, x: torch.Tensor) -> torch.Tensor:
         """Contrast around each image's mean (Kornia's RandomContrast is a plain gain, which gamma has)."""
         fam = self.cfg.contrast
@@ -163,6 +173,7 @@ class RobustAugment:
         out = (x - mean) * _between(fam.factor, n, x) + mean
         return torch.where(_chosen(fam.p, n, x), out, x).clamp_(0, 1)
 
+    @FAMILIES.implements("tone_curve")
     def tone_curve(self, x: torch.Tensor) -> torch.Tensor:
         """Each chosen image through its own random monotone curve (a camera's tone mapping, knee and
         shoulder, a badly set gain): piecewise linear, the slopes log-normal, the ends pinned to 0 and 1.

@@ -47,44 +47,55 @@ sha256, the condition name), so a corrupted image does not depend on processing 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import math
 import operator
 import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from steelflow.config import CONDITION_KINDS, Condition
+from steelflow.config import CONDITIONS, Condition
 from steelflow.data import images
 
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 _SPOT_SIGMA = (0.25, 0.5)  # spotlight width, as fractions of the image's longer side
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def apply(img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np.ndarray:
     """Corrupt ``img`` as ``condition`` (one entry of ``corrupt.conditions`` or ``corrupt.holdout``) says."""
-    kind = getattr(condition, "kind", None)
-    if kind not in _BY_KIND:
-        raise ValueError(f"unknown corruption kind {kind!r} (allowed: {', '.join(CONDITION_KINDS)})")
-    return _BY_KIND[kind](img, condition, rng)
+    return CONDITIONS.function(getattr(condition, "kind", None))(img, condition, rng)
 
 
-# kind -> how its condition's fields reach the function (the ones without randomness ignore ``rng``)
-_BY_KIND = {
-    "luminance": lambda img, c, rng: luminance(img, c.alpha, rng),
-    "noise": lambda img, c, rng: noise(img, c.snr_db, rng),
-    "blur": lambda img, c, rng: motion_blur(img, c.length, rng),
-    "jpeg": lambda img, c, rng: jpeg(img, c.quality),
-    "salt_pepper": lambda img, c, rng: salt_pepper(img, c.amount, rng),
-    "pixelate": lambda img, c, rng: pixelate(img, c.factor),
-    "stripes": lambda img, c, rng: stripes(img, c.strength, rng),
-    "speckle": lambda img, c, rng: speckle(img, c.sigma, rng),
-    "posterize": lambda img, c, rng: posterize(img, c.bits),
-    "elastic": lambda img, c, rng: elastic(img, c.displacement, rng),
-}
+def corrupts(kind: str) -> Callable[[F], F]:
+    """Register ``fn`` as what corruption ``kind`` does (:data:`steelflow.config.CONDITIONS`).
+
+    ``fn(img, ...)``: its arguments after the image are the fields of the kind's config class of the same
+    names, and ``rng`` (the image's generator, :func:`rng_for`) when it draws at random.
+    """
+
+    def add(fn: F) -> F:
+        names = list(inspect.signature(fn).parameters)[1:]
+        fields = CONDITIONS.config(kind).model_fields
+        unknown = [n for n in names if n != "rng" and n not in fields]
+        if unknown:
+            raise TypeError(f"{fn.__name__}: {unknown} are not fields of the {kind!r} condition")
+
+        @functools.wraps(fn)
+        def run(img: np.ndarray, condition: Condition, rng: np.random.Generator) -> np.ndarray:
+            return fn(img, *(rng if n == "rng" else getattr(condition, n) for n in names))
+
+        CONDITIONS.implements(kind)(run)
+        return fn
+
+    return add
 
 
 def rng_for(seed: int, sha256: str, condition_name: str) -> np.random.Generator:
@@ -107,6 +118,7 @@ def rng_for(seed: int, sha256: str, condition_name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([zigzag, int(sha256, 16), name]))
 
 
+@corrupts("luminance")
 def luminance(img: np.ndarray, alpha: float, rng: np.random.Generator) -> np.ndarray:
     """Non-uniform illumination: ``I · (1 + α f)`` with ``f`` an off-centre spotlight spanning [−1, 1]."""
     _check_image(img)
@@ -133,6 +145,7 @@ def spotlight(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return 2 * (g - g.min()) / span - 1
 
 
+@corrupts("noise")
 def noise(img: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Additive white Gaussian noise at ``snr_db`` relative to the image's mean power ``mean(I²)``."""
     _check_image(img)
@@ -166,6 +179,7 @@ def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     return k / k.sum()
 
 
+@corrupts("blur")
 def motion_blur(img: np.ndarray, length: float, rng: np.random.Generator) -> np.ndarray:
     """Blur along a line of ``length`` pixels at a random angle in [0, 180) degrees."""
     _check_image(img)
@@ -181,6 +195,7 @@ def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return _to_uint8(ndimage.convolve(img.astype(np.float64), kernel, mode="nearest"))
 
 
+@corrupts("jpeg")
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """Re-encode as JPEG at ``quality`` (1–95) and decode again."""
     _check_image(img)
@@ -193,6 +208,7 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
         return images.decode(im, 3 if img.ndim == 3 and img.shape[-1] == 3 else 1).array.reshape(img.shape)
 
 
+@corrupts("salt_pepper")
 def salt_pepper(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Set a fraction ``amount`` of the pixels to black or white (a coin flip each)."""
     _check_image(img)
@@ -207,6 +223,7 @@ def salt_pepper(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.
     return out
 
 
+@corrupts("pixelate")
 def pixelate(img: np.ndarray, factor: int) -> np.ndarray:
     """Average ``factor × factor`` blocks and repeat them back to the original size."""
     _check_image(img)
@@ -217,6 +234,7 @@ def pixelate(img: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.Resampling.NEAREST)).reshape(img.shape)
 
 
+@corrupts("stripes")
 def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """An additive offset per row, or per column, of std ``strength · mean(I)``."""
     _check_image(img)
@@ -230,6 +248,7 @@ def stripes(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.nd
     return _to_uint8(signal + offsets)
 
 
+@corrupts("speckle")
 def speckle(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Multiplicative Gaussian noise: ``I · (1 + n)``, ``n ~ N(0, σ²)`` per pixel (and channel)."""
     _check_image(img)
@@ -238,8 +257,9 @@ def speckle(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarr
     return _to_uint8(signal * (1.0 + rng.normal(0.0, sigma, img.shape)))
 
 
+@corrupts("posterize")
 def posterize(img: np.ndarray, bits: int) -> np.ndarray:
-    """Keep ``2**bits`` grey levels: clear the low ``8 − bits`` bits and put each value in its bin's middle."""
+    """Keep ``2**bits`` grey levels: clear the low ``8 − bits`` bits, put each value in its bin's middle."""
     _check_image(img)
     if not 1 <= int(bits) <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
@@ -249,6 +269,7 @@ def posterize(img: np.ndarray, bits: int) -> np.ndarray:
     return ((img >> drop) << drop) + np.uint8(1 << (drop - 1))
 
 
+@corrupts("elastic")
 def elastic(img: np.ndarray, displacement: float, rng: np.random.Generator) -> np.ndarray:
     """Resample through a smooth random displacement field whose largest shift is ``displacement`` × side."""
     _check_image(img)
@@ -269,7 +290,9 @@ def elastic(img: np.ndarray, displacement: float, rng: np.random.Generator) -> n
     signal = img.astype(np.float64)
     if img.ndim == 2:
         return _to_uint8(ndimage.map_coordinates(signal, coords, order=1, mode="nearest"))
-    planes = [ndimage.map_coordinates(signal[..., c], coords, order=1, mode="nearest") for c in range(img.shape[2])]
+    planes = [
+        ndimage.map_coordinates(signal[..., c], coords, order=1, mode="nearest") for c in range(img.shape[2])
+    ]
     return _to_uint8(np.stack(planes, axis=-1))
 
 

@@ -13,8 +13,10 @@ reflectance (what the defect is) and ``g`` the lamp, the auto-exposure and the o
   Gaussian-weighted local mean and variance. Cancels a smooth gain *and* a smooth offset, and evens out
   local contrast, so a dim corner and a lit centre reach the network at the same scale.
 
-Every stage is a plain module of convolutions, pads and reductions, so it exports to ONNX with the rest of
-the network and the pyfunc and ``mlflow models serve`` carry it without a line of their own.
+Each stage is declared by name in :data:`steelflow.config.INPUT_STAGES` (what ``model.input_norm``
+accepts), and its builder registers against that name at the end of this module. Every stage is a plain
+module of convolutions, pads and reductions, so it exports to ONNX with the rest of the network and the
+pyfunc and ``mlflow models serve`` carry it without a line of their own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import math
 import torch
 from torch import nn
 
-INPUT_NORMS = ("none", "standardize", "flatfield", "local")
+from steelflow.config import INPUT_STAGES
+
+INPUT_NORMS = INPUT_STAGES.names
 # Floors in [0, 1] intensity units: a black or saturated area (std 0) stays finite, and the few grey
 # levels left in a nearly black corner are not blown up into full-contrast quantisation noise.
 _EPS = 0.02
@@ -110,12 +114,27 @@ class LocalContrast(nn.Module):
 
 def build_input_norm(kind: str, image_size: int, sigma: float) -> nn.Module:
     """The stage ``kind`` (one of :data:`INPUT_NORMS`) for inputs of side ``image_size``."""
-    if kind == "none":
-        return nn.Identity()
-    if kind == "standardize":
-        return Standardize()
-    if kind == "flatfield":
-        return FlatField(image_size, sigma)
-    if kind == "local":
-        return LocalContrast(image_size, sigma)
-    raise ValueError(f"unknown input_norm {kind!r} (allowed: {', '.join(INPUT_NORMS)})")
+    return INPUT_STAGES.function(kind)(image_size, sigma)
+
+
+# --- the stages, by name (declared in steelflow.config.INPUT_STAGES) -------------------------------------
+
+
+@INPUT_STAGES.implements("none")
+def _none(image_size: int, sigma: float) -> nn.Module:
+    return nn.Identity()
+
+
+@INPUT_STAGES.implements("standardize")
+def _standardized(image_size: int, sigma: float) -> nn.Module:
+    return Standardize()
+
+
+@INPUT_STAGES.implements("flatfield")
+def _flatfield(image_size: int, sigma: float) -> nn.Module:
+    return FlatField(image_size, sigma)
+
+
+@INPUT_STAGES.implements("local")
+def _local(image_size: int, sigma: float) -> nn.Module:
+    return LocalContrast(image_size, sigma)

@@ -22,15 +22,10 @@ import torch
 from steelflow import atomic, paths
 from steelflow.config import Params
 from steelflow.data import cache
-from steelflow.errors import ConfigError, DataError, SteelflowError
+from steelflow.errors import ConfigError, DataError, ParityFailed
 from steelflow.inference import as_float, load_trained, to_tensor
-from steelflow.serving.pyfunc import data_channels
 
 BATCH_SIZES = (1, 32)
-
-
-class ParityFailed(SteelflowError):
-    exit_code = 9
 
 
 def export_onnx(
@@ -49,7 +44,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="steelflow-onnx-") as tmp:
         weights, size, source = _weights(params, model_uri, Path(tmp))
         model, meta = load_trained(weights)
-        images = _test_images(cache_dir, meta["classes"], size)
+        images = _test_images(cache_dir, meta.classes, size)
         x = as_float(to_tensor(images))
         with atomic.atomic_path(out_path) as staged:
             example = x[:2] if len(x) >= 2 else x.repeat(2, 1, 1, 1)
@@ -65,8 +60,8 @@ def export_onnx(
     report = {
         "source": source,
         "onnx": str(out_path),
-        "input": {"name": "x", "shape": ["batch", data_channels(meta), size, size], "range": [0, 1]},
-        "classes": meta["classes"],
+        "input": {"name": "x", "shape": ["batch", meta.data_channels, size, size], "range": [0, 1]},
+        "classes": meta.classes,
         "parity": {"images": len(x), "max_abs_logit_diff": diff, "tolerance": tolerance},
         "latency_ms_per_image": latency,
         "threads": torch.get_num_threads(),

@@ -26,15 +26,9 @@ import pandas as pd
 from steelflow import atomic
 from steelflow.config import Params, RegistryConfig
 from steelflow.data.sources import IMAGE_SUFFIXES, is_inside, links_outside
-from steelflow.errors import ConfigError, DataError, SteelflowError
+from steelflow.errors import ConfigError, DataError, PredictionsFailed
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-
-
-class PredictionsFailed(SteelflowError):
-    """Some files could not be classified; their rows say why, and every other row was written."""
-
-    exit_code = 13
 
 
 @dataclasses.dataclass

@@ -29,9 +29,9 @@ import binascii
 import dataclasses
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from PIL import Image, UnidentifiedImageError
 
 from steelflow.data import images
 from steelflow.errors import DataError
+
+if TYPE_CHECKING:  # steelflow.models needs PyTorch, which the served ONNX model runs without
+    from steelflow.models import ModelMeta
 
 COLUMN = "image"
 WARNING = "warning"  # the output column of small_images: flag
@@ -238,30 +241,36 @@ def classify_with(
     return frame
 
 
-def data_channels(meta: dict[str, Any]) -> int:
-    """The channels of the data a model was trained on (1 grey, 3 colour), which the served model turns
-    every input into. Models and versions saved before the name ``data_channels`` call it ``in_chans``
-    (not the network's input width, ``CASINet.in_chans``, which the name now leaves alone)."""
-    return int(meta["data_channels"] if "data_channels" in meta else meta["in_chans"])
+def data_channels(config: Mapping[str, Any]) -> int:
+    """The channels of the data a version's model was trained on (1 grey, 3 colour), from its
+    ``model_config``: the served model turns every input into them. Versions saved before the name
+    ``data_channels`` call it ``in_chans`` (not the network's input width, ``CASINet.in_chans``, which the
+    name now leaves alone; :class:`~steelflow.models.ModelMeta` reads model files the same way)."""
+    return int(config["data_channels"] if "data_channels" in config else config["in_chans"])
 
 
 def classify(
     model: Any,
-    meta: dict[str, Any],
+    meta: ModelMeta | Mapping[str, Any],
     size: int,
     cells: list[Any],
     batch_size: int = 32,
     white_level: float | None = None,
 ) -> pd.DataFrame:
     """The PyTorch network ``model`` on raw image cells (what versions pickled before models-from-code
-    call, when loaded with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``)."""
+    call, when loaded with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``; their ``meta`` is a dict)."""
+    # here, not at the top: the served ONNX model runs without PyTorch, which steelflow.models needs
     import torch
+
+    from steelflow.models import ModelMeta
+
+    meta = ModelMeta.of_any(meta)
 
     def logits(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return model(torch.from_numpy(x)).float().numpy()
 
-    config = {"classes": meta["classes"], "data_channels": data_channels(meta), "cache_size": size}
+    config = {"classes": meta.classes, "data_channels": meta.data_channels, "cache_size": size}
     return classify_with(logits, config | {"white_level": white_level}, cells, batch_size)
 
 

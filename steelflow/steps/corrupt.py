@@ -22,6 +22,7 @@ from steelflow.config import CorruptConfig, DataConfig
 from steelflow.data import cache, corruptions, images, manifest
 from steelflow.progress import track
 from steelflow.reports import corruption_grid, grid_picks
+from steelflow.step import Produces, Step
 
 INDEX_COLUMNS = ["condition", "path", "label", "sha256"]
 
@@ -82,3 +83,28 @@ def corrupt(
 
     corruption_grid(examples, [test["label"].iloc[i] for i in picks], grid_path)
     return CorruptResult([c.name for c in cfg.all_conditions], len(test))
+
+
+def summary(result: CorruptResult) -> list[str]:
+    return [
+        f"corrupt: {result.n_images} test images × {len(result.conditions)} conditions → {paths.CORRUPTED}/"
+    ]
+
+
+STEP = Step(
+    "corrupt",
+    run=corrupt,
+    sections=("data", "corrupt"),
+    inputs=(paths.SPLITS / "test.csv", paths.IMAGES),
+    params=("data.classes", "data.cache_size", "data.white_level", "corrupt"),
+    outs=(paths.CORRUPTED, paths.CACHE_CORRUPTED, paths.CORRUPTIONS_PNG),
+    plots=(paths.CORRUPTIONS_PNG,),
+    summary=summary,
+    consumes=("dataset", "splits"),
+    produces=(
+        Produces("corrupted", "Dataset"),
+        Produces(
+            "grid", "HTML", page=paths.CORRUPTIONS_PNG, title="Corrupted test images: one row per condition"
+        ),
+    ),
+)

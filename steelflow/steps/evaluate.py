@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from steelflow import atomic, paper, paths
-from steelflow.config import CorruptConfig, EvaluateConfig
+from steelflow.config import CorruptConfig, EvaluateConfig, Params
 from steelflow.inference import load_trained, pick_device
 from steelflow.reports import (
     accuracy_bars,
@@ -32,6 +32,7 @@ from steelflow.reports import (
     robustness_table,
     table1_lines,
 )
+from steelflow.runs import tracker
 from steelflow.scoring import (
     CLEAN,
     evaluation_sets,
@@ -40,6 +41,7 @@ from steelflow.scoring import (
     summarize,
     training_label,
 )
+from steelflow.step import Option, Produces, Step
 from steelflow.tracking import NullTracker, Tracker
 
 # re-exported: the scoring helpers and tables used to live here (reproduce, benchmarks and tests import them)
@@ -86,20 +88,20 @@ def evaluate(
 
     per_condition: dict[str, dict[str, Any]] = {}
     for name, data, probs in scored_sets(model, meta, sets, cfg.batch_size, dev):
-        per_condition[name] = score(data.labels, probs, meta["classes"])
+        per_condition[name] = score(data.labels, probs, meta.classes)
         if name == CLEAN:
             clean = data
             predictions = pd.DataFrame(
                 {
                     "sha256": data.sha256,
-                    "actual": [meta["classes"][i] for i in data.labels],
-                    "predicted": [meta["classes"][i] for i in probs.argmax(1)],
+                    "actual": [meta.classes[i] for i in data.labels],
+                    "predicted": [meta.classes[i] for i in probs.argmax(1)],
                 }
             )
 
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
     holdout = corrupt_cfg.holdout_names
-    summary = {"variant": meta["variant"], "training": training_label(meta), **summarize(accuracy, holdout)}
+    summary = {"variant": meta.variant, "training": training_label(meta), **summarize(accuracy, holdout)}
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
     atomic.write_json(
@@ -111,18 +113,18 @@ def evaluate(
         },
     )
     atomic.write_json(details_path, per_condition)
-    rows = {f"steelflow {meta['variant']}, {summary['training']}": accuracy}
-    atomic.write_text(robustness_path, robustness_table(meta["variant"], rows, holdout))
+    rows = {f"steelflow {meta.variant}, {summary['training']}": accuracy}
+    atomic.write_text(robustness_path, robustness_table(meta.variant, rows, holdout))
     with atomic.atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
     accuracy_bars(
-        accuracy, paper.TABLE1.get(meta["variant"]), plots_dir / "accuracy_by_condition.png", holdout
+        accuracy, paper.TABLE1.get(meta.variant), plots_dir / "accuracy_by_condition.png", holdout
     )
     confusion_figure(
         np.array(per_condition[CLEAN]["confusion_matrix"]),
-        meta["classes"],
+        meta.classes,
         plots_dir / "confusion_matrix.png",
     )
     if hasattr(model, "attention_maps"):
@@ -144,3 +146,50 @@ def metric_names(per_condition: dict[str, dict[str, Any]], summary: dict[str, An
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def tracked(p: Params, track: bool = True) -> EvaluateResult:
+    """:func:`evaluate`, logged into the MLflow run of the training it scores
+    (``metrics/mlflow_run_id.txt``)."""
+    last = paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
+    with tracker(p, "evaluate", track, run_id=last) as t:
+        sets = evaluation_sets(p.corrupt)
+        t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if path.is_file()])
+        return evaluate(p.evaluate, p.corrupt, device=p.train.device, tracker=t)
+
+
+def summary(result: EvaluateResult) -> list[str]:
+    s = result.summary
+    held = (
+        f", worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.3f}"
+        if "holdout_worst_condition" in s
+        else ""
+    )
+    return [
+        f"evaluate ({s['training']}): clean accuracy {s['clean_accuracy']:.3f}, worst "
+        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.EVALUATE_METRICS}, "
+        f"{paths.ROBUSTNESS_MD}"
+    ]
+
+
+STEP = Step(
+    "evaluate",
+    run=tracked,
+    sections=("params",),  # the whole tree: the MLflow run's identity tags are made from it
+    inputs=(paths.MODEL, paths.MLFLOW_RUN, paths.TEST_CACHE, paths.CACHE_CORRUPTED),
+    params=("evaluate", "corrupt.conditions", "corrupt.holdout"),
+    outs=(paths.ROBUSTNESS_MD, paths.EVALUATION_DETAILS, paths.PLOTS, paths.PREDICTIONS),
+    metrics=(paths.EVALUATE_METRICS,),
+    plots=(paths.PLOTS,),
+    options=(
+        Option("track", bool, True, "log to the training run in MLflow", flag="--track/--no-track", kfp=True),
+    ),
+    summary=summary,
+    consumes=("manifest", "splits", "corrupted", "model"),
+    produces=(
+        Produces("evaluation"),
+        Produces("metrics", "Metrics", metrics=paths.EVALUATE_METRICS),
+        Produces("robustness", "Markdown", page=paths.ROBUSTNESS_MD),
+    ),
+    retries=True,
+)

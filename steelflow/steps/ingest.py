@@ -30,6 +30,7 @@ from steelflow.config import DataConfig
 from steelflow.data import images, manifest, s3, sources, synthetic
 from steelflow.errors import DataError
 from steelflow.progress import track
+from steelflow.step import Produces, Step, shown
 
 
 @dataclass(frozen=True)
@@ -170,3 +171,48 @@ def _describe(
             meta["decode_note"] = "; ".join(n for n in (notes[img.path], meta["decode_note"]) if n)
         rows.append({"path": (prefix / img.path).as_posix(), "label": img.label, **meta})
     return pd.DataFrame(rows, columns=manifest.COLUMNS)
+
+
+def summary(result: IngestResult) -> list[str]:
+    lines = [
+        f"ingest: {result.n_images} images, {len(result.per_class)} classes ({result.layout}) "
+        f"→ {paths.MANIFEST}"
+    ]
+    if result.skipped:
+        lines.append(
+            f"warning: ingest: skipped {len(result.skipped)} file(s) that are not images: "
+            f"{shown(result.skipped)}"
+        )
+    if result.outside:
+        lines.append(
+            f"warning: ingest: left out {len(result.outside)} link(s) pointing outside data.source: "
+            f"{shown(result.outside)}"
+        )
+    if result.expanded:
+        files = [f"{name} ({n} frames)" for name, n in result.expanded.items()]
+        lines.append(
+            f"ingest: {len(files)} multi-frame file(s) stored as {sum(result.expanded.values())} images, "
+            f"one per frame (data.multi_frame: expand): {shown(files)}"
+        )
+    return lines
+
+
+STEP = Step(
+    "ingest",
+    run=ingest,
+    sections=("data",),
+    params=(
+        "data.source",
+        "data.synthetic",
+        "data.max_pixels",
+        "data.white_level",
+        "data.reencode",
+        "data.outside_links",
+        "data.multi_frame",
+    ),
+    outs=(paths.IMAGES, paths.MANIFEST),
+    summary=summary,
+    # the manifest alone: later steps read it for the data version they record
+    produces=(Produces("dataset", "Dataset"), Produces("manifest", keep=(paths.MANIFEST,))),
+    retries=True,  # an s3:// source
+)

@@ -22,6 +22,7 @@ from steelflow.config import DataConfig, SplitConfig
 from steelflow.data import cache, images, manifest
 from steelflow.errors import DataError
 from steelflow.progress import track
+from steelflow.step import Produces, Step
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,22 @@ def _units(table: pd.DataFrame, groups: list[list[str]]) -> pd.Series:
     """Per row, what it is split with: the first path of its near-duplicate group, or its own path."""
     first_of = {p: g[0] for g in groups for p in g}
     return table["path"].map(lambda p: first_of.get(p, p))
+
+
+def summary(result: SplitResult) -> list[str]:
+    totals = ", ".join(f"{name} {sum(c.values())}" for name, c in result.counts.items())
+    return [f"split: {totals} → {paths.SPLITS}/"]
+
+
+STEP = Step(
+    "split",
+    run=split,
+    sections=("data", "split"),
+    inputs=(paths.MANIFEST, paths.IMAGES, paths.VALIDATION_JSON),
+    params=("data.classes", "data.cache_size", "data.white_level", "split"),
+    outs=(paths.SPLITS, paths.CACHE_SPLITS),
+    metrics=(paths.SPLIT_JSON,),
+    summary=summary,
+    consumes=("dataset", "report"),
+    produces=(Produces("splits", "Dataset"), Produces("metrics", "Metrics", metrics=paths.SPLIT_JSON)),
+)

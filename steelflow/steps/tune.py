@@ -25,6 +25,7 @@ Where the rest lives: the study, its queue, claims, heartbeats and retries in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import multiprocessing
 import os
@@ -47,8 +48,10 @@ from steelflow.config import (
     parse_params,
 )
 from steelflow.errors import DataError, TuningFailed
+from steelflow.step import FanOut, Option, Produces, Step
 from steelflow.tracking import data_version
 from steelflow.tuning import objective as fidelity
+from steelflow.tuning.result import TuneResult
 from steelflow.tuning.study import (
     FINISHED,
     Database,
@@ -60,12 +63,12 @@ from steelflow.tuning.study import (
     objective_of,
     open_study,
     queue_missing,
-    run_trial,
     storage_url,
     study_name,
     tune_cfg,
 )
 from steelflow.tuning.tracking import ParentRun, TrialLogger
+from steelflow.tuning.trial import run_trial
 
 __all__ = [
     "FINISHED",
@@ -83,40 +86,6 @@ __all__ = [
 # Heartbeats and stale-trial retries are "experimental" in Optuna since 2.8; we rely on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from us instead
-
-
-@dataclasses.dataclass
-class TuneResult:
-    study_name: str
-    storage: str  # with any password hidden
-    counts: dict[str, int]
-    n_trials: int
-    complete: bool
-    best_trial: int
-    best_value: float  # the objective's value (pareto: the robust score) of the trial train applies
-    best_params: dict[str, Any]
-    best_clean: float = 0.0
-    best_robust: float | None = None
-    seconds: float = 0.0
-    dead_workers: list[int] = dataclasses.field(default_factory=list)
-    baseline: bool = False  # best_params are the baseline's: the hand-set values won
-    baseline_trial: dict[str, Any] | None = None  # the baseline's number, state and scores; None: none
-    significance: dict[str, Any] | None = None  # the bootstrap of the pick against the baseline, if run
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The study's summary numbers: what its MLflow run and the Kubeflow Metrics artifact show."""
-        out = {"best_value": self.best_value, "best_trial": self.best_trial, "best_clean": self.best_clean}
-        if self.best_robust is not None:
-            out["best_robust"] = self.best_robust
-        if self.baseline_trial is not None:
-            out["best_is_baseline"] = float(self.baseline)
-            out |= {
-                f"baseline_{k}": float(v)
-                for k, v in self.baseline_trial.items()
-                if k in ("number", "epochs", "value", "clean", "robust") and v is not None
-            }
-        return out | {f"trials_{state.lower()}": n for state, n in self.counts.items()}
 
 
 # --- the step ---------------------------------------------------------------------------------------
@@ -437,3 +406,72 @@ def _fmt(v: Any) -> str:
 def _plain(v: Any) -> Any:
     """numpy scalars and the like → plain YAML values."""
     return v.item() if hasattr(v, "item") else v
+
+
+# --- the declaration --------------------------------------------------------------------------------
+
+
+def summary(result: TuneResult) -> list[str]:
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in result.counts.items() if n)
+    robust = f", robust {result.best_robust:.3f}" if result.best_robust is not None else ""
+    lines = [
+        f"tune: study {result.study_name} ({counts}) in {result.seconds:.0f} s; best trial "
+        f"{result.best_trial}{_baseline_note(result)}: val accuracy {result.best_clean:.3f}{robust} "
+        f"→ {paths.BEST_PARAMS}"
+    ]
+    if result.dead_workers:
+        lines.append(
+            f"warning: tune: worker(s) {result.dead_workers} died; their trials were failed and retried"
+        )
+    if not result.complete:
+        lines.append(
+            f"warning: tune: the study is not complete ({result.n_trials} trials asked for); "
+            "run `steelflow tune` again to continue it"
+        )
+    return lines
+
+
+def _baseline_note(result: TuneResult) -> str:
+    """How the best trial stands to the baseline (the hand-set values), for the summary line."""
+    b = result.baseline_trial
+    if b is None:
+        return ""
+    test = result.significance
+    if result.baseline and test and test["kept_baseline"]:
+        return (
+            f" (the baseline: trial {test['rival']} scored higher on {test['score']} validation accuracy, "
+            f"but lost or tied in {test['p']:.0%} of bootstrap resamples of the images, above "
+            f"tune.significance {test['significance']})"
+        )
+    if result.baseline:
+        return " (the baseline: the hand-set values)"
+    if not b["top_rung"]:
+        at = f" at {b['epochs']} epochs" if b["epochs"] else ""
+        return f" (the baseline, trial {b['number']}, {b['state'].lower()}{at})"
+    scores = f"val accuracy {b['clean']:.3f}" + (
+        f", robust {b['robust']:.3f}" if b["robust"] is not None else ""
+    )
+    return f" (beat the baseline, trial {b['number']}: {scores})"
+
+
+STEP = Step(
+    "tune",
+    run=tune,
+    # the whole tree: each trial trains a variant of it, and the study records it
+    sections=("params",),
+    inputs=(paths.CACHE_SPLITS,),
+    params=("model", "train", "tune"),
+    outs=(paths.BEST_PARAMS, paths.TRIALS_CSV, paths.TUNING_PLOTS),
+    plots=(paths.TUNING_PLOTS,),
+    options=(
+        Option("workers", int | None, None, "processes (default: tune.workers)", short="-w"),
+        Option("track", bool, True, "log the study to MLflow", flag="--track/--no-track", kfp=True),
+    ),
+    summary=summary,
+    consumes=("manifest", "splits"),
+    produces=(Produces("tuning"), Produces("metrics", "Metrics")),
+    gpu=True,
+    cache=False,  # a shared study on a server
+    retries=True,
+    fan_out=FanOut(start=functools.partial(start, track=True), work=work, finish=finish, load=StudyRef.load),
+)

@@ -28,7 +28,7 @@ from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
 from steelflow.data import augment as augmentation
 from steelflow.data import cache
-from steelflow.errors import ConfigError, DataError, SteelflowError
+from steelflow.errors import ConfigError, DataError, TrainingDiverged
 from steelflow.inference import (
     as_float,
     autocast,
@@ -39,17 +39,12 @@ from steelflow.inference import (
     save_trained,
     to_tensor,
 )
+from steelflow.models import ModelMeta
 from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
 from steelflow.training.checkpoint import Checkpoint, State, write_history
 
 _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from colliding
-
-
-class TrainingDiverged(SteelflowError):
-    """The loss became NaN or infinite."""
-
-    exit_code = 5
 
 
 @dataclass
@@ -124,16 +119,7 @@ def train(
         state = checkpoint.restore(run)
     started = time.perf_counter()
     seen = _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch)
-    meta = {
-        "variant": model_cfg.variant,
-        "image_size": model_cfg.image_size,
-        "dropout": model_cfg.dropout,
-        "input_norm": model_cfg.input_norm,
-        "input_norm_sigma": model_cfg.input_norm_sigma,
-        "robust": cfg.robust.enabled,
-        "classes": train_set.classes,
-        "data_channels": int(train_set.images.shape[-1]),  # 1 grey, 3 colour (the network takes 3)
-    }
+    meta = ModelMeta.of(model_cfg, train_set.classes, train_set.images.shape[-1], cfg.robust.enabled)
     result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path)
     atomic.write_json(metrics_path, result.metrics())
     write_history(Path(history_path), state.history)
@@ -310,7 +296,7 @@ def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict
 
 
 def _finish(
-    run: _Run, state: State, meta: dict[str, Any], elapsed: float, seen: int, model_path: Path
+    run: _Run, state: State, meta: ModelMeta, elapsed: float, seen: int, model_path: Path
 ) -> TrainResult:
     """Save the best epoch's weights with what rebuilds the network; the run's summary."""
     run.model.load_state_dict(state.best_state)

@@ -26,12 +26,14 @@ at least ``1 - significance`` of the resamples; otherwise the hand-set values st
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
+from scipy import stats
 
 from steelflow.config import TuneConfig
 
@@ -230,23 +232,42 @@ def guard_baseline(
 def loss_probability(rival: FrozenTrial, baseline: FrozenTrial, on: str, robust_key: str) -> float | None:
     """The share of paired bootstrap resamples of the validation images in which ``rival`` does not beat
     ``baseline`` on ``on`` (clean accuracy, or the robust score: the worst or mean family); None when a
-    trial lacks the per-image record. Seeded, so every orchestrator finds the same value."""
+    trial lacks the per-image record (or has fewer than two images: nothing to resample). Seeded, so every
+    orchestrator finds the same value.
+
+    scipy's paired bootstrap draws the resamples and applies the statistic (the rival's score minus the
+    baseline's, both on the same resampled images); the share is read off its bootstrap distribution, as
+    scipy reports intervals, not this one-sided share.
+    """
     records = [t.user_attrs.get(CORRECT, {}).get(on) for t in (rival, baseline)]
     if not all(records) or records[0]["n"] != records[1]["n"]:
         return None
     n = records[0]["n"]
     views = sorted(records[0]["views"])
-    if n == 0 or views != sorted(records[1]["views"]):
+    if n < 2 or views != sorted(records[1]["views"]):
         return None
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
+    by_view = np.mean if robust_key.endswith("_mean") and on == "robust" else np.min
 
-    def statistic(record: dict[str, Any]) -> np.ndarray:
-        right = np.stack([unpack(record["views"][v], n) for v in views])  # (views, n)
-        accuracy = right[:, draws].mean(axis=-1)  # (views, resamples)
-        return accuracy.mean(axis=0) if robust_key.endswith("_mean") and on == "robust" else accuracy.min(0)
+    def score(right: np.ndarray, axis: int = -1) -> np.ndarray:
+        return by_view(right.mean(axis=axis), axis=0)  # (views, …, n) → accuracy per view → one score
 
-    return float(np.mean(statistic(records[0]) <= statistic(records[1])))
+    def lead(rival_right: np.ndarray, baseline_right: np.ndarray, axis: int = -1) -> np.ndarray:
+        return score(rival_right, axis) - score(baseline_right, axis)
+
+    right = [np.stack([unpack(r["views"][v], n) for v in views]).astype(float) for r in records]  # (views, n)
+    with warnings.catch_warnings():  # a distribution without spread: scipy warns about its interval only
+        warnings.simplefilter("ignore")
+        found = stats.bootstrap(
+            right,
+            lead,
+            paired=True,
+            vectorized=True,
+            axis=-1,
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            method="percentile",
+            rng=np.random.default_rng(BOOTSTRAP_SEED),
+        )
+    return float(np.mean(found.bootstrap_distribution <= 0))
 
 
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[int]:

@@ -1,9 +1,12 @@
 """The tune step's MLflow side: one parent run per study, one nested run per trial.
 
 The parent run is created on the first ``steelflow tune`` of a study (:class:`ParentRun`) and reused while
-the study continues; it carries the study's summary (:attr:`steelflow.steps.tune.TuneResult.metrics`),
+the study continues; it carries the study's summary (:attr:`steelflow.tuning.result.TuneResult.metrics`),
 best_params.yaml, trials.csv and the plots. Each finished trial becomes a child run (:class:`TrialLogger`);
-trials whose log was lost (a dead worker) are logged at the end (:func:`log_missing_trials`).
+trials whose log was lost (a dead worker) are logged at the end (:func:`log_missing_trials`). Every call
+to the server goes through :class:`steelflow.tracking.GuardedClient`: a server that stays away is exit 10,
+in bounded time. MLflow's own classes are imported where they are used: a study run without tracking never
+loads MLflow.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -19,19 +21,16 @@ from optuna.trial import FrozenTrial, TrialState
 from steelflow import paths
 from steelflow.config import Params
 from steelflow.redact import hide_password, redact
+from steelflow.tracking import GuardedClient, ensure_experiment, run_params, run_tags
 from steelflow.tuning import objective as fidelity
+from steelflow.tuning.result import TuneResult
 from steelflow.tuning.study import FINISHED, StudyRef, load_study, tune_cfg
-
-if TYPE_CHECKING:
-    from steelflow.steps.tune import TuneResult
 
 
 class ParentRun:
     """The study's MLflow run: created on the first `steelflow tune`, reused while the study continues."""
 
     def __init__(self, params: Params, ref: StudyRef):
-        from steelflow.tracking import GuardedClient, ensure_experiment, flatten, run_tags
-
         self._client = GuardedClient(params.mlflow)  # a server that stays away: exit 10, in bounded time
         self._params = params
         if ref.mlflow_parent_run:  # opened by `start` (here, or in another pod): nothing to look up
@@ -58,7 +57,7 @@ class ParentRun:
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
-        flat = flatten({"tune": tree["tune"], "model": tree["model"], "train": tree["train"]})
+        flat = run_params({"tune": tree["tune"], "model": tree["model"], "train": tree["train"]})
         self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
         self.ref = dataclasses.replace(ref, mlflow_parent_run=self.run_id)
 
@@ -82,8 +81,6 @@ class TrialLogger:
     """Logs each finished trial as a child of the study's MLflow run (params, intermediate values, state)."""
 
     def __init__(self, params: Params, ref: StudyRef):
-        from steelflow.tracking import GuardedClient
-
         self._client = GuardedClient(params.mlflow)
         self._parent = ref.mlflow_parent_run
         self._study = ref.name

@@ -51,7 +51,7 @@ def test_subset_through_every_step(project, neu_subset):
     table = manifest.read("data/manifest.csv")
     assert set(table["mode"]) == {"L"} and set(table["width"]) == {200}
 
-    checked = validate(Path("data/manifest.csv"), params.data, params.validate_)
+    checked = validate(params.data, params.validate_, Path("data/manifest.csv"))
     assert checked.success and checked.dropped == ["images/patches/Pa_105.bmp"]
 
     split(params.data, params.split)
@@ -66,7 +66,7 @@ def test_subset_through_every_step(project, neu_subset):
 def test_full_dataset_reports_exactly_the_known_duplicate_pair(project):
     params = load_params(overrides=[f"data.source={NEU_CLS}"])
     assert ingest(params.data).n_images == 1800
-    checked = validate(Path("data/manifest.csv"), params.data, params.validate_)
+    checked = validate(params.data, params.validate_, Path("data/manifest.csv"))
     assert checked.success
     report = json.loads(Path("reports/validation.json").read_text())
     pairs = [

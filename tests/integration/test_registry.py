@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from steelflow.config import load_params
-from steelflow.registry import GateFailed, RegistryError, register
+from steelflow.registry import GateFailed, RegistryError
+from steelflow.steps.register import register
 from tests.integration.registered import NAME, registered_project
 from tests.integration.registered import cli as _cli
 from tests.servers import VENV_BIN, free_port, running

@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 from steelflow.config import load_params
-from steelflow.registry import GateFailed, RegistryError, register
+from steelflow.registry import GateFailed, RegistryError
 from steelflow.serving.predict import PredictionsFailed
+from steelflow.steps.register import register
 from tests.integration.registered import NAME, cli, registered_project
 from tests.servers import VENV_BIN, free_port, running
 

@@ -1,0 +1,54 @@
+"""``train`` (with its ``augment`` and ``robust`` sub-sections) and ``evaluate``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from steelflow.config.robust import RobustConfig
+from steelflow.config.section import Section
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation, applied to cached uint8 images on the fly."""
+
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = False
+    brightness: float = Field(default=0.0, ge=0, le=1, description="max relative brightness change")
+    contrast: float = Field(default=0.0, ge=0, le=1, description="max relative contrast change")
+
+
+class TrainConfig(Section):
+    """Paper §4.3: SGD, momentum 0.9, weight decay 1e-3, batch 16."""
+
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    schedule: Literal["constant", "cosine", "step"] = "cosine"
+    step_epochs: int = Field(
+        default=10, ge=1, description="with schedule: step, decay every this many epochs"
+    )
+    gamma: float = Field(default=0.1, gt=0, le=1, description="with schedule: step, the decay factor")
+    patience: int = Field(ge=0, description="early stopping on val accuracy; 0 = never stop early")
+    seed: int = 0
+    augment: AugmentConfig = AugmentConfig()
+    robust: RobustConfig = RobustConfig()
+    threads: int | None = Field(default=None, ge=1, description="CPU threads; null = PyTorch's default")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: fp32 on CPU, bf16 (or fp16) autocast on CUDA"
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(default="auto", description="auto = on")
+    compile: bool = Field(default=False, description="torch.compile the model")
+    use_tuned: bool = Field(
+        default=False, description="apply reports/tuning/best_params.yaml (from `steelflow tune`) on top"
+    )
+
+
+class EvaluateConfig(Section):
+    batch_size: int = Field(default=64, ge=1)
+    attention_examples: int = Field(default=1, ge=1, le=4, description="test images per class in the picture")
