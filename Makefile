@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint docs bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
+.PHONY: setup run test test-fast lint docs bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
 
 # Images for the Kubeflow pipeline, tagged <version> and <version>-<git sha>: `make image REGISTRY=...`.
 REGISTRY ?= ghcr.io/steelflow
@@ -38,7 +38,11 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest --durations=25
+
+# The contributor's loop, about a minute: no real servers or tools, no training or tuning for real.
+test-fast: setup
+	$(BIN)/pytest -m "not integration and not slow"
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -6,21 +6,22 @@ step function, and prints a one-line summary. No step logic lives here.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
-from rich.text import Text
 from typer.core import TyperGroup
 
 from steelflow import config, paths, redact
-from steelflow.errors import SteelflowError, ValidationFailed
+from steelflow.cli_pipeline import pipeline_app
+from steelflow.console import FLAG, SHOWN, ParamsOpt, SetOpt, out, state
+from steelflow.console import guard as _step
+from steelflow.console import load as _params
+from steelflow.console import warn as _warn
+from steelflow.errors import SteelflowError
 
 
 class _Steps(TyperGroup):
@@ -38,7 +39,7 @@ class _Steps(TyperGroup):
         if name in steps.names():
             from steelflow.step_commands import command
 
-            return command(steps.get(name), _step, _params, out, _warn)
+            return command(steps.get(name))
         return super().get_command(ctx, name)
 
 
@@ -49,57 +50,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# soft_wrap: without a terminal Rich assumes 80 columns and would break a long line mid-sentence in a DVC
-# or CI log; lines stay whole (tables still fit the width).
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-_state = {"debug": False}
-
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override a param: dotted.key=value (YAML value); repeatable"),
-]
-
-F = TypeVar("F", bound=Callable[..., Any])
-FLAG = ""  # metavar of a boolean flag: Typer would show "<bool>", as if it took a value
-SHOWN = 5  # names listed in a one-line warning
-
-
-def _step(fn: F) -> F:
-    """Turn steelflow's own errors into one red line and the error's exit code (tracebacks with --debug).
-    The line is redacted: an error naming a server may carry its URL, and the URL a password."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SteelflowError as e:
-            if _state["debug"]:
-                raise
-            err.print(
-                Text.assemble(("error: ", "bold red"), redact.redact(str(e))), highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _warn(line: str) -> None:
-    err.print(
-        Text.assemble(("warning: ", "bold yellow"), redact.redact(line)), highlight=False, soft_wrap=True
-    )
-
-
-def _params(params: Path, overrides: list[str] | None) -> config.Params:
-    return config.load_params(params, overrides or [])
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", metavar=FLAG, help="show tracebacks")] = False,
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
     # before anything can print a URL: MLflow's run links, log records, warnings, --debug's tracebacks
     redact.install()
     # MLflow draws tqdm bars for every artifact download (register, promote, predict): noise in a step's
@@ -353,100 +310,7 @@ def server(
     serve(backend_store_uri, artifacts_destination, host, port, workers, auth, warn=_warn)
 
 
-pipeline_app = typer.Typer(
-    help="The Kubeflow pipeline: compile it, run it locally (kfp.local), or submit it to a cluster.",
-    no_args_is_help=True,
-)
 app.add_typer(pipeline_app, name="pipeline")
-
-
-@pipeline_app.command("compile")
-@_step
-def pipeline_compile(
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = paths.KFP_PACKAGE,
-    image_tag: Annotated[
-        str | None,
-        typer.Option(
-            "--image-tag",
-            help="pin both images to this tag; 'git' = <version>-<short git sha>, as `make image` tags them",
-        ),
-    ] = None,
-) -> None:
-    """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
-    from pipelines import compile_pipeline
-
-    out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [], image_tag)}")
-
-
-@pipeline_app.command("diagram")
-@_step
-def pipeline_diagram(
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = paths.PIPELINE_DIAGRAM,
-) -> None:
-    """Draw the compiled pipeline's graph (tasks, conditions, the tuning fan-out, GPU steps) as a PNG."""
-    import tempfile
-
-    from pipelines import compile_pipeline
-    from pipelines.diagram import draw
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ir = compile_pipeline(Path(tmp) / "pipeline.yaml", params, set_ or [])
-        out.print(f"pipeline diagram: {draw(ir, output)}")
-
-
-@pipeline_app.command("run")
-@_step
-def pipeline_run(
-    local: Annotated[
-        bool, typer.Option("--local", metavar=FLAG, help="run with kfp.local in this environment")
-    ] = False,
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
-) -> None:
-    """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger."""
-    from pipelines import run_local
-
-    if not local:
-        raise config.ConfigError("`pipeline run` runs locally only: add --local, or use `pipeline submit`")
-    result = run_local(params, set_ or [], root)
-    where = f"in {result.seconds:.0f} s; artifacts in {result.run_dir}"
-    if not result.data_valid:
-        docs = result.run_dir / "validate" / "data_docs" / "index.html"
-        raise ValidationFailed(
-            f"pipeline run: the data failed validation (see {docs}); nothing ran after it, {where}"
-        )
-    out.print(result.gates, markup=False, highlight=False)
-    if not result.gates_passed:
-        # a verdict, not a failure (registry.fail_on_gate=true fails the gate task instead)
-        _warn(f"pipeline run: a gate failed, nothing registered, {where}")
-        return
-    out.print(f"pipeline run: registered version {result.registered} (@challenger) {where}")
-
-
-@pipeline_app.command("submit")
-@_step
-def pipeline_submit(
-    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")],
-    params: ParamsOpt = config.DEFAULT_PARAMS,
-    set_: SetOpt = None,
-    experiment: Annotated[
-        str | None, typer.Option(help="Kubeflow experiment (default: kubeflow.experiment)")
-    ] = None,
-    run_name: Annotated[str | None, typer.Option(help="name of the run")] = None,
-) -> None:
-    """Upload the compiled pipeline (as a new version) to a Kubeflow Pipelines server and start a run."""
-    from pipelines import submit
-
-    result = submit(host, params, set_ or [], experiment, run_name)
-    run, where, version = result["run_id"], result["experiment"], result["pipeline_version"]
-    out.print(
-        f"pipeline submit: run {run} of pipeline version {version} in experiment {where}: {result['url']}"
-    )
 
 
 CheckOpt = Annotated[bool, typer.Option("--check", metavar=FLAG, help="exit 1 if it differs; write nothing")]

@@ -100,6 +100,7 @@ def attention_figure(model: Any, clean: Any, per_class: int, out: Path, device: 
     The weight map is ``g_h · g_w`` averaged over channels (Hou et al.'s two 1-D gates, outer product),
     upsampled to the image.
     """
+    # here, not at the top: the registry writes model cards with this module and never loads the network
     import torch
 
     from steelflow.inference import as_float, to_tensor

@@ -83,6 +83,7 @@ class Step:
 
     name: str
     run: Callable[..., Any]  # the entry function
+    help: str  # one line: what the command does and writes (`steelflow --help`)
     # params sections passed to ``run`` positionally, in this order; "params": the whole tree (a step
     # that records the whole tree in MLflow, or trains variants of it)
     sections: tuple[str, ...]

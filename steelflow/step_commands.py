@@ -8,34 +8,20 @@ lines on stderr). No step logic lives here.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from steelflow import config
+from steelflow.console import FLAG, ParamsOpt, SetOpt, guard, load, out, warn
 from steelflow.step import Step
 
-FLAG = ""  # metavar of a boolean flag: Typer would show "<bool>", as if it took a value
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override a param: dotted.key=value (YAML value); repeatable"),
-]
 
-
-def command(
-    step: Step,
-    guard: Callable[[Callable[..., Any]], Callable[..., Any]],
-    load: Callable[[Path, list[str] | None], config.Params],
-    out: Console,
-    warn: Callable[[str], None],
-) -> click.Command:
-    """The click command of ``step``; ``guard`` turns steelflow's errors into one line and an exit code."""
+def command(step: Step) -> click.Command:
+    """The click command of ``step``."""
 
     def run(params: Path = config.DEFAULT_PARAMS, set_: list[str] | None = None, **options: Any) -> None:
         result = step.call(load(params, set_), **options)
@@ -62,14 +48,8 @@ def command(
         )
     run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in parameters}
-    run.__doc__ = _help(step)
+    run.__doc__ = step.help
     run.__name__ = step.name
     app = typer.Typer(add_completion=False)
     app.command(step.name)(guard(run))
     return typer.main.get_command(app)
-
-
-def _help(step: Step) -> str:
-    """The first paragraph of the step function's docstring."""
-    doc = inspect.getdoc(step.run) or f"The {step.name} step."
-    return doc.split("\n\n")[0]

@@ -38,6 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         item.add_marker(kind_of(item.path))
 
+
 # Where MLflow keeps its process-wide tracking and registry URIs (private: no public way to read them back)
 _MLFLOW_URI_GLOBALS = {
     "mlflow.tracking._tracking_service.utils": "_tracking_uri",

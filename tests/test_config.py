@@ -227,3 +227,85 @@ def test_params_show_prints_each_effective_value_with_where_it_came_from(monkeyp
         "source": "env STEELFLOW_OPTUNA_STORAGE",
     }
     assert "s3cret" not in out.output
+
+
+# --- registries: a variant is one config class and one function, registered once --------------------------
+
+
+def test_a_registered_kind_joins_the_union_and_its_errors_name_it():
+    from typing import Literal
+
+    from pydantic import TypeAdapter, ValidationError
+
+    kinds = config.Registry("toy kind")
+
+    @kinds.register()
+    class Fog(config.Section):
+        kind: Literal["fog"]
+        density: float
+
+    @kinds.register("haze")
+    class Haze(config.Section):
+        kind: Literal["haze"]
+
+    kinds.implements("fog")(lambda: "fog")
+    assert (
+        kinds.names == ("fog", "haze") and kinds.config("fog") is Fog and kinds.unimplemented() == ("haze",)
+    )
+    entry = TypeAdapter(kinds.union()).validate_python({"kind": "fog", "density": 0.5})
+    assert isinstance(entry, Fog) and entry.density == 0.5
+    with pytest.raises(ValidationError, match="'fog', 'haze'"):
+        TypeAdapter(kinds.union()).validate_python({"kind": "smoke"})
+    assert TypeAdapter(kinds.literal()).validate_python("haze") == "haze"
+    with pytest.raises(ValueError, match=r"unknown toy kind 'smoke' \(allowed: fog, haze\)"):
+        kinds.function("smoke")
+    with pytest.raises(ValueError, match="'haze' has no function"):
+        kinds.function("haze")
+
+
+def test_a_registry_refuses_a_name_twice_and_a_function_for_no_name():
+    kinds = config.Registry("toy kind")
+    kinds.declare("fog", "a grey veil")
+    with pytest.raises(ValueError, match="declared twice"):
+        kinds.declare("fog", "again")
+    kinds.implements("fog")(print)
+    with pytest.raises(ValueError, match="two functions"):
+        kinds.implements("fog")(print)
+    with pytest.raises(ValueError, match="'smoke', which is not declared"):
+        kinds.implements("smoke")(print)
+
+
+def test_the_schema_takes_its_choices_from_the_registries():
+    p = load_params(REPO / "params.yaml")
+    assert config.CONDITIONS.names == config.CONDITION_KINDS
+    assert {c.kind for c in p.corrupt.all_conditions} <= set(config.CONDITIONS.names)
+    assert (
+        config.ROBUST_FAMILIES
+        == config.FAMILIES.names
+        == tuple(p.train.robust.model_dump(exclude={"enabled"}))
+    )
+    assert type(p.train.robust.noise) is config.FAMILIES.config("noise")
+    with pytest.raises(ConfigError, match=r"'model\.input_norm': Input should be 'none', 'standardize'"):
+        load_params(REPO / "params.yaml", ["model.input_norm=fancy"])
+
+
+def test_the_config_package_loads_without_torch_kornia_or_scipy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, steelflow.config, steelflow.cli\n"
+        "heavy = sorted(m for m in ('torch', 'kornia', 'scipy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_one_flattener_for_dotted_keys():
+    tree = {"train": {"lr": 0.1, "robust": {"noise": {"snr_db": [1, 2]}}}, "kubeflow": {"node_selector": {}}}
+    flat = config.flatten_tree(tree)
+    assert flat == {"train.lr": 0.1, "train.robust.noise.snr_db": [1, 2], "kubeflow.node_selector": {}}
+    assert not hasattr(config, "hide_password")  # steelflow.redact has the one

@@ -120,8 +120,9 @@ def test_a_new_step_touches_its_own_file_and_shows_in_the_cli_dvc_yaml_and_the_c
         "    Path('reports').mkdir(exist_ok=True)\n"
         "    Path('reports/toy.txt').write_text(str(len(data.classes or [])))\n"
         "    return 'ok'\n\n"
-        "STEP = Step('toy', run=toy, sections=('data',), inputs=(Path('data/manifest.csv'),),\n"
-        "            params=('data.classes',), outs=(Path('reports/toy.txt'),),\n"
+        "STEP = Step('toy', run=toy, help='Count.', sections=('data',),\n"
+        "            inputs=(Path('data/manifest.csv'),), params=('data.classes',),\n"
+        "            outs=(Path('reports/toy.txt'),),\n"
         "            summary=lambda r: [f'toy: {r}'], consumes=('dataset',), produces=(Produces('toy'),))\n"
     )
     monkeypatch.setattr(steps, "__path__", [*steps.__path__, str(tmp_path)])
@@ -134,7 +135,7 @@ def test_a_new_step_touches_its_own_file_and_shows_in_the_cli_dvc_yaml_and_the_c
         spec = components.make_components("img:cpu", "img:gpu").toy.component_spec
         assert set(spec.inputs) == {"params", "dataset"} and "toy" in spec.outputs
         help_text = CliRunner().invoke(app, ["toy", "--help"]).output
-        assert "Count the classes" in help_text
+        assert "Count." in help_text
     finally:
         steps.registry.cache_clear()
         sys.modules.pop("steelflow.steps.toy", None)

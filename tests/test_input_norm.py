@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from steelflow.config import INPUT_STAGES, ModelConfig
 from steelflow.inference import load_trained, save_trained
-from steelflow.models import create_model
+from steelflow.models import ModelMeta, create_model
 from steelflow.models.input_norm import INPUT_NORMS, GaussianLowPass, build_input_norm
 from steelflow.serving.onnx_export import export_network
 
@@ -48,6 +49,16 @@ def test_illumination_stages_cancel_a_smooth_gain_the_others_do_not(kind):
     assert err < 0.25 * err_plain, (float(err), float(err_plain))
 
 
+def test_model_input_norm_takes_exactly_the_registered_stages_and_each_has_its_builder():
+    assert INPUT_STAGES.names == INPUT_NORMS and INPUT_STAGES.unimplemented() == ()
+    for kind in INPUT_NORMS:
+        assert ModelConfig(variant="casinet", image_size=32, input_norm=kind).input_norm == kind
+    with pytest.raises(ValueError, match="unknown input_norm 'fancy' \\(allowed: none, standardize"):
+        build_input_norm("fancy", 32, 0.1)
+    with pytest.raises(ValueError, match="input_norm"):
+        ModelConfig(variant="casinet", image_size=32, input_norm="fancy")
+
+
 @pytest.mark.parametrize("kind", INPUT_NORMS)
 def test_every_stage_is_finite_on_black_white_and_flat_images(kind):
     stage = build_input_norm(kind, 32, 0.1)
@@ -62,7 +73,8 @@ def test_a_saved_model_keeps_its_input_stage(kind, tmp_path):
     meta = {"variant": "casinet", "image_size": 32, "dropout": 0.0, "classes": list("abc"), "in_chans": 3}
     meta |= {"input_norm": kind, "input_norm_sigma": 0.1}
     save_trained(model, meta, tmp_path / "model.pt")
-    loaded, _ = load_trained(tmp_path / "model.pt")
+    loaded, saved = load_trained(tmp_path / "model.pt")
+    assert saved == ModelMeta.from_dict(meta) and saved.input_norm == kind
     x = _surface(2, 40)  # another side: the network resizes first, then normalises
     with torch.no_grad():
         assert torch.allclose(model(x), loaded(x), atol=1e-6)

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from steelflow.models import create_model, list_models
+from steelflow.errors import DataError
+from steelflow.inference import load_trained, save_trained
+from steelflow.models import CASINet, ModelMeta, create_model, list_models
 from steelflow.models.blocks import CoordinateAttention, SelfInteraction
 from steelflow.models.summary import count_flops, count_params, describe_all
 
@@ -45,6 +47,57 @@ def test_bad_arguments_are_value_errors(kwargs: dict):
     args = {"num_classes": 6, "image_size": 32} | kwargs
     with pytest.raises(ValueError):
         create_model("casinet", **args)
+
+
+def test_the_factory_passes_the_networks_own_arguments_through():
+    model = create_model("blfe_ca_mlp", num_classes=4, image_size=24, in_chans=1, input_norm="standardize")
+    assert isinstance(model, CASINet) and model.config.name == "blfe_ca_mlp"
+    assert (model.num_classes, model.image_size, model.in_chans, model.input_norm_kind) == (
+        4,
+        24,
+        1,
+        "standardize",
+    )
+    with pytest.raises(TypeError, match="width"):
+        create_model("casinet", num_classes=4, image_size=24, width=3)
+
+
+# --- the meta saved beside the weights ----------------------------------------------------------------------
+
+META = {"variant": "blfe_mlp", "image_size": 16, "dropout": 0.0, "classes": ["a", "b"], "data_channels": 1}
+
+
+def test_the_meta_goes_through_a_plain_dict_and_back():
+    meta = ModelMeta.from_dict(META | {"input_norm": "local", "robust": True})
+    assert ModelMeta.from_dict(meta.to_dict()) == meta
+    assert meta.num_classes == 2 and meta.robust and meta.data_channels == 1
+    assert all(isinstance(v, str | int | float | bool | list) for v in meta.to_dict().values())
+
+
+def test_an_older_meta_dict_still_reads_with_the_defaults_of_what_it_lacks():
+    old = {k: v for k, v in META.items() if k != "data_channels"} | {"in_chans": 3, "retired_key": 1}
+    meta = ModelMeta.from_dict(old)
+    assert (meta.data_channels, meta.input_norm, meta.input_norm_sigma, meta.robust) == (
+        3,
+        "none",
+        0.1,
+        False,
+    )
+    with pytest.raises(DataError, match="lacks classes"):
+        ModelMeta.from_dict({k: v for k, v in META.items() if k != "classes"})
+
+
+def test_a_saved_model_comes_back_with_its_typed_meta_whether_saved_from_a_dict_or_not(tmp_path):
+    model = _model("blfe_mlp", num_classes=2, image_size=16)
+    save_trained(model, META, tmp_path / "old.pt")
+    save_trained(model, ModelMeta.from_dict(META), tmp_path / "new.pt")
+    (a, meta_a), (b, meta_b) = load_trained(tmp_path / "old.pt"), load_trained(tmp_path / "new.pt")
+    assert meta_a == meta_b == ModelMeta.from_dict(META)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x)) and torch.equal(a(x), model(x))
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)["meta"]
+    assert raw == ModelMeta.from_dict(META).to_dict()
 
 
 # --- the model contract -------------------------------------------------------------------------------------

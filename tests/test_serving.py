@@ -18,7 +18,7 @@ from steelflow.data import cache
 from steelflow.errors import DataError
 from steelflow.gates import GateFailed, gate_table, quantization_gates
 from steelflow.inference import save_trained
-from steelflow.models import create_model
+from steelflow.models import ModelMeta, create_model
 from steelflow.serving import build as serving_build
 from steelflow.serving.onnx_export import ParityFailed
 from steelflow.serving.package import pyfunc_model, requirements
@@ -35,17 +35,19 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _meta() -> dict:
-    return {
-        "variant": "casinet",
-        "image_size": SIZE,
-        "dropout": 0.0,
-        "input_norm": "local",
-        "input_norm_sigma": 0.1,
-        "robust": True,
-        "classes": CLASSES,
-        "in_chans": 1,
-    }
+def _meta() -> ModelMeta:
+    return ModelMeta.from_dict(
+        {
+            "variant": "casinet",
+            "image_size": SIZE,
+            "dropout": 0.0,
+            "input_norm": "local",
+            "input_norm_sigma": 0.1,
+            "robust": True,
+            "classes": CLASSES,
+            "in_chans": 1,
+        }
+    )
 
 
 def _model(seed: int = 0) -> torch.nn.Module:

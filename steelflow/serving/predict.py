@@ -26,7 +26,7 @@ import pandas as pd
 from steelflow import atomic
 from steelflow.config import Params, RegistryConfig
 from steelflow.data.sources import IMAGE_SUFFIXES, is_inside, links_outside
-from steelflow.errors import ConfigError, DataError, PredictionsFailed
+from steelflow.errors import ConfigError, DataError, PredictionsFailed, RegistryError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -162,7 +162,6 @@ def load_model(params: Params, model_uri: str | None) -> Any:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from steelflow.registry import RegistryError
     from steelflow.tracking import tracking_uri
 
     uri = model_uri or default_model_uri(params)

@@ -94,6 +94,8 @@ def summary(result: CorruptResult) -> list[str]:
 STEP = Step(
     "corrupt",
     run=corrupt,
+    help="Corrupted copies of the test split → data/corrupted/, data/cache/corrupted, "
+    "reports/corruptions.png.",
     sections=("data", "corrupt"),
     inputs=(paths.SPLITS / "test.csv", paths.IMAGES),
     params=("data.classes", "data.cache_size", "data.white_level", "corrupt"),

@@ -119,9 +119,7 @@ def evaluate(
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
-    accuracy_bars(
-        accuracy, paper.TABLE1.get(meta.variant), plots_dir / "accuracy_by_condition.png", holdout
-    )
+    accuracy_bars(accuracy, paper.TABLE1.get(meta.variant), plots_dir / "accuracy_by_condition.png", holdout)
     confusion_figure(
         np.array(per_condition[CLEAN]["confusion_matrix"]),
         meta.classes,
@@ -175,6 +173,8 @@ def summary(result: EvaluateResult) -> list[str]:
 STEP = Step(
     "evaluate",
     run=tracked,
+    help="Evaluate on the clean and corrupted test sets → metrics/evaluate.json, "
+    "reports/robustness.md, plots.",
     sections=("params",),  # the whole tree: the MLflow run's identity tags are made from it
     inputs=(paths.MODEL, paths.MLFLOW_RUN, paths.TEST_CACHE, paths.CACHE_CORRUPTED),
     params=("evaluate", "corrupt.conditions", "corrupt.holdout"),

@@ -75,6 +75,8 @@ def summary(result: GateResult) -> list[str]:
 STEP = Step(
     "gate",
     run=gate,
+    help="Check the evaluated model against registry.gates and the champion → reports/gates.json (a "
+    "refusal exits 8 only with registry.fail_on_gate).",
     sections=("params",),  # the registry client takes the tree (registry, mlflow, corrupt, evaluate)
     inputs=(paths.EVALUATE_METRICS, paths.MLFLOW_RUN, paths.TEST_CACHE, paths.CACHE_CORRUPTED),
     params=(

@@ -200,6 +200,7 @@ def summary(result: IngestResult) -> list[str]:
 STEP = Step(
     "ingest",
     run=ingest,
+    help="Bring data.source into data/images and write data/manifest.csv.",
     sections=("data",),
     params=(
         "data.source",

@@ -237,6 +237,8 @@ def summary(result: dict[str, Any]) -> list[str]:
 STEP = Step(
     "register",
     run=register,
+    help="Register the trained model in the MLflow registry as a new version, alias 'challenger', as "
+    "the gate's verdict allows.",
     sections=("params",),  # the whole tree: the model card and the params hash record it
     inputs=(
         paths.MODEL,

@@ -138,6 +138,7 @@ def summary(result: SplitResult) -> list[str]:
 STEP = Step(
     "split",
     run=split,
+    help="Stratified train/val/test split → data/splits/*.csv, reports/split.json, data/cache/splits.",
     sections=("data", "split"),
     inputs=(paths.MANIFEST, paths.IMAGES, paths.VALIDATION_JSON),
     params=("data.classes", "data.cache_size", "data.white_level", "split"),

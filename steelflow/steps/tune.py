@@ -32,11 +32,10 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from steelflow import atomic, paths, progress
 from steelflow.config import (
@@ -51,6 +50,7 @@ from steelflow.errors import DataError, TuningFailed
 from steelflow.step import FanOut, Option, Produces, Step
 from steelflow.tracking import data_version
 from steelflow.tuning import objective as fidelity
+from steelflow.tuning.report import METRIC, baseline_of, draw_plots, plain, print_trial
 from steelflow.tuning.result import TuneResult
 from steelflow.tuning.study import (
     FINISHED,
@@ -221,7 +221,7 @@ def work(ref: StudyRef, index: int, n_workers: int = 1) -> None:
             time.sleep(min(cfg.heartbeat_seconds, 5))
             continue
         frozen = run_trial(*claimed, study, storage, params, cfg, ref, db)
-        _print_trial(frozen, index)
+        print_trial(frozen, index)
         if logger is not None:
             logger.log(frozen)
         if time.time() >= deadline:
@@ -259,7 +259,7 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     best, test = fidelity.guard_baseline(
         best, top, objective, cfg.max_clean_drop, cfg.min_improvement, cfg.significance
     )
-    baseline = _baseline_of(kept, objective)
+    baseline = baseline_of(kept, objective)
     n_finished = sum(counts[s.name] for s in FINISHED)
     out_dir = Path(out_dir)
     clean, robust = best.user_attrs[fidelity.CLEAN], best.user_attrs[fidelity.ROBUST]
@@ -272,13 +272,13 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         "value": value,
         "clean": clean,
         "robust": robust,
-        "metric": _METRIC[cfg.objective].format(
+        "metric": METRIC[cfg.objective].format(
             budget=objective.budget, score=cfg.robust_score, drop=cfg.max_clean_drop
         ),
         "epochs": objective.budget,
         "top_rung_trials": len(top),
         "finished_trials": n_finished,
-        "params": {k: _plain(v) for k, v in best.params.items()},
+        "params": {k: plain(v) for k, v in best.params.items()},
         "baseline": fidelity.is_baseline(best),
         "min_improvement": cfg.min_improvement,
         "significance": test,  # the paired bootstrap of the study's pick against the baseline
@@ -295,7 +295,7 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     with atomic.atomic_path(out_dir / paths.TRIALS_CSV.name) as tmp:
         frame.to_csv(tmp, index=False)
     with atomic.atomic_path(out_dir / paths.TUNING_PLOTS.name) as tmp:
-        _plots(study, objective, best.number, tmp)
+        draw_plots(study, objective, best.number, tmp)
     return TuneResult(
         study_name=ref.name,
         storage=hide_password(ref.storage_url),
@@ -311,101 +311,6 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
         baseline_trial=baseline,
         significance=test,
     )
-
-
-_METRIC = {
-    "accuracy": "best clean validation accuracy over {budget} epochs",
-    "robust": "best {score} validation accuracy under train.robust's families over {budget} epochs",
-    "pareto": "most robust ({score} family) top-rung trial within {drop} of the best clean validation "
-    "accuracy, over {budget} epochs",
-}
-
-
-# --- small helpers ----------------------------------------------------------------------------------
-
-
-def _baseline_of(trials: list[FrozenTrial], objective: fidelity.Objective) -> dict[str, Any] | None:
-    """The baseline trial as best_params.yaml shows it (its latest retry, if its worker died); None when
-    the study has none (tune.baseline off, or a study begun without one)."""
-    found = [t for t in trials if fidelity.is_baseline(t)]
-    if not found:
-        return None
-    t = found[-1]
-    clean, robust = t.user_attrs.get(fidelity.CLEAN), t.user_attrs.get(fidelity.ROBUST)
-    value = None
-    if clean is not None and (robust is not None or not objective.needs_robust):
-        value = objective.value(clean, robust)
-        value = value[1] if isinstance(value, list) else value  # pareto: the robust score, as `value`
-    return {
-        "number": t.number,
-        "state": t.state.name,
-        "epochs": t.user_attrs.get(fidelity.EPOCHS),
-        "top_rung": bool(fidelity.top_rung([t], objective)),
-        "value": value,
-        "clean": clean,
-        "robust": robust,
-        "params": {k: _plain(v) for k, v in t.params.items()},
-        "sampled": t.user_attrs.get("baseline_sampled", []),  # keys whose hand-set value was out of range
-    }
-
-
-def _plots(study: optuna.Study, objective: fidelity.Objective, chosen: int, folder: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    folder.mkdir(parents=True)
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    fidelity.plot_rungs(trials, objective, folder / "rungs.png")
-    fidelity.plot_front(trials, objective, chosen, folder / "pareto_front.png")
-    # Optuna's own plots take one number per trial: with pareto, the robust score
-    target = {"target": lambda t: t.values[1], "target_name": "robust"} if objective.kind == "pareto" else {}
-    drawings = {
-        "history.png": ovm.plot_optimization_history,
-        "importance.png": ovm.plot_param_importances if len(complete) >= 2 else None,
-    }
-    for name, draw in drawings.items():
-        if draw is None:
-            fig, ax = plt.subplots(figsize=(6, 3))
-            ax.text(0.5, 0.5, "parameter importances need two complete trials", ha="center", va="center")
-            ax.set_axis_off()
-        else:
-            ax = draw(study, **target)
-            fig = ax.figure
-            fig.set_size_inches(8, 5)
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=100)
-        plt.close(fig)
-
-
-def _print_trial(t: FrozenTrial, worker: int) -> None:
-    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
-    if fidelity.CLEAN in t.user_attrs:
-        robust = t.user_attrs.get(fidelity.ROBUST)
-        value = f"val acc {t.user_attrs[fidelity.CLEAN]:.3f}" + (
-            f", robust {robust:.3f}" if robust is not None else ""
-        )
-        value += f" after {t.user_attrs.get(fidelity.EPOCHS)} epochs"
-    else:
-        value = ""
-    if t.state == TrialState.FAIL:
-        value = t.user_attrs.get("error", "")
-    elif "diverged" in t.user_attrs:
-        value = f"diverged: {t.user_attrs['diverged']}"
-    what = "the baseline, hand-set: " if fidelity.is_baseline(t) else ""
-    print(f"tune: trial {t.number} {t.state.name} {value} ({what}{shown}) [worker {worker}]", flush=True)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _plain(v: Any) -> Any:
-    """numpy scalars and the like → plain YAML values."""
-    return v.item() if hasattr(v, "item") else v
 
 
 # --- the declaration --------------------------------------------------------------------------------
@@ -457,6 +362,7 @@ def _baseline_note(result: TuneResult) -> str:
 STEP = Step(
     "tune",
     run=tune,
+    help="Search tune.space with Optuna → reports/tuning/best_params.yaml (train.use_tuned applies it).",
     # the whole tree: each trial trains a variant of it, and the study records it
     sections=("params",),
     inputs=(paths.CACHE_SPLITS,),

@@ -259,6 +259,7 @@ def summary(result: ValidationResult) -> list[str]:
 STEP = Step(
     "validate",
     run=validate,
+    help="Check the manifest with Great Expectations → reports/validation.json and Data Docs.",
     sections=("data", "validate"),
     inputs=(paths.MANIFEST, paths.IMAGES),
     params=("data.classes", "validate"),

@@ -281,7 +281,7 @@ def pareto_front(trials: Sequence[FrozenTrial]) -> list[int]:
 
 def plot_rungs(trials: Sequence[FrozenTrial], objective: Objective, path: Any) -> None:
     """Each trial's score epoch by epoch, the rungs as dashed lines, a pruned trial ending in a cross."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here, not at the top: a tune worker imports this module, never plots
 
     panels = [("clean validation accuracy", 1)] + (
         [(f"{objective.robust_key.removeprefix('val_')} (validation)", 2)] if objective.needs_robust else []
@@ -325,7 +325,7 @@ def plot_rungs(trials: Sequence[FrozenTrial], objective: Objective, path: Any) -
 
 def plot_front(trials: Sequence[FrozenTrial], objective: Objective, chosen: int | None, path: Any) -> None:
     """Clean against robust validation accuracy of the top-rung trials, the front joined, the pick circled."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as in plot_rungs
 
     fig, ax = plt.subplots(figsize=(6, 5))
     done = [t for t in top_rung(trials, objective) if t.user_attrs.get(ROBUST) is not None]

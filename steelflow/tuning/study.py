@@ -34,6 +34,7 @@ import optuna
 import tenacity
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from steelflow import atomic, paths
@@ -187,7 +188,6 @@ def _serialize_sqlite(engine: Any) -> None:
     one worker then died updating a trial the other had finished). Taking the lock at BEGIN makes the
     claim's read and write one step, as on PostgreSQL. SQLAlchemy's recipe for SQLite transactions.
     """
-    from sqlalchemy import event
 
     @event.listens_for(engine, "connect")
     def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:

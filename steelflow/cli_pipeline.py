@@ -1,0 +1,108 @@
+"""``steelflow pipeline``: compile, draw, run locally or submit the Kubeflow pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from steelflow import config, paths
+from steelflow.console import FLAG, ParamsOpt, SetOpt, out
+from steelflow.console import guard as _step
+from steelflow.console import warn as _warn
+from steelflow.errors import ValidationFailed
+
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile it, run it locally (kfp.local), or submit it to a cluster.",
+    no_args_is_help=True,
+)
+
+
+@pipeline_app.command("compile")
+@_step
+def pipeline_compile(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = paths.KFP_PACKAGE,
+    image_tag: Annotated[
+        str | None,
+        typer.Option(
+            "--image-tag",
+            help="pin both images to this tag; 'git' = <version>-<short git sha>, as `make image` tags them",
+        ),
+    ] = None,
+) -> None:
+    """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
+    from pipelines import compile_pipeline
+
+    out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [], image_tag)}")
+
+
+@pipeline_app.command("diagram")
+@_step
+def pipeline_diagram(
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")] = paths.PIPELINE_DIAGRAM,
+) -> None:
+    """Draw the compiled pipeline's graph (tasks, conditions, the tuning fan-out, GPU steps) as a PNG."""
+    import tempfile
+
+    from pipelines import compile_pipeline
+    from pipelines.diagram import draw
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ir = compile_pipeline(Path(tmp) / "pipeline.yaml", params, set_ or [])
+        out.print(f"pipeline diagram: {draw(ir, output)}")
+
+
+@pipeline_app.command("run")
+@_step
+def pipeline_run(
+    local: Annotated[
+        bool, typer.Option("--local", metavar=FLAG, help="run with kfp.local in this environment")
+    ] = False,
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
+) -> None:
+    """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger."""
+    from pipelines import run_local
+
+    if not local:
+        raise config.ConfigError("`pipeline run` runs locally only: add --local, or use `pipeline submit`")
+    result = run_local(params, set_ or [], root)
+    where = f"in {result.seconds:.0f} s; artifacts in {result.run_dir}"
+    if not result.data_valid:
+        docs = result.run_dir / "validate" / "data_docs" / "index.html"
+        raise ValidationFailed(
+            f"pipeline run: the data failed validation (see {docs}); nothing ran after it, {where}"
+        )
+    out.print(result.gates, markup=False, highlight=False)
+    if not result.gates_passed:
+        # a verdict, not a failure (registry.fail_on_gate=true fails the gate task instead)
+        _warn(f"pipeline run: a gate failed, nothing registered, {where}")
+        return
+    out.print(f"pipeline run: registered version {result.registered} (@challenger) {where}")
+
+
+@pipeline_app.command("submit")
+@_step
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://localhost:8080")],
+    params: ParamsOpt = config.DEFAULT_PARAMS,
+    set_: SetOpt = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Kubeflow experiment (default: kubeflow.experiment)")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option(help="name of the run")] = None,
+) -> None:
+    """Upload the compiled pipeline (as a new version) to a Kubeflow Pipelines server and start a run."""
+    from pipelines import submit
+
+    result = submit(host, params, set_ or [], experiment, run_name)
+    run, where, version = result["run_id"], result["experiment"], result["pipeline_version"]
+    out.print(
+        f"pipeline submit: run {run} of pipeline version {version} in experiment {where}: {result['url']}"
+    )
