@@ -71,7 +71,7 @@ def test_the_gate_stage_runs_before_register_and_register_reads_its_verdict():
     stages = _dvc()["stages"]
     names = list(stages)
     assert names.index("evaluate") < names.index("gate") < names.index("register")
-    assert str(paths.GATES_JSON) in stages["gate"]["outs"]
+    assert str(paths.GATES_JSON) in stages["gate"]["metrics"]
     assert str(paths.GATES_JSON) in stages["register"]["deps"]
     assert f"--gates {paths.GATES_JSON}" in stages["register"]["cmd"]
 

@@ -88,7 +88,8 @@ STEP = Step(
         "corrupt.holdout",
         "evaluate.batch_size",
     ),
-    outs=(paths.GATES_JSON, paths.GATES_MD),
+    outs=(paths.GATES_MD,),
+    metrics=(paths.GATES_JSON,),  # the verdict beside the scores in `dvc exp show`
     notes={str(paths.TEST_CACHE): "a champion scored on other data is re-scored on these"},
     summary=summary,
     consumes=("splits", "corrupted", "model", "evaluation"),
