@@ -31,7 +31,7 @@ import mlflow.pyfunc
 from steelflow import atomic, config, paths
 from steelflow.config import Params
 from steelflow.errors import DataError
-from steelflow.gates import GateResult, gate_table, load_verdict
+from steelflow.gates import GateResult, gate_markdown, gate_table, load_verdict
 from steelflow.inference import load_trained
 from steelflow.models import ModelMeta
 from steelflow.redact import hide_password
@@ -71,7 +71,7 @@ def register(
     if verdict is None and gates is not None:
         verdict = load_verdict(gates, run_id_path)
     if verdict is not None and not verdict.register:
-        return _refused(params, verdict, out_path)
+        return _refused(params, verdict, out_path, card_path)
     gated = gated and verdict is None
     for needed in (model_path, run_id_path, metrics_path):
         if not Path(needed).is_file():
@@ -166,8 +166,9 @@ def _leave_run(reg: Registry) -> None:
         mlflow.end_run(status="FINISHED")
 
 
-def _refused(params: Params, verdict: GateResult, out_path: Path) -> dict[str, Any]:
-    """The gate step refused the model (and tagged its run): no version, @challenger stays."""
+def _refused(params: Params, verdict: GateResult, out_path: Path, card_path: Path) -> dict[str, Any]:
+    """The gate step refused the model (and tagged its run): no version, @challenger stays; the record and
+    the card say why."""
     reg = Registry(params)
     with reg.own_retries(), failures(reg):
         challenger = reg.alias(CHALLENGER)
@@ -182,6 +183,12 @@ def _refused(params: Params, verdict: GateResult, out_path: Path) -> dict[str, A
         "gates": [dataclasses.asdict(g) for g in verdict.gates],
         "gate_table": verdict.table,
     }
+    atomic.write_text(
+        card_path,
+        f"# {reg.name}: not registered\n\nThe model of training run `{verdict.run_id}` failed "
+        f"`registry.gates`; no version was made and @challenger stays at "
+        f"{result['challenger'] or 'none'}.\n\n{gate_markdown(verdict.gates)}",
+    )
     atomic.write_json(out_path, result)
     return result
 
