@@ -36,7 +36,8 @@ FOUNDATION = frozenset(
         "steelflow.steps",
     }
 )
-FOLDERS = ("steelflow/models", "steelflow/config")  # one dep each: their modules change together
+FOUNDATION_PACKAGES = ("steelflow.config.",)  # the typed config, by job: no step logic
+FOLDERS = ("steelflow/models",)  # listed as one dep: the networks and their registry change together
 
 # `dvc plots` views over the steps' tables (the pictures in each step's ``plots`` are listed after them).
 PLOT_VIEWS: tuple[tuple[str, dict[str, object]], ...] = (
@@ -142,7 +143,7 @@ def code_deps(step: str, root: Path = ROOT) -> list[str]:
     once), the step's own modules first."""
     s = steps.get(step)
     own = [entry.partition(":")[0] for entry in s.modules]
-    chain = import_chain(s.modules, root) - FOUNDATION
+    chain = {m for m in import_chain(s.modules, root) - FOUNDATION if not m.startswith(FOUNDATION_PACKAGES)}
     ordered = [m for m in own if m in chain] + sorted(chain - set(own))
     deps: list[str] = []
     for module in ordered:

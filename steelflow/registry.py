@@ -36,12 +36,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from steelflow import paths
 from steelflow.config import Params, RegistryConfig
 from steelflow.errors import ConfigError, DataError, RegistryError
 from steelflow.gates import Gate, GateFailed, check_gates, gate_table, quantization_gates  # noqa: F401 (re-exported)
 from steelflow.redact import hide_password
 from steelflow.scoring import accuracy_of, data_hash, evaluation_sets
+from steelflow.serving import pyfunc
 from steelflow.tracking import (  # noqa: F401 (unreachable re-exported)
     RetryBudget,
     ServerUnreachable,
@@ -77,8 +81,6 @@ class Registry:
         self.cfg: RegistryConfig = params.registry
         self.name = self.cfg.name
         self.uri = tracking_uri(params.mlflow)
-        from mlflow import MlflowClient
-
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self.budget = RetryBudget.of(params.mlflow, self.cfg.retries, self.cfg.backoff_seconds)
 
@@ -98,8 +100,6 @@ class Registry:
 
     def version(self, ref: str | int | None = None) -> Any:
         """A model version by number, or by alias (default: the challenger)."""
-        from mlflow.exceptions import MlflowException
-
         ref = CHALLENGER if ref is None else str(ref)
         try:
             if ref.isdigit():
@@ -112,8 +112,6 @@ class Registry:
 
     def alias(self, alias: str) -> Any | None:
         """The version an alias points at, or None when nothing has it."""
-        from mlflow.exceptions import MlflowException
-
         try:
             return self.call(self.client.get_model_version_by_alias, self.name, alias)
         except MlflowException:
@@ -146,7 +144,6 @@ def failures(reg: Registry) -> Iterator[None]:
     """What the server answered with an error no command expects (or a request that broke off) → one line
     and exit 7, not MLflow's traceback; an unreachable server is already a RegistryError (:meth:`call`)."""
     import requests
-    from mlflow.exceptions import MlflowException
 
     try:
         yield
@@ -295,8 +292,6 @@ def _tagged(v: Any) -> dict[str, float]:
 def _rescore(reg: Registry, v: Any, sets: dict[str, Path], batch_size: int) -> dict[str, float]:
     """Download a version's weights and evaluate them on the local evaluation sets."""
     import mlflow.artifacts
-
-    from steelflow.serving import pyfunc
 
     with tempfile.TemporaryDirectory(prefix="steelflow-rescore-") as tmp:
         local = reg.call(

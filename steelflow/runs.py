@@ -21,17 +21,16 @@ from typing import Any
 
 from steelflow import paths
 from steelflow.config import Params
+from steelflow.data import cache
+from steelflow.inference import pick_device
+from steelflow.tracking import MlflowTracker, NullTracker, lineage_params, run_name, run_tags
 
 
 def tracker(p: Params, step: str, enabled: bool, run_id: str | None = None, resumed: bool = False) -> Any:
     """An MLflow run for this step (a no-op tracker when ``enabled`` is false). ``run_id`` re-opens a run;
     ``resumed``: it is the run of an interrupted training, whose params document was never uploaded."""
-    from steelflow.tracking import MlflowTracker, NullTracker, lineage_params, run_name, run_tags
-
     if not enabled:
         return contextlib.nullcontext(NullTracker())
-    from steelflow.inference import pick_device
-
     tree = p.raw()
     return MlflowTracker(
         p.mlflow,
@@ -48,9 +47,6 @@ def example_input(p: Params, cache_dir: Any = None) -> Any:
     (N, C, S, S) in [0, 1]. MLflow infers the logged model's signature from it, so it must look like data;
     all zeros would say nothing about channels or range. Batch 2, not 1: MLflow's torch.export format
     keeps a size-1 batch dimension static."""
-    import numpy as np
-
-    from steelflow.data import cache
 
     splits = paths.CACHE / "splits" if cache_dir is None else cache_dir
     for name in ("val", "train"):

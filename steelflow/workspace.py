@@ -30,10 +30,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from steelflow import config, paths, redact
+from steelflow import config, paths, redact, steps
 from steelflow.config import Params
 from steelflow.errors import DataError
 from steelflow.step import Produces
+from steelflow.tracking import git_state, tracking_uri
 
 _SQLITE = "sqlite:///"
 
@@ -91,8 +92,6 @@ def run_component(name: str, arguments: dict[str, Any], phase: str = "") -> Any:
     """Run step ``name`` as its Kubeflow component: ``arguments`` are the component's (``params``, its
     input and output artifacts by name, a fan-out worker's index); ``phase`` is ``start``, ``worker`` or
     ``finish`` for a step that fans out. Returns the component's output value (the step's answer)."""
-    from steelflow import steps
-
     step = steps.get(name)
     inputs = [arguments[a].path for a in step.consumes]
     with workspace(arguments["params"], inputs=inputs) as ws:
@@ -197,8 +196,6 @@ def absolute_sqlite(url: str, base: Path) -> str:
 
 def _environment(params: Params, launch: Path) -> dict[str, str]:
     """Tracking and study URLs that still point at the launch folder once the step runs elsewhere."""
-    from steelflow.tracking import git_state, tracking_uri
-
     env = {"MLFLOW_TRACKING_URI": absolute_sqlite(tracking_uri(params.mlflow), launch)}
     if params.tune is not None:
         env[paths.OPTUNA_STORAGE_ENV] = absolute_sqlite(params.tune.effective_storage, launch)

@@ -180,6 +180,7 @@ def _as_a_plain_user() -> list[str]:
     return DROP_ROOT_OVERRIDE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("step", "folder"), [("ingest", "data"), ("validate", "reports"), ("split", "data")])
 def test_read_only_output_folder_gives_one_red_line_and_exit_12(good_run, step, folder):
     before = snapshot([*OUTPUTS, "reports"])

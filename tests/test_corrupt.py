@@ -57,6 +57,7 @@ def test_corrupted_images_differ_from_the_originals_and_keep_size(split_done):
         assert not np.array_equal(out, original), c.name
 
 
+@pytest.mark.slow
 def test_reruns_are_byte_identical_and_grid_is_drawn(split_done):
     corrupt(split_done.data, split_done.corrupt)
     first = {p: p.read_bytes() for p in Path("data/corrupted").rglob("*.png")}

@@ -80,6 +80,7 @@ def test_a_saved_model_keeps_its_input_stage(kind, tmp_path):
         assert torch.allclose(model(x), loaded(x), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", INPUT_NORMS)
 def test_every_input_stage_exports_to_onnx_with_parity(kind, tmp_path):
     import onnxruntime as ort

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -31,6 +32,7 @@ def test_models_rejects_a_size_the_network_cannot_take():
     assert result.exit_code == 2 and "image_size 4 is too small" in result.output
 
 
+@pytest.mark.slow  # trains every variant of Table 1, clean and robust
 def test_reproduce_writes_table_1_with_a_clean_and_a_robust_row_per_variant(project):
     runner = CliRunner()
     for step in ("ingest", "validate", "split", "corrupt"):

@@ -117,6 +117,7 @@ def test_parity_figures_are_measured_on_every_test_image(built):
     assert parity.tags()["parity.label_agreement"] == "1.000000"
 
 
+@pytest.mark.slow
 def test_an_export_that_differs_from_pytorch_is_refused(built, monkeypatch, tmp_path):
     """A planted mismatch: the graph written is another network's, not the one checked."""
     real_export = serving_build.export_network
@@ -127,6 +128,7 @@ def test_an_export_that_differs_from_pytorch_is_refused(built, monkeypatch, tmp_
     assert e.value.exit_code == 9
 
 
+@pytest.mark.slow
 def test_the_onnx_engine_serves_without_importing_torch(built):
     """What the requirements promise: the served model runs in an environment without PyTorch."""
     script = (

@@ -145,6 +145,7 @@ def test_a_bad_retry_budget_is_refused_naming_its_key(key, value):
         config.parse_params(repo_params(mlflow={key: value}))
 
 
+@pytest.mark.slow
 def test_a_moved_project_finds_its_artifacts_after_relocate(tmp_path, monkeypatch):
     import mlflow
 

@@ -26,6 +26,9 @@ from steelflow.training import loop as train_module
 from steelflow.training.loop import TrainingDiverged, train
 from tests.helpers import repo_params, write_params
 
+# Every test here trains for real (and runs the data steps first): `make test-fast` skips them.
+pytestmark = pytest.mark.slow
+
 # Small and quick: 40 images per class at 32 px, a few epochs.
 TINY = {
     "data": {"synthetic": {"per_class": 40, "image_size": 96, "seed": 0}, "cache_size": 32},

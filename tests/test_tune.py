@@ -104,6 +104,7 @@ def test_set_reaches_a_search_entry_whose_key_has_dots(project):
 # --- a study, end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tune_writes_best_params_that_train_applies(split_project):
     # no pruner: whether a 1-epoch trial is pruned depends on the trials' values, not on what this tests
     params = _params(split_project, n_trials=3, max_epochs=1, objective="accuracy", pruner={"kind": "none"})
@@ -128,6 +129,7 @@ def test_tune_writes_best_params_that_train_applies(split_project):
     assert tuned.train.batch_size == best["params"]["train.batch_size"]
 
 
+@pytest.mark.slow
 def test_rerunning_continues_the_study_up_to_n_trials(split_project):
     params = _params(split_project, n_trials=2, max_epochs=2)
     _cli("tune", "--no-track")
@@ -144,6 +146,7 @@ def _hand_set(params: config.Params) -> dict:
     return {key: config.flatten_tree(params.raw())[key] for key in params.tune.space}
 
 
+@pytest.mark.slow
 def test_a_new_studys_first_trial_runs_the_hand_set_values_as_one_of_n_trials(split_project):
     params = _params(split_project, n_trials=2, max_epochs=1, objective="accuracy", pruner={"kind": "none"})
     out = " ".join(_cli("tune", "--no-track").split())
@@ -235,6 +238,7 @@ def _claim_all(url: str, start: float, out) -> None:
     out.put(claimed)
 
 
+@pytest.mark.slow
 def test_two_processes_claiming_from_one_sqlite_study_never_take_the_same_trial(tmp_path):
     """SQLite locks nothing on SELECT … FOR UPDATE: without BEGIN IMMEDIATE, 3-10 of these 60 trials
     went to both processes (and in CI a tuning worker died on a trial the other had finished)."""
@@ -258,6 +262,7 @@ def test_two_processes_claiming_from_one_sqlite_study_never_take_the_same_trial(
     assert len(first) + len(second) == 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatch, storage):
     n_trials = 6
@@ -311,6 +316,7 @@ def test_two_workers_finish_exactly_n_trials_each_once(split_project, monkeypatc
         optuna.delete_study(study_name=tuning.study_name(params), storage=POSTGRES)
 
 
+@pytest.mark.slow
 def test_a_bad_region_and_a_diverging_trial_are_pruned_without_stopping_the_study(project):
     # Big enough to learn something in 8 epochs (0.02 reaches ~0.4 val accuracy by epoch 5).
     tree = repo_params(
@@ -354,6 +360,7 @@ def test_a_bad_region_and_a_diverging_trial_are_pruned_without_stopping_the_stud
     assert best["params"]["train.lr"] == 0.02
 
 
+@pytest.mark.slow
 def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
     tree = repo_params()
     diverges = {"train.lr": {"kind": "categorical", "choices": [1.0e4]}}
@@ -365,6 +372,7 @@ def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
     assert not Path("reports/tuning/best_params.yaml").exists()
 
 
+@pytest.mark.slow
 def test_timeout_stops_claiming_and_a_rerun_finishes_the_study(split_project):
     params = _params(split_project, n_trials=6, max_epochs=2, timeout=0.01)
     result = runner.invoke(app, ["tune", "--no-track"])

@@ -323,7 +323,7 @@ def test_best_params_and_the_summary_say_the_baseline_was_kept_by_the_bootstrap(
     best = yaml.safe_load((project / "reports/tuning/best_params.yaml").read_text())
     assert best["trial"] == 0 and best["baseline"] is True
     assert best["significance"]["rival"] == 1 and best["significance"]["kept_baseline"] is True
-    from steelflow.cli import _baseline_note
+    from steelflow.steps.tune import _baseline_note
 
     assert "trial 1 scored higher on clean" in _baseline_note(result)
     Path("optuna.db").unlink()  # the same study (significance only picks from it): begin it again
@@ -375,6 +375,7 @@ def _run() -> None:
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["accuracy", "robust", "pareto"])
 def test_each_objective_scores_full_trials_and_writes_its_plots(small_split, objective):
     params, _ = _tune(
@@ -414,6 +415,7 @@ def test_each_objective_scores_full_trials_and_writes_its_plots(small_split, obj
         assert (Path("reports/tuning/plots") / name).stat().st_size > 1000, name
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_records_its_last_rung(small_split):
     params, study = _tune(small_split, n_trials=2, max_epochs=2, objective="pareto")  # rung at 1 epoch
     # a finished trial that scored perfectly at the rung: no tiny 1-epoch model beats it there
