@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import numpy as np
+
 from steelflow import paths
 from steelflow.config import Params
 from steelflow.data import cache
