@@ -1,17 +1,9 @@
-"""Steps with their MLflow run: what `steelflow train` / `evaluate` / `reproduce` and the Kubeflow
-``train`` / ``evaluate`` components call, so that no adapter holds tracking logic.
+"""A step's MLflow run, shared by the steps that record one (``train``, ``evaluate``, ``reproduce``).
 
-``train`` opens a run named ``train <variant> lr=<lr> <short sha>``, logs the params that shape the model
-(data, split, model, train, with tune's values applied) and the whole tree as ``params.yaml``, the datasets
-it read, the history, metrics and model, and remembers the run id in ``metrics/mlflow_run_id.txt``;
-``evaluate`` re-opens that run and adds the evaluation (metrics, the test and corrupted datasets, reports)
-without touching the run's name, params or identity tags.
-
-A training that did not finish (killed, or cut off from the tracking server) leaves its run id beside the
-checkpoint (``models/checkpoint_run_id.txt``, written before the first epoch): ``train --resume`` continues
-that same run, its epoch metrics going on from the checkpoint's epoch, and closes it; a fresh ``train``
-ends it KILLED, with a ``steelflow.ended`` tag saying why, before it opens a new one. No run this project
-opened stays RUNNING once a later ``train`` has reached the server.
+:func:`tracker` opens (or re-opens) the run: named ``train <variant> lr=<lr> <short sha>``, with the
+params that shape the model (data, split, model, train) and the whole tree as ``params.yaml``; a no-op
+tracker when tracking is off. :func:`example_input` is the real input example MLflow infers the logged
+model's signature from.
 """
 
 from __future__ import annotations
