@@ -45,6 +45,12 @@ def task_names(step: Step) -> list[str]:
     return [name for name, _, _ in _phases(step)]
 
 
+def on_gpu(step: Step, task: str) -> bool:
+    """Whether the task ``task`` of ``step`` runs on the GPU image and nodes: a GPU step's one task, or
+    the workers of a GPU step that fans out."""
+    return any(gpu for name, _, gpu in _phases(step) if name == task)
+
+
 def _phases(step: Step) -> list[tuple[str, str, bool]]:
     if step.fan_out is None:
         return [(step.name, "", step.gpu)]

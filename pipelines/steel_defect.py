@@ -141,7 +141,7 @@ def _setup(task: dsl.PipelineTask, name: str, kf: KubeflowConfig, cache: bool = 
     task.set_caching_options(cache and (step is None or step.cache))
     if step is not None and step.retries and kf.retries:
         task.set_retry(num_retries=kf.retries, backoff_duration="30s", backoff_factor=2)
-    gpu_task = step is not None and step.gpu and (step.fan_out is None or name.endswith("_worker"))
+    gpu_task = step is not None and components.on_gpu(step, name)
     if gpu_task:
         gpu = kf.gpu
         task.set_cpu_request(gpu.cpu).set_memory_request(gpu.memory)

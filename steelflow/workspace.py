@@ -34,7 +34,7 @@ from steelflow import config, paths, redact, steps
 from steelflow.config import Params
 from steelflow.errors import DataError
 from steelflow.step import Produces
-from steelflow.tracking import git_state, tracking_uri
+from steelflow.tracking import git_state, scoped_environ, tracking_uri
 
 _SQLITE = "sqlite:///"
 
@@ -137,20 +137,13 @@ def workspace(
         params = config.load_params(params_file, list(overrides))
         for artifact in inputs:
             link_tree(Path(artifact), root)
-        env = _environment(params, launch)
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        params = config.parse_params(params.raw(), source=str(params_file))  # with the URLs made absolute
-        try:
-            os.chdir(root)
-            yield Workspace(root, params)
-        finally:
-            os.chdir(launch)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        with scoped_environ(_environment(params, launch)):
+            params = config.parse_params(params.raw(), source=str(params_file))  # with the URLs made absolute
+            try:
+                os.chdir(root)
+                yield Workspace(root, params)
+            finally:
+                os.chdir(launch)
 
 
 def link_tree(artifact: Path, root: Path) -> int:
@@ -211,17 +204,8 @@ def scalar_metrics(path: str | Path) -> dict[str, float]:
         tree = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a metrics file: {e}") from None
-    out: dict[str, float] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        elif isinstance(node, int | float):  # bool is an int too
-            out[prefix[:-1]] = float(node)
-
-    walk(tree, "")
-    return out
+    # numbers only (bool is an int too): a Metrics artifact shows nothing else
+    return {k: float(v) for k, v in config.flatten_tree(tree).items() if isinstance(v, int | float)}
 
 
 def png_page(png: str | Path, target: str | Path, title: str) -> None:
