@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.servers import free_port, running  # noqa: E402  (the tests' server runner, reused)
+from tests.support.servers import free_port, running  # noqa: E402  (the tests' server runner, reused)
 
 RESULT = REPO / "benchmarks" / "results" / "http.json"
 NEU_CLS = REPO.parent / "shared" / "datasets" / "NEU-CLS"

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.servers import S3_KEYS, VENV_BIN, free_port, running, s3_server  # noqa: E402
+from tests.support.servers import S3_KEYS, VENV_BIN, free_port, running, s3_server  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "team.json"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs steelflow into the current Python. Both Dockerfiles run it, and so does the test that rebuilds each
-# image's environment in a fresh venv (tests/integration/test_kfp.py), so there is one install recipe.
+# image's environment in a fresh venv (tests/integration/test_kfp_local.py), so there is one install recipe.
 #   install.sh deps      the exact pins of requirements.lock
 #                        TORCH_INDEX  an extra package index for torch (the CPU image's CPU-only wheels)
 #                        KEEP_TORCH=1 keep the base image's CUDA torch instead of the lock's torch

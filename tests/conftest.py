@@ -8,28 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import repo_params, write_image, write_params
+from tests.support.helpers import repo_params, write_image, write_params
 
 # The kinds of test (Made-With-ML's three, plus real tools): a test's kind is the folder its file sits in.
 KINDS = ("unit", "data", "model", "integration")
-# Files not yet in their kind's folder, and their kind; any other file there is a unit test.
-# Empty this once every file sits in tests/<kind>/.
-_KIND_OF_FILE = {
-    "test_near_duplicates.py": "data",
-    "test_quality.py": "data",
-    "test_shortcuts.py": "data",
-    "test_synthetic.py": "data",
-    "test_validate.py": "data",
-    "test_input_norm.py": "model",
-    "test_models.py": "model",
-    "test_train.py": "model",
-}
 
 
 def kind_of(path: Path) -> str:
     """unit, data, model or integration: the tests/<kind>/ folder a test file sits in."""
     folder = path.parent.name
-    return folder if folder in KINDS else _KIND_OF_FILE.get(path.name, "unit")
+    return folder if folder in KINDS else "unit"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

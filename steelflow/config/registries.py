@@ -8,7 +8,7 @@ class and one function, and the tests, parametrised over the registry, cover it 
 The class is declared here in the config package and the function in the data or model layer, which
 registers it against the name. The two cannot share a module: the config tree must load without torch,
 kornia or scipy (``steelflow serve`` runs in an image without PyTorch; the CLI starts in a fifth of a
-second), and training must never import the evaluation corruptions (``tests/test_augment.py``). A name
+second), and training must never import the evaluation corruptions (``tests/unit/test_augment.py``). A name
 declared without a function is caught by :meth:`Registry.unimplemented` (a test asserts it is empty).
 """
 

@@ -21,7 +21,7 @@ the same batches):
   :data:`steelflow.config.FAMILIES` and its function here, against the same name.
 
 No peeking: nothing here calls :mod:`steelflow.data.corruptions`, the evaluation's corruptions, and the
-families are broader than those (tests/test_augment.py fails if training imports that module). Kornia does
+families are broader than those (tests/unit/test_augment.py fails if training imports that module). Kornia does
 what it has a transform for; the rest is written here, and each says why.
 """
 

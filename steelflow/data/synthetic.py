@@ -56,7 +56,7 @@ class Recipe:
 
 
 # Chosen by eye, so that each class reads as its NEU-CLS description and stays recognisable after
-# shrinking to 64x64 (the thinnest lines are ~1 px at 200 px). tests/test_synthetic.py checks that.
+# shrinking to 64x64 (the thinnest lines are ~1 px at 200 px). tests/data/test_synthetic.py checks that.
 RECIPES: dict[str, Recipe] = {
     "crazing": Recipe(count=(25, 60), width=(0.005, 0.01), depth=(0.4, 0.7)),
     "inclusion": Recipe(count=(2, 6), width=(0.007, 0.014), depth=(0.35, 0.65), length=(0.12, 0.35)),

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from steelflow import config
 from steelflow.cli import app
 from steelflow.registry import Registry
-from tests.helpers import repo_params, write_params
-from tests.servers import S3_KEYS, as_user, create_user, fresh_database, s3_server, steelflow_server
+from tests.support.helpers import repo_params, write_params
+from tests.support.servers import S3_KEYS, as_user, create_user, fresh_database, s3_server, steelflow_server
 
 pytestmark = pytest.mark.integration
 MODEL = "steel-defect-classifier"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SMALL, clone_repo, sh
-from tests.helpers import run as run_cmd
+from tests.support.helpers import SMALL, clone_repo, sh
+from tests.support.helpers import run as run_cmd
 
 pytestmark = pytest.mark.integration
 

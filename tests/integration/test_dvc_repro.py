@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import SMALL, clone_repo, run, sh
+from tests.support.helpers import SMALL, clone_repo, run, sh
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from steelflow.cli import app
-from tests.helpers import repo_params, write_params
+from tests.support.helpers import repo_params, write_params
 
 pytestmark = pytest.mark.integration
 

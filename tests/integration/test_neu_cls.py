@@ -14,7 +14,7 @@ from steelflow.steps.corrupt import corrupt
 from steelflow.steps.ingest import ingest
 from steelflow.steps.split import find_leaks, split
 from steelflow.steps.validate import validate
-from tests.helpers import NEU_CLS
+from tests.support.helpers import NEU_CLS
 
 pytestmark = [
     pytest.mark.integration,

@@ -20,9 +20,9 @@ import pytest
 from steelflow.config import load_params
 from steelflow.registry import GateFailed, RegistryError
 from steelflow.steps.register import register
-from tests.integration.registered import NAME, registered_project
-from tests.integration.registered import cli as _cli
-from tests.servers import VENV_BIN, free_port, running
+from tests.support.registered_project import NAME, registered_project
+from tests.support.registered_project import cli as _cli
+from tests.support.servers import VENV_BIN, free_port, running
 
 pytestmark = pytest.mark.integration
 

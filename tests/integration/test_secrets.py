@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import LENIENT_GATES, REPO, SMALL, clone_repo, deep_update, run
-from tests.servers import free_port, fresh_database, mlflow_server
+from tests.support.helpers import LENIENT_GATES, REPO, SMALL, clone_repo, deep_update, run
+from tests.support.servers import free_port, fresh_database, mlflow_server
 
 pytestmark = pytest.mark.integration
 

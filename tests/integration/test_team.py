@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from steelflow.cli import app
-from tests.helpers import LENIENT_GATES, SMALL, clone_repo, deep_update, repo_params, sh, write_params
-from tests.servers import (
+from tests.support.helpers import LENIENT_GATES, SMALL, clone_repo, deep_update, repo_params, sh, write_params
+from tests.support.servers import (
     S3_KEYS,
     VENV_BIN,
     as_user,
@@ -169,7 +169,7 @@ def test_no_credentials_in_the_repository():
     import re
     import subprocess
 
-    from tests.helpers import REPO
+    from tests.support.helpers import REPO
 
     files = subprocess.run(
         ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
@@ -184,12 +184,12 @@ def test_no_credentials_in_the_repository():
     # the throwaway test server's keys; fake ones planted where a compiled pipeline must not pick them up,
     # and where `params show` must hide them
     allowed = {
-        "tests/servers.py",
+        "tests/support/servers.py",
         "tests/integration/test_team.py",
-        "tests/test_server.py",  # fake database passwords that must stay off the server's command line
-        "tests/test_pipeline.py",
-        "tests/test_config.py",
-        "tests/test_redact.py",  # fake passwords the redaction rule must hide
+        "tests/unit/test_server_command.py",  # fake database passwords kept off the command line
+        "tests/unit/test_kubeflow_pipeline.py",
+        "tests/unit/test_config.py",
+        "tests/unit/test_redact.py",  # fake passwords the redaction rule must hide
         "tests/integration/test_secrets.py",  # fake passwords planted in every URI, then looked for
     }
     hits = []

@@ -27,7 +27,7 @@ from steelflow.config import load_params
 from steelflow.steps import tune as tuning
 from steelflow.tuning import study as study_machinery
 from steelflow.tuning.objective import BASELINE
-from tests.helpers import repo_params, write_params
+from tests.support.helpers import repo_params, write_params
 
 pytestmark = pytest.mark.integration
 N_TRIALS = 3
