@@ -326,7 +326,7 @@ def dvc_yaml(check: CheckOpt = False) -> None:
     if check:
         if not target.is_file() or target.read_text() != contract.dvc_yaml():
             raise SteelflowError(f"{target} differs from the steps' declarations: run `steelflow dvc-yaml`")
-        out.print(f"dvc-yaml: {target} matches the step contract")
+        out.print(f"dvc-yaml: {target} matches the steps' declarations")
         return
     out.print(f"dvc-yaml: {contract.write_dvc_yaml(target)}")
 

@@ -171,18 +171,7 @@ def _refused(params: Params, verdict: GateResult, out_path: Path, card_path: Pat
     the card say why."""
     reg = Registry(params)
     with reg.own_retries(), failures(reg):
-        challenger = reg.alias(CHALLENGER)
-    result = {
-        "name": reg.name,
-        "registered": False,
-        "version": None,
-        "alias": None,
-        "challenger": _num(challenger),
-        "run_id": verdict.run_id,
-        "tracking_uri": hide_password(reg.uri),
-        "gates": [dataclasses.asdict(g) for g in verdict.gates],
-        "gate_table": verdict.table,
-    }
+        result = _refusal(reg, verdict.run_id, verdict.gates)
     atomic.write_text(
         card_path,
         f"# {reg.name}: not registered\n\nThe model of training run `{verdict.run_id}` failed "
@@ -194,24 +183,27 @@ def _refused(params: Params, verdict: GateResult, out_path: Path, card_path: Pat
 
 
 def _not_registered(reg, run_id, accuracy, eval_hash, gates, out_path) -> dict[str, Any]:
-    """A model below the gates: no version, @challenger stays; the record says why, the run too."""
-    challenger = reg.alias(CHALLENGER)
-    result = {
+    """A model below the gates (checked here, without a verdict): no version, @challenger stays; the record
+    says why, the run too."""
+    result = _refusal(reg, run_id, gates) | {"eval_data_hash": eval_hash, "accuracy": accuracy}
+    reg.call(reg.client.set_tag, run_id, "steelflow.registered", "no: failed registry.gates")
+    atomic.write_json(out_path, result)
+    return result
+
+
+def _refusal(reg: Registry, run_id: str | None, gates: list[Any]) -> dict[str, Any]:
+    """``registration.json`` for a model the gates refused."""
+    return {
         "name": reg.name,
         "registered": False,
         "version": None,
         "alias": None,
-        "challenger": _num(challenger),
+        "challenger": _num(reg.alias(CHALLENGER)),
         "run_id": run_id,
         "tracking_uri": hide_password(reg.uri),
-        "eval_data_hash": eval_hash,
-        "accuracy": accuracy,
         "gates": [dataclasses.asdict(g) for g in gates],
         "gate_table": gate_table(gates),
     }
-    reg.call(reg.client.set_tag, run_id, "steelflow.registered", "no: failed registry.gates")
-    atomic.write_json(out_path, result)
-    return result
 
 
 def _describe_model(reg: Registry, meta: ModelMeta) -> None:
