@@ -6,12 +6,13 @@ What ``steelflow pipeline compile | run --local | submit`` call. A run's params 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def run_local(
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
         try:
-            pipeline(params=text, overrides=[])
+            with loop_inputs_kept():
+                pipeline(params=text, overrides=[])
         except RuntimeError as e:
             raise PipelineError(f"local pipeline run failed: {_plain(str(e))}") from None
     seconds = time.perf_counter() - started
@@ -151,6 +153,33 @@ def run_local(
         registered=after if after != before else None,
         gates=gates.read_text() if gates.is_file() else "",
     )
+
+
+@contextlib.contextmanager
+def loop_inputs_kept() -> Iterator[None]:
+    """Work around kfp 2.17's local runner, which hands a ParallelFor the loop item in place of every task
+    output parameter the loop reads, not only its items (``create_parameter_loop_iteration_task_spec``):
+    ingest's parts, whose loop sits at the top of the graph beside ``settings``, would get a part's key as
+    their params. While a local run lasts, the loop's other inputs are put back as the compiled pipeline
+    has them (a cluster's driver resolves them right; ``test_kfp_local_runner_still_needs_the_loop_fix``
+    says when this can go)."""
+    from kfp.local.orchestrator import task_spec_utils
+
+    original = task_spec_utils.create_parameter_loop_iteration_task_spec
+
+    def iteration(task_spec: Any, loop_item: Any, loop_task_name: str) -> Any:
+        spec = original(task_spec, loop_item, loop_task_name)
+        items = task_spec.parameter_iterator.items.input_parameter
+        for key, given in task_spec.inputs.parameters.items():
+            if key != items and given.HasField("task_output_parameter"):
+                spec.inputs.parameters[key].CopyFrom(given)
+        return spec
+
+    task_spec_utils.create_parameter_loop_iteration_task_spec = iteration
+    try:
+        yield
+    finally:
+        task_spec_utils.create_parameter_loop_iteration_task_spec = original
 
 
 def submit(

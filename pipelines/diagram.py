@@ -19,7 +19,7 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 from steelflow import atomic  # noqa: E402
 
-GROUP_LABELS = {"condition": "if {}", "for-loop": "for each tune worker"}
+GROUP_LABELS = {"condition": "if {}", "for-loop": "for each of {}"}
 
 
 def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dict[str, str]]:
@@ -69,6 +69,18 @@ def graph(ir_path: str | Path) -> tuple[dict[str, set[str]], dict[str, str], dic
     return _reduced(upstream), group_of, conditions
 
 
+def loop_names(ir_path: str | Path) -> dict[str, str]:
+    """Each ParallelFor (its task name, ``for-loop-2``) → the name the pipeline gave it (``tune-workers``)."""
+    spec = _pipeline_spec(ir_path)
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    return {
+        name: task["taskInfo"]["name"]
+        for dag in dags
+        for name, task in dag.get("tasks", {}).items()
+        if "parameterIterator" in task
+    }
+
+
 def gpu_tasks(ir_path: str | Path) -> set[str]:
     """The tasks whose container asks for an accelerator: GPU placement as the compiled pipeline has it."""
     spec = _pipeline_spec(ir_path)
@@ -114,6 +126,7 @@ def draw(ir_path: str | Path, out: str | Path) -> Path:
     """Render the pipeline graph, top to bottom, to a PNG (the GPU steps in their own colour)."""
     gpu = gpu_tasks(ir_path)
     upstream, group_of, conditions = graph(ir_path)
+    loops = loop_names(ir_path)
     # a task's row: one below the lowest of its upstream tasks (the longest path from the top)
     rows = dict(enumerate(sorted(row) for row in nx.topological_generations(_dag(upstream))))
     layer = {name: level for level, row in rows.items() for name in row}
@@ -129,7 +142,7 @@ def draw(ir_path: str | Path, out: str | Path) -> Path:
         xs, ys = [pos[n][0] for n in members], [pos[n][1] for n in members]
         pad = 1.55 - 0.2 * level
         kind = "for-loop" if group.startswith("for-loop") else "condition"
-        label = GROUP_LABELS[kind].format(conditions.get(group, ""))
+        label = GROUP_LABELS[kind].format(loops.get(group) or conditions.get(group, ""))
         ax.add_patch(
             FancyBboxPatch(
                 (min(xs) - pad, min(ys) - pad + 1.05),

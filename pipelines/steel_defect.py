@@ -1,8 +1,10 @@
 """``steel_defect_pipeline``: the steelflow steps as one Kubeflow Pipelines v2 run.
 
-ingest → validate → [if the data passed] split → corrupt → tune (start → a ParallelFor of
+ingest (plan → a ParallelFor of ``data.parts`` part pods → merge) → validate → [if the data passed]
+split → corrupt (plan → a ParallelFor with a pod per condition → merge) → tune (start → a ParallelFor of
 ``tune.workers`` worker pods on one Optuna study → finish) → train with the best params → evaluate → gate →
-[if every gate passed] register (a new version, alias ``challenger``).
+[if every gate passed] register (a new version, alias ``challenger``). A ParallelFor's parts fan in by
+``dsl.Collected`` (the merge task gets every part's artifact); validate runs once, on the merged manifest.
 
 This graph is the one hand-written part: the components and each task's runtime needs (GPU image and
 nodes, caching, retries) come from the steps' declarations (:mod:`steelflow.step`). The run's parameters
@@ -36,7 +38,8 @@ def define_pipeline(
         raise ConfigError("params has no 'kubeflow' section: add one (see params.yaml)")
     if params.tune is None or params.registry is None:
         raise ConfigError("the Kubeflow pipeline needs the 'tune' and 'registry' sections of params")
-    c = components.make_components(*images(kf, image_tag))
+    cpu_image, gpu_image = images(kf, image_tag)
+    c = components.make_components(cpu_image, gpu_image)
     # A folder source can change under the same params; only generated data is safe to take from the cache.
     cache_ingest = params.data.is_synthetic
 
@@ -66,7 +69,7 @@ def define_pipeline(
         )
         _setup(settings, "settings", kf)
         run = {"params": settings.output}
-        ingest = _setup(c.ingest(**run), "ingest", kf, cache=cache_ingest)
+        ingest = _in_parts(c, "ingest", kf, run, cache=cache_ingest)
         validate = _setup(c.validate(**run, dataset=ingest.outputs["dataset"]), "validate", kf)
         with dsl.If(validate.outputs["Output"] == True, name="data-valid"):  # noqa: E712 (a kfp condition)
             manifest = ingest.outputs["manifest"]
@@ -76,8 +79,8 @@ def define_pipeline(
                 kf,
             )
             splits = split.outputs["splits"]
-            corrupt = c.corrupt(**run, dataset=ingest.outputs["dataset"], splits=splits)
-            corrupted = _setup(corrupt, "corrupt", kf).outputs["corrupted"]
+            corrupt = _in_parts(c, "corrupt", kf, run, dataset=ingest.outputs["dataset"], splits=splits)
+            corrupted = corrupt.outputs["corrupted"]
 
             start = _setup(c.tune_start(**run, manifest=manifest, splits=splits), "tune_start", kf)
             study = start.outputs["study"]
@@ -89,7 +92,7 @@ def define_pipeline(
             finish = c.tune_finish(**run, manifest=manifest, splits=splits, study=study).after(tune_worker)
             tuning = _setup(finish, "tune_finish", kf).outputs["tuning"]
 
-            train = _setup(c.train(**run, manifest=manifest, splits=splits, tuning=tuning), "train", kf)
+            train = _train(c, kf, run, gpu_image, manifest=manifest, splits=splits, tuning=tuning)
             model = train.outputs["model"]
             evaluate = _setup(
                 c.evaluate(**run, manifest=manifest, splits=splits, corrupted=corrupted, model=model),
@@ -116,6 +119,28 @@ def define_pipeline(
                 _setup(register, "register", kf)
 
     return steel_defect_pipeline
+
+
+def _in_parts(c, name: str, kf: KubeflowConfig, run: dict, cache: bool = True, **inputs) -> dsl.PipelineTask:
+    """A step cut into parts (its ``parts`` declaration): ``<name>_plan`` lists them, a ParallelFor runs
+    ``<name>_part`` on each, and ``<name>_merge`` fans in (``dsl.Collected`` of every part's files).
+    Returns the merge task, whose outputs are the step's."""
+    plan = _setup(getattr(c, f"{name}_plan")(**run), f"{name}_plan", kf, cache)
+    with dsl.ParallelFor(items=plan.output, name=f"{name}-parts") as key:
+        part = _setup(getattr(c, f"{name}_part")(**run, key=key, **inputs), f"{name}_part", kf, cache)
+    merge = getattr(c, f"{name}_merge")(**run, parts=dsl.Collected(part.outputs["part"]), **inputs)
+    return _setup(merge, f"{name}_merge", kf, cache)
+
+
+def _train(c, kf: KubeflowConfig, run: dict, gpu_image: str, **inputs) -> dsl.PipelineTask:
+    """The train task: the step in its own GPU pod, or (``kubeflow.trainer.enabled``) ``train_trainjob``, a
+    CPU launcher that runs it as a Kubeflow Trainer TrainJob on ``kubeflow.trainer.num_nodes`` GPU nodes
+    (:mod:`steelflow.trainjob`) and waits; either way its outputs are the step's ``model`` and ``metrics``."""
+    if not kf.trainer.enabled:
+        return _setup(c.train(**run, **inputs), "train", kf)
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    launcher = c.train_trainjob(**run, pipeline_run=run_id, image=gpu_image, **inputs)
+    return _setup(launcher, "train_trainjob", kf)
 
 
 def images(kf: KubeflowConfig, tag: str | None) -> tuple[str, str]:

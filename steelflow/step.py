@@ -10,7 +10,7 @@ finds them):
   metrics, plots;
 - its Kubeflow component (:mod:`components`): typed ``Input``/``Output`` artifacts from ``consumes`` and
   ``produces``, the function's answer as the task's output, and the task's runtime needs (GPU image and
-  nodes, caching, retries, the fan-out of a study's workers);
+  nodes, caching, retries, the fan-out of a study's workers, a data step's parts and their fan-in);
 - the tests' parametrisation over steps.
 
 The pipeline's graph (which artifact feeds which task, the conditions) stays hand-written in
@@ -78,6 +78,23 @@ class FanOut:
 
 
 @dataclasses.dataclass(frozen=True)
+class Parts:
+    """A step whose work cuts into independent parts: under Kubeflow one pod per part, then one fan-in.
+
+    ``keys(*sections)`` names the parts from the run's params (a ParallelFor runs one part per key);
+    ``part(*sections, key)`` does one of them and returns the project paths it wrote (its pod keeps them in
+    its ``part`` artifact); ``merge(*sections, keys)`` runs where every part's files are linked in (their
+    artifacts gathered by ``dsl.Collected``), writes the step's outputs and returns its result. ``run``,
+    what the DVC stage and the CLI call in one process, writes the same outputs as every ``part`` and then
+    ``merge``: the tests hold the two to it, byte for byte.
+    """
+
+    keys: Callable[..., list[str]]
+    part: Callable[..., Iterable[Path]]
+    merge: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Step:
     """One step of the pipeline (paths are project-relative)."""
 
@@ -107,6 +124,11 @@ class Step:
     cache: bool = True  # False: its result depends on more than its inputs (a server's state, a study)
     retries: bool = False  # talks to servers (MLflow, the study's database, S3): retried
     fan_out: FanOut | None = None
+    parts: Parts | None = None  # its work cut into parts, one pod each (a data step: ingest, corrupt)
+
+    def __post_init__(self) -> None:
+        if self.fan_out is not None and self.parts is not None:
+            raise ValueError(f"step {self.name!r}: fan_out (workers on one study) or parts, not both")
 
     @property
     def command(self) -> str:

@@ -90,12 +90,20 @@ def _copy(src: Path, dst: Path) -> None:
 
 def run_component(name: str, arguments: dict[str, Any], phase: str = "") -> Any:
     """Run step ``name`` as its Kubeflow component: ``arguments`` are the component's (``params``, its
-    input and output artifacts by name, a fan-out worker's index); ``phase`` is ``start``, ``worker`` or
-    ``finish`` for a step that fans out. Returns the component's output value (the step's answer)."""
+    input and output artifacts by name, a fan-out worker's index, a part's key); ``phase`` is ``start``,
+    ``worker`` or ``finish`` for a step that fans out, ``plan``, ``part`` or ``merge`` for a step cut into
+    parts. Returns the component's output value (the step's answer, or the list a ParallelFor runs over)."""
     step = steps.get(name)
-    inputs = [arguments[a].path for a in step.consumes]
+    inputs = [arguments[a].path for a in step.consumes if a in arguments]
+    inputs += [part.path for part in arguments.get("parts", ())]  # the fan-in: every part's files
     with workspace(arguments["params"], inputs=inputs) as ws:
-        fan = step.fan_out
+        fan, parts = step.fan_out, step.parts
+        if phase == "plan":
+            return list(parts.keys(*step.arguments(ws.params)))
+        if phase == "part":
+            written = parts.part(*step.arguments(ws.params), arguments["key"])
+            ws.keep(arguments["part"].path, *written)
+            return None
         if phase == "start":
             ref = fan.start(*step.arguments(ws.params))
             ref.save(arguments["study"].path)
@@ -105,6 +113,14 @@ def run_component(name: str, arguments: dict[str, Any], phase: str = "") -> Any:
             return None
         if phase == "finish":
             result = fan.finish(*step.arguments(ws.params), fan.load(arguments["study"].path))
+        elif phase == "merge":
+            sections = step.arguments(ws.params)
+            result = parts.merge(*sections, parts.keys(*sections))
+        elif phase == "trainjob":  # the step runs elsewhere: a Kubeflow Trainer TrainJob (kubeflow.trainer)
+            from steelflow.trainjob import launch
+
+            print(*launch(ws.params, arguments["pipeline_run"], arguments["image"]).lines(), sep="\n")
+            result = None  # what the step would have written is in the workspace now; the artifacts follow
         else:
             options = {o.name: o.kfp for o in step.options if o.kfp is not None}
             refusal = (step.refusal,) if step.refusal else ()

@@ -30,7 +30,7 @@ from steelflow.config.corrupt import (
     StripesCondition,
 )
 from steelflow.config.data import DataConfig, QualityConfig, SplitConfig, SyntheticConfig, ValidateConfig
-from steelflow.config.kubeflow import GpuConfig, KubeflowConfig, SecretEnv, Toleration
+from steelflow.config.kubeflow import GpuConfig, KubeflowConfig, SecretEnv, Toleration, TrainerConfig
 from steelflow.config.loading import (
     DEFAULT_PARAMS,
     check_search_space,
@@ -119,6 +119,7 @@ __all__ = [
     "Toleration",
     "ToneCurveFamily",
     "TrainConfig",
+    "TrainerConfig",
     "TuneConfig",
     "ValidateConfig",
     "apply_override",

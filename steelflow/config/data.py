@@ -44,6 +44,12 @@ class DataConfig(Section):
         default="refuse",
         description="multi-page TIFF or animation: refuse (error) | expand (one PNG image per page or frame)",
     )
+    parts: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Kubeflow: ingest runs as this many parts, one pod each (DVC: one process; same outputs)",
+    )
 
     @field_validator("classes")
     @classmethod

@@ -1,10 +1,11 @@
-"""``kubeflow``: images, resources, GPU placement, secrets and retries of a `steelflow pipeline` run."""
+"""``kubeflow``: images, resources, GPU placement, secrets and retries of a `steelflow pipeline` run, and
+``kubeflow.trainer``: its train task as a Kubeflow Trainer TrainJob on several GPU nodes."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from steelflow.config.section import Section
 
@@ -38,6 +39,40 @@ class SecretEnv(Section):
     env: dict[str, str] = Field(min_length=1, description="environment variable → key in the secret")
 
 
+class TrainerConfig(Section):
+    """The train task as a Kubeflow Trainer v2 TrainJob (:mod:`steelflow.trainjob`): off, the task trains in
+    its own pod on one GPU node; on, a CPU launcher submits the job to ``num_nodes`` GPU nodes and waits."""
+
+    enabled: bool = Field(default=False, description="train as a TrainJob; false = one train pod")
+    runtime: str = Field(default="torch-distributed", min_length=1, description="training runtime's name")
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    num_nodes: int = Field(default=1, ge=1, description="GPU nodes (pods) of the job")
+    procs_per_node: int | None = Field(
+        default=None, ge=1, description="training processes per node; null = kubeflow.gpu.count"
+    )
+    namespace: str | None = Field(default=None, description="null = the launcher pod's own namespace")
+    workdir: str | None = Field(
+        default=None,
+        validate_default=True,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="s3://bucket/prefix the job reads its inputs from and writes its outputs to",
+    )
+    poll_seconds: float = Field(default=15.0, gt=0, description="how often the launcher reads the job status")
+    timeout: int | None = Field(
+        default=86400, ge=1, description="seconds the job may take, queueing included; null = no limit"
+    )
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir_when_enabled(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.data.get("enabled"):
+            raise ValueError(
+                "an s3://bucket/prefix is needed when kubeflow.trainer.enabled is true (the job's pods "
+                "share no disk with the launcher: inputs and outputs travel through it)"
+            )
+        return v
+
+
 class KubeflowConfig(Section):
     """The Kubeflow run: images, resources, GPU placement, secrets and retries (`steelflow pipeline`)."""
 
@@ -56,3 +91,4 @@ class KubeflowConfig(Section):
     pipeline_root: str | None = Field(
         default=None, description="where artifacts go (s3://...); null = the cluster's default"
     )
+    trainer: TrainerConfig = TrainerConfig()

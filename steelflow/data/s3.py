@@ -6,11 +6,13 @@ Downloads are retried by boto3 (standard mode, ``data.s3_retries`` attempts) and
 naming the endpoint. The objects keep their layout under the prefix, so the same layout detection as for a
 local folder applies afterwards. A key that would land outside the download folder (``prefix/../../x``,
 ``prefix//etc/x``) is never downloaded: refused, or left out and returned (``data.outside_links: skip``).
+:func:`upload` is the way back (a TrainJob's inputs and outputs, :mod:`steelflow.trainjob`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -74,3 +76,28 @@ def local_path(dest: Path, relative_key: str) -> Path | None:
     if target == root or not target.is_relative_to(root):
         return None
     return target
+
+
+def upload(src: Path, files: Iterable[str | Path], dest: str, attempts: int) -> list[str]:
+    """Copy ``files`` (paths relative to ``src``; a folder: every file under it) to ``s3://bucket/prefix``,
+    keeping their relative paths as keys below the prefix; returns the keys written."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    url = urlparse(dest)
+    bucket, prefix = url.netloc, url.path.strip("/")
+    found = []
+    for rel in files:
+        path = src / rel
+        found += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    client = boto3.client("s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
+    keys = []
+    try:
+        for path in track(found, f"upload {dest}"):
+            key = "/".join(filter(None, (prefix, path.relative_to(src).as_posix())))
+            client.upload_file(str(path), bucket, key)
+            keys.append(key)
+    except (BotoCoreError, ClientError) as e:
+        raise DataError(f"{dest}: S3 at {endpoint()} failed after {attempts} attempts: {e}") from None
+    return keys

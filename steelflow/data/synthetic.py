@@ -114,22 +114,29 @@ def render(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def generate(out_dir: Path, cfg: SyntheticConfig) -> list[tuple[Path, str]]:
+def generate(out_dir: Path, cfg: SyntheticConfig, part: slice = slice(None)) -> list[tuple[Path, str]]:
     """Write ``out_dir/<class>/<class>_<i>.png`` for i = 1..``cfg.per_class``; return (path, label) pairs.
+    ``part``: only that slice of :func:`listing` (one part of a Kubeflow ingest).
 
     Each image has its own seed, ``(cfg.seed, class index, i)``: the same config gives byte-identical
     files, and an image does not change when others are added or generated in another order.
     """
     out_dir = Path(out_dir)
     written = []
-    for class_index, label in enumerate(CLASSES):
+    for rel, label in listing(cfg)[part]:
+        i = int(rel.stem.rsplit("_", 1)[1])
+        rng = np.random.default_rng([cfg.seed, CLASSES.index(label), i])
         (out_dir / label).mkdir(parents=True, exist_ok=True)
-        for i in range(1, cfg.per_class + 1):
-            rng = np.random.default_rng([cfg.seed, class_index, i])
-            path = out_dir / label / f"{label}_{i}.png"
-            save_png(render(label, rng, cfg.image_size), path)
-            written.append((path, label))
+        save_png(render(label, rng, cfg.image_size), out_dir / rel)
+        written.append((out_dir / rel, label))
     return written
+
+
+def listing(cfg: SyntheticConfig) -> list[tuple[Path, str]]:
+    """What :func:`generate` writes, in its order: (``<class>/<class>_<i>.png``, class) pairs."""
+    return [
+        (Path(label) / f"{label}_{i}.png", label) for label in CLASSES for i in range(1, cfg.per_class + 1)
+    ]
 
 
 # --- the surface ------------------------------------------------------------------------------------

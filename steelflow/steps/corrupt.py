@@ -7,22 +7,28 @@ image), the decoded cache ``data/cache/corrupted/<condition>.npz`` and ``reports
 classes × conditions. The corruption formulas are in :mod:`steelflow.data.corruptions`. Each image's
 randomness comes from (``corrupt.seed``, the image's sha256, the condition name), so the output does not
 depend on order.
+
+Under Kubeflow each condition is a part, one pod each (:func:`corrupt_part`: the copies and the cache of
+that condition); :func:`corrupt_merge` then writes the index and the grid from every condition's files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from steelflow import atomic, paths
 from steelflow.config import CorruptConfig, DataConfig
 from steelflow.data import cache, corruptions, images, manifest
+from steelflow.errors import DataError
 from steelflow.progress import track
 from steelflow.reports import corruption_grid, grid_picks
-from steelflow.step import Produces, Step
+from steelflow.step import Parts, Produces, Step
 
 INDEX_COLUMNS = ["condition", "path", "label", "sha256"]
 
@@ -42,7 +48,79 @@ def corrupt(
     cache_dir: Path = paths.CACHE / "corrupted",
     grid_path: Path = paths.CORRUPTIONS_PNG,
 ) -> CorruptResult:
-    """Corrupt every test image under every condition; cache the results and draw the example grid."""
+    """Corrupt every test image under every condition; cache the results and draw the example grid.
+
+    One process does every condition; under Kubeflow :func:`corrupt_part` does one condition in its own pod
+    and :func:`corrupt_merge` writes the index and the grid, the same files as here.
+    """
+    test, classes, originals = _test_split(data, test_split, data_root)
+    names = part_keys(data, cfg)
+    with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
+        staged_cache.mkdir()
+        for condition in cfg.all_conditions:
+            corrupted = _corrupt(originals, test, condition, cfg.seed, staged_images / condition.name)
+            _cache(corrupted, test, classes, data, staged_cache, condition.name)
+        (staged_images / "index.csv").write_text(_index(test, names).to_csv(index=False))
+    _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
+    return CorruptResult(names, len(test))
+
+
+def part_keys(data: DataConfig, cfg: CorruptConfig) -> list[str]:
+    """The parts of a Kubeflow corrupt: one per condition, ``corrupt.conditions`` then ``corrupt.holdout``."""
+    return [c.name for c in cfg.all_conditions]
+
+
+def corrupt_part(
+    data: DataConfig,
+    cfg: CorruptConfig,
+    key: str,
+    test_split: Path = paths.SPLITS / "test.csv",
+    data_root: Path = paths.DATA,
+    out_dir: Path = paths.CORRUPTED,
+    cache_dir: Path = paths.CACHE / "corrupted",
+) -> list[Path]:
+    """One condition of a Kubeflow corrupt (its own pod): its copies under ``out_dir/<condition>/`` and
+    its cache in ``cache_dir``. Returns the paths written."""
+    condition = next((c for c in cfg.all_conditions if c.name == key), None)
+    if condition is None:
+        raise DataError(f"corrupt part {key!r}: no such condition in corrupt.conditions or corrupt.holdout")
+    test, classes, originals = _test_split(data, test_split, data_root)
+    with atomic.atomic_path(Path(out_dir) / key) as staged:
+        corrupted = _corrupt(originals, test, condition, cfg.seed, staged)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return [Path(out_dir) / key, _cache(corrupted, test, classes, data, Path(cache_dir), key)]
+
+
+def corrupt_merge(
+    data: DataConfig,
+    cfg: CorruptConfig,
+    keys: list[str],
+    test_split: Path = paths.SPLITS / "test.csv",
+    data_root: Path = paths.DATA,
+    out_dir: Path = paths.CORRUPTED,
+    grid_path: Path = paths.CORRUPTIONS_PNG,
+) -> CorruptResult:
+    """The fan-in of a Kubeflow corrupt: with every condition's copies in ``out_dir`` (linked in from the
+    parts' artifacts), write the index and draw the grid. A condition missing, or one whose folder holds
+    other files than the test split's, stops it."""
+    test = manifest.read(test_split)
+    classes = manifest.class_names(test["label"], data.classes)
+    index = _index(test, keys)
+    for key, expected in index.groupby("condition", sort=False)["path"]:
+        folder = Path(out_dir) / key
+        found = {p.relative_to(out_dir).as_posix() for p in folder.rglob("*") if p.is_file()}
+        if found != set(expected):
+            raise DataError(
+                f"corrupt part {key}: {folder} holds {len(found)} file(s), not the {len(expected)} copies of "
+                "the test split (did its task run on this split?)"
+            )
+    atomic.write_text(Path(out_dir) / "index.csv", index.to_csv(index=False))
+    _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
+    return CorruptResult(list(keys), len(test))
+
+
+def _test_split(data: DataConfig, test_split: Path, data_root: Path) -> tuple[pd.DataFrame, list, list]:
+    """The test split, its classes, and its images decoded (each still the file that was validated)."""
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
     channels = images.channels_for(test["mode"].tolist())
@@ -50,39 +128,83 @@ def corrupt(
     originals = [  # each file must still be the one validated (a later ingest may have replaced it)
         images.load(f, channels, data.white_level, sha) for f, sha in track(files, "load test split")
     ]
+    return test, classes, originals
 
+
+def _corrupt(
+    originals: list[np.ndarray], test: pd.DataFrame, condition: Any, seed: int, folder: Path
+) -> list[np.ndarray]:
+    """Every test image under ``condition``, saved as ``folder/<class>/<stem>.png``; returns them."""
+    corrupted = []
+    for img, (_, row) in zip(originals, test.iterrows(), strict=True):
+        out = corruptions.apply(img, condition, corruptions.rng_for(seed, row["sha256"], condition.name))
+        target = folder / _relative(row)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images.save_png(out, target)
+        corrupted.append(out)
+    return corrupted
+
+
+def _cache(
+    corrupted: list[np.ndarray],
+    test: pd.DataFrame,
+    classes: list[str],
+    data: DataConfig,
+    folder: Path,
+    name: str,
+) -> Path:
+    """The decoded cache of one condition in ``folder``; returns its path."""
+    cached = cache.resized_set(
+        corrupted, test["label"].tolist(), test["sha256"].tolist(), classes, data.cache_size
+    )
+    path = folder / f"{name}.npz"
+    cache.save(cached, path)
+    return path
+
+
+def _index(test: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``data/corrupted/index.csv``: every test image under every condition, condition by condition."""
+    rows = [
+        {
+            "condition": name,
+            "path": (Path(name) / _relative(row)).as_posix(),
+            "label": row["label"],
+            "sha256": row["sha256"],
+        }
+        for name in names
+        for _, row in test.iterrows()
+    ]
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def _relative(row: pd.Series) -> Path:
+    return Path(row["label"]) / f"{Path(row['path']).stem}.png"
+
+
+def _grid(
+    data: DataConfig,
+    cfg: CorruptConfig,
+    test: pd.DataFrame,
+    classes: list[str],
+    data_root: Path,
+    out_dir: Path,
+    grid_path: Path,
+) -> None:
+    """The example grid, from the files written: the originals picked, then their copies under each
+    condition (PNG keeps the uint8 pixels exactly, so it is the grid of the arrays themselves)."""
     picks = grid_picks(test["label"].tolist(), classes, cfg.grid_per_class)
-    examples: dict[str, list[np.ndarray]] = {"original": [originals[i] for i in picks]}
-    rows: list[dict[str, str]] = []
-    with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
-        staged_cache.mkdir()
-        for condition in cfg.all_conditions:
-            corrupted = []
-            for img, (_, row) in zip(originals, test.iterrows(), strict=True):
-                out = corruptions.apply(
-                    img, condition, corruptions.rng_for(cfg.seed, row["sha256"], condition.name)
-                )
-                rel = Path(condition.name) / row["label"] / f"{Path(row['path']).stem}.png"
-                (staged_images / rel).parent.mkdir(parents=True, exist_ok=True)
-                images.save_png(out, staged_images / rel)
-                rows.append(
-                    {
-                        "condition": condition.name,
-                        "path": rel.as_posix(),
-                        "label": row["label"],
-                        "sha256": row["sha256"],
-                    }
-                )
-                corrupted.append(out)
-            examples[condition.name] = [corrupted[i] for i in picks]
-            cached = cache.resized_set(
-                corrupted, test["label"].tolist(), test["sha256"].tolist(), classes, data.cache_size
-            )
-            cache.save(cached, staged_cache / f"{condition.name}.npz")
-        pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(staged_images / "index.csv", index=False)
-
-    corruption_grid(examples, [test["label"].iloc[i] for i in picks], grid_path)
-    return CorruptResult([c.name for c in cfg.all_conditions], len(test))
+    channels = images.channels_for(test["mode"].tolist())
+    rows = [test.iloc[i] for i in picks]
+    examples = {
+        "original": [
+            images.load(Path(data_root) / r["path"], channels, data.white_level, r["sha256"]) for r in rows
+        ]
+    }
+    for condition in cfg.all_conditions:
+        examples[condition.name] = [
+            np.asarray(Image.open(Path(out_dir) / condition.name / _relative(r))) for r in rows
+        ]
+    corruption_grid(examples, [r["label"] for r in rows], grid_path)
 
 
 def summary(result: CorruptResult) -> list[str]:
@@ -109,4 +231,5 @@ STEP = Step(
             "grid", "HTML", page=paths.CORRUPTIONS_PNG, title="Corrupted test images: one row per condition"
         ),
     ),
+    parts=Parts(keys=part_keys, part=corrupt_part, merge=corrupt_merge),
 )

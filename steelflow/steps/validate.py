@@ -19,6 +19,11 @@ GX has no per-value count expectation, so class sizes are checked on a second, p
 
 The report records the sha256 of the manifest it checked: later steps refuse any other manifest
 (:func:`steelflow.data.manifest.require_validated`).
+
+Under Kubeflow validate is not cut into parts: it runs once, on the manifest ingest's parts merged into. Its
+per-image work (decoding, hashes, quality measures) is already done, part by part, by ingest, and sits in
+the manifest's columns; what is left is checks of the whole table (copies and near-duplicates across any two
+images, class counts, sizes against the median, the shortcut model) and one Data Docs site.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ PIPELINE_PARAMS = deep_update(
     {
         "train": {"use_tuned": True},
         "tune": {"workers": 2},  # two worker pods on one study: the ParallelFor runs
+        "data": {"parts": 2},  # ingest in two pods, merged (dsl.Collected)
         # The steps reach MLflow (as a user of its basic auth) and the study through these secrets
         # (kubeflow.secrets); no S3 is used.
         "kubeflow": {
@@ -268,8 +269,9 @@ class Kubelet:
     """Runs a compiled pipeline's tasks in the images, in DAG order, as the kfp driver and launcher would.
 
     Only what this pipeline uses is implemented (parameter and artifact passing, ``dsl.If`` conditions of the
-    form ``inputs.parameter_values['x'] == true``, one ParallelFor over a list parameter); anything else in
-    the YAML fails loudly rather than being run differently.
+    form ``inputs.parameter_values['x'] == true``, ParallelFors over a list parameter, and a loop's artifacts
+    gathered by ``dsl.Collected``: the loop DAG's output, one artifact per iteration in item order, passed as
+    an artifact list); anything else in the YAML fails loudly rather than being run differently.
     """
 
     def __init__(self, package: Path, images: dict[str, str], secrets: dict, bucket: Path, root: Path):
@@ -286,9 +288,10 @@ class Kubelet:
         }
         self._dag(self.spec["root"], {"parameters": defaults, "artifacts": {}})
 
-    def _dag(self, component: dict, scope: dict) -> None:
+    def _dag(self, component: dict, scope: dict) -> dict[str, dict]:
+        """Run a DAG's tasks; returns its output artifacts (what its ``artifactSelectors`` pick)."""
         tasks = component["dag"]["tasks"]
-        assert "outputs" not in component["dag"], "DAG outputs are not supported by this stand-in"
+        assert not component["dag"].get("outputs", {}).get("parameters"), "DAG output parameters"
         done: dict[str, dict] = {}
         for name in _order(tasks):
             task = tasks[name]
@@ -302,13 +305,20 @@ class Kubelet:
                 items = inputs["parameters"][it["items"]["inputParameter"]]
                 scopes = [_with(inputs, it["itemInput"], item) for item in items]
                 with concurrent.futures.ThreadPoolExecutor(len(scopes)) as pool:  # pods run side by side
-                    list(pool.map(lambda s, c=child: self._dag(c, s), scopes))
-                done[name] = {"parameters": {}, "artifacts": {}}
+                    each = list(pool.map(lambda s, c=child: self._dag(c, s), scopes))
+                collected = {key: [outputs[key] for outputs in each] for key in (each[0] if each else {})}
+                done[name] = {"parameters": {}, "artifacts": collected}  # dsl.Collected: one per item
             elif "dag" in child:
-                self._dag(child, inputs)
-                done[name] = {"parameters": {}, "artifacts": {}}
+                done[name] = {"parameters": {}, "artifacts": self._dag(child, inputs)}
             else:
                 done[name] = self._execute(name, child, inputs)
+        selected = component["dag"].get("outputs", {}).get("artifacts", {})
+        picked = {key: out["artifactSelectors"] for key, out in selected.items()}
+        assert all(len(s) == 1 for s in picked.values()), f"one selector per DAG output: {picked}"
+        return {
+            key: done[s[0]["producerSubtask"]]["artifacts"][s[0]["outputArtifactKey"]]
+            for key, s in picked.items()
+        }
 
     def _inputs(self, spec: dict, scope: dict, done: dict) -> dict:
         params, artifacts = {}, {}
@@ -342,7 +352,10 @@ class Kubelet:
         executor_input = {
             "inputs": {
                 "parameterValues": inputs["parameters"],
-                "artifacts": {k: {"artifacts": [v]} for k, v in inputs["artifacts"].items()},
+                "artifacts": {  # a list: the artifacts dsl.Collected gathered from a ParallelFor
+                    k: {"artifacts": v if isinstance(v, list) else [v]}
+                    for k, v in inputs["artifacts"].items()
+                },
             },
             "outputs": {
                 "parameters": {
@@ -548,12 +561,18 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
 
     kubelet, url, admin = pipeline_run
     # settings turns the run's typed parameters into params overrides before anything else runs
-    assert kubelet.ran[:4] == ["settings", "ingest", "validate", "split"]
+    parts = ["ingest-part"] * PIPELINE_PARAMS["data"]["parts"]
+    assert kubelet.ran[: 4 + len(parts)] == ["settings", "ingest-plan", *parts, "ingest-merge", "validate"]
+    corrupt = yaml.safe_load((REPO / "params.yaml").read_text())["corrupt"]
+    conditions = [c["name"] for c in corrupt["conditions"] + corrupt["holdout"]]
+    assert kubelet.ran.index("split") < kubelet.ran.index("corrupt-part")
     assert sorted(kubelet.ran) == sorted(
-        ["settings", "ingest", "validate", "split", "corrupt", "tune-start", "tune-worker", "tune-worker",
+        ["settings", "ingest-plan", *parts, "ingest-merge", "validate", "split", "corrupt-plan",
+         *["corrupt-part"] * len(conditions), "corrupt-merge", "tune-start", "tune-worker", "tune-worker",
          "tune-finish", "train", "evaluate", "gate", "register"]
     )  # fmt: skip
-    assert kubelet.ran.index("tune-finish") > max(i for i, n in enumerate(kubelet.ran) if n == "tune-worker")
+    for loop, after in (("corrupt-part", "corrupt-merge"), ("tune-worker", "tune-finish")):
+        assert kubelet.ran.index(after) > max(i for i, n in enumerate(kubelet.ran) if n == loop)
     assert kubelet.ran[-3:] == ["evaluate", "gate", "register"]
     registered = next(o for pod, o in kubelet.outputs.items() if pod.startswith("register-"))
     version = registered["parameterValues"]["Output"]
@@ -569,7 +588,7 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
 def test_the_steps_artifacts_are_where_a_bucket_would_hold_them(pipeline_run):
     kubelet, _, _ = pipeline_run
     prefix = kubelet.bucket / "mlpipeline/v2/artifacts/steel-defect-pipeline" / kubelet.run_id
-    manifests = list(prefix.glob("ingest/*/dataset/data/manifest.csv"))
+    manifests = list(prefix.glob("ingest-merge/*/dataset/data/manifest.csv"))
     assert len(manifests) == 1 and manifests[0].stat().st_uid != 0  # written by the image's user
     assert list(prefix.glob("train/*/model/models/model.pt"))
     assert list(prefix.glob("validate/*/data_docs/index.html"))

@@ -79,7 +79,7 @@ def test_the_local_run_registers_a_challenger_with_its_lineage(local_run, clone)
     version = client.get_model_version_by_alias("steel-defect-classifier", "challenger")
     assert version.version in ("1", 1)
     head = sh("git", "rev-parse", "HEAD", cwd=clone).strip()
-    manifest = run_dir / "ingest/manifest/data/manifest.csv"
+    manifest = run_dir / "ingest-merge/manifest/data/manifest.csv"
     assert version.tags["git_commit"] == head
     assert version.tags["data_version"] == hashlib.md5(manifest.read_bytes()).hexdigest()
     run = client.get_run(version.run_id)
@@ -119,31 +119,59 @@ def test_the_pipelines_tune_workers_and_the_dvc_stage_end_with_the_same_best_par
 def test_the_local_run_leaves_typed_artifacts_a_user_can_open(local_run):
     _, run_dir = local_run
     assert (run_dir / "validate/data_docs/index.html").is_file()
-    assert "data:image/png;base64," in (run_dir / "corrupt/grid").read_text()
+    assert "data:image/png;base64," in (run_dir / "corrupt-merge/grid").read_text()
     assert (run_dir / "evaluate/robustness").read_text().startswith("#")
     assert "| clean accuracy |" in (run_dir / "gate/gates").read_text()
     assert "## " in (run_dir / "register/model_card").read_text()
     metrics = json.loads((run_dir / "evaluate/executor_output.json").read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert 0 <= logged["summary.clean_accuracy"] <= 1 and "conditions.blur_5px.accuracy" in logged
-    workers = [p for p in run_dir.iterdir() if p.name.startswith("for-loop")]
+    workers = iterations(run_dir, "tune-worker")
     assert len(workers) == yaml.safe_load((REPO / "params.yaml").read_text())["tune"]["workers"]
 
 
+def iterations(run_dir: Path, task: str) -> list[Path]:
+    """The folders of ``task`` run inside a ParallelFor, one per item (kfp.local: for-loop-N-iteration-i/)."""
+    return sorted(p / task for p in run_dir.glob("for-loop-*-iteration-*") if (p / task).is_dir())
+
+
+def test_the_data_stages_ran_in_parts_and_their_merges_hold_every_part(local_run, clone):
+    """ingest: data.parts pods, each storing a slice of the images; corrupt: a pod per condition; each
+    merge's artifact holds every part's files, each file from exactly one part."""
+    _, run_dir = local_run
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    parts = iterations(run_dir, "ingest-part")
+    assert len(parts) == params["data"]["parts"] >= 2
+    stored = [_files(part / "part/data/images") for part in parts]
+    assert all(stored) and sorted(f for s in stored for f in s) == _files(
+        run_dir / "ingest-merge/dataset/data/images"
+    )
+    conditions = [c["name"] for c in params["corrupt"]["conditions"] + params["corrupt"]["holdout"]]
+    held = {
+        p.name
+        for part in iterations(run_dir, "corrupt-part")
+        for p in (part / "part/data/corrupted").iterdir()
+    }
+    assert sorted(held) == sorted(conditions) and len(iterations(run_dir, "corrupt-part")) == len(conditions)
+    merged = run_dir / "corrupt-merge/corrupted/data/corrupted"
+    assert {p.name for p in merged.iterdir() if p.is_dir()} == set(conditions)
+
+
 def test_kfp_components_and_dvc_stages_give_identical_outputs(local_run, clone):
-    """ingest → validate → split → corrupt through DVC in the same clone, compared file by file."""
+    """ingest → validate → split → corrupt through DVC in the same clone, compared file by file: the merges
+    of the data stages' parts are what one process writes."""
     _, run_dir = local_run
     sh("dvc", "repro", "corrupt", cwd=clone)
     artifacts = {
-        "data/manifest.csv": "ingest/dataset",
-        "data/images": "ingest/dataset",
+        "data/manifest.csv": "ingest-merge/dataset",
+        "data/images": "ingest-merge/dataset",
         "reports/validation.json": "validate/report",
         "data/splits": "split/splits",
         "reports/split.json": "split/splits",
         "data/cache/splits": "split/splits",
-        "data/corrupted": "corrupt/corrupted",
-        "data/cache/corrupted": "corrupt/corrupted",
-        "reports/corruptions.png": "corrupt/corrupted",
+        "data/corrupted": "corrupt-merge/corrupted",
+        "data/cache/corrupted": "corrupt-merge/corrupted",
+        "reports/corruptions.png": "corrupt-merge/corrupted",
     }
     compared = 0
     for rel, artifact in artifacts.items():
@@ -194,6 +222,24 @@ def test_a_failed_gate_registers_nothing_in_the_gpu_image_env(local_run, clone, 
     client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
     versions = client.search_model_versions("name = 'steel-defect-classifier'")
     assert [str(v.version) for v in versions] == ["1"]  # still only the first run's version
+
+
+def test_kfp_local_runner_still_needs_the_loop_fix(tmp_path):
+    """kfp.local hands a ParallelFor's body the loop item in place of another task's output it reads (ingest's
+    parts and `settings`); pipelines.loop_inputs_kept puts it back. Once kfp fixes that, the first run here
+    passes: drop the fix."""
+    from kfp import local
+
+    from pipelines import loop_inputs_kept
+    from tests.support.loop_toy import loop_pipeline
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True
+    )
+    with pytest.raises(RuntimeError):
+        loop_pipeline()
+    with loop_inputs_kept():
+        loop_pipeline()
 
 
 def test_both_dockerfiles_install_through_the_same_script():

@@ -11,15 +11,20 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines import compile_pipeline
+from steelflow import steps
 from steelflow.cli import app
 from steelflow.config import load_params
 from tests.support.helpers import REPO, deep_update, repo_params, write_params
 
 STEPS = (
-    "ingest",
+    "ingest-plan",
+    "ingest-part",
+    "ingest-merge",
     "validate",
     "split",
-    "corrupt",
+    "corrupt-plan",
+    "corrupt-part",
+    "corrupt-merge",
     "tune-start",
     "tune-worker",
     "tune-finish",
@@ -73,10 +78,12 @@ def test_every_step_is_a_task_running_its_own_component(compiled):
 def test_components_call_the_step_functions_the_cli_calls(compiled):
     executors = compiled["spec"]["deploymentSpec"]["executors"]
     calls = {  # every component is one call of the shared adapter, naming its step
-        "ingest": "run_component('ingest', locals(), '')",
+        "ingest-part": "run_component('ingest', locals(), 'part')",
+        "ingest-merge": "run_component('ingest', locals(), 'merge')",
         "validate": "run_component('validate', locals(), '')",
         "split": "run_component('split', locals(), '')",
-        "corrupt": "run_component('corrupt', locals(), '')",
+        "corrupt-plan": "run_component('corrupt', locals(), 'plan')",
+        "corrupt-merge": "run_component('corrupt', locals(), 'merge')",
         "tune-worker": "run_component('tune', locals(), 'worker')",
         "train": "run_component('train', locals(), '')",
         "evaluate": "run_component('evaluate', locals(), '')",
@@ -136,10 +143,14 @@ def test_caching_is_off_for_tuning_gate_and_register_and_on_for_deterministic_st
     all_tasks = tasks(compiled["spec"])
     cached = {step: all_tasks[step].get("cachingOptions", {}).get("enableCache", False) for step in STEPS}
     assert cached == {
-        "ingest": True,  # the CI profile's generated data; a folder or s3:// source is never cached
+        "ingest-plan": True,  # the CI profile's generated data; a folder or s3:// source is never cached
+        "ingest-part": True,
+        "ingest-merge": True,
         "validate": True,
         "split": True,
-        "corrupt": True,
+        "corrupt-plan": True,
+        "corrupt-part": True,
+        "corrupt-merge": True,
         "tune-start": False,
         "tune-worker": False,
         "tune-finish": False,
@@ -154,7 +165,9 @@ def test_steps_that_talk_to_servers_are_retried(compiled):
     all_tasks = tasks(compiled["spec"])
     retried = {step for step in STEPS if "retryPolicy" in all_tasks[step]}
     assert retried == {
-        "ingest",
+        "ingest-plan",
+        "ingest-part",
+        "ingest-merge",
         "tune-start",
         "tune-worker",
         "tune-finish",
@@ -166,9 +179,14 @@ def test_steps_that_talk_to_servers_are_retried(compiled):
     assert all_tasks["register"]["retryPolicy"]["maxRetryCount"] == 2
 
 
+def loops(spec: dict) -> dict[str, tuple[str, dict]]:
+    """Every ParallelFor, by its display name: (its task name, its task)."""
+    return {t["taskInfo"]["name"]: (n, t) for n, t in tasks(spec).items() if "parameterIterator" in t}
+
+
 def test_tuning_fans_out_and_registration_waits_on_validation_and_gates(compiled):
     all_tasks = tasks(compiled["spec"])
-    loop = all_tasks["for-loop-2"]
+    name, loop = loops(compiled["spec"])["tune-workers"]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--tune-start-Output"
     conditions = {
         name: task["triggerPolicy"]["condition"]
@@ -179,7 +197,27 @@ def test_tuning_fans_out_and_registration_waits_on_validation_and_gates(compiled
         "inputs.parameter_values['pipelinechannel--gate-Output'] == true",
         "inputs.parameter_values['pipelinechannel--validate-Output'] == true",
     ]
-    assert set(all_tasks["tune-finish"]["dependentTasks"]) >= {"for-loop-2", "tune-start"}
+    assert set(all_tasks["tune-finish"]["dependentTasks"]) >= {name, "tune-start"}
+
+
+@pytest.mark.parametrize("step", ["ingest", "corrupt"])
+def test_the_data_stages_fan_out_over_their_parts_and_fan_in_with_collected(compiled, step):
+    """<step>-plan lists the parts (from the run's params), a ParallelFor runs <step>-part on each, and
+    <step>-merge takes every part's artifact as one list (dsl.Collected) and makes the step's outputs."""
+    spec = compiled["spec"]
+    name, loop = loops(spec)[f"{step}-parts"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == f"pipelinechannel--{step}-plan-Output"
+    body = spec["components"][loop["componentRef"]["name"]]["dag"]
+    assert list(body["tasks"]) == [f"{step}-part"]
+    selector = body["outputs"]["artifacts"][f"pipelinechannel--{step}-part-part"]["artifactSelectors"]
+    assert selector == [{"outputArtifactKey": "part", "producerSubtask": f"{step}-part"}]
+    merge = tasks(spec)[f"{step}-merge"]
+    collected = merge["inputs"]["artifacts"]["parts"]["taskOutputArtifact"]
+    assert collected == {"outputArtifactKey": f"pipelinechannel--{step}-part-part", "producerTask": name}
+    inputs = spec["components"][f"comp-{step}-merge"]["inputDefinitions"]["artifacts"]
+    assert inputs["parts"]["isArtifactList"] is True
+    outputs = spec["components"][f"comp-{step}-merge"]["outputDefinitions"]["artifacts"]
+    assert {out.name for out in steps.get(step).produces} == set(outputs)
 
 
 def test_run_parameters_are_the_params_file_overrides_and_typed_values(compiled):
@@ -201,7 +239,9 @@ def test_run_parameters_are_the_params_file_overrides_and_typed_values(compiled)
         "image_size": ("NUMBER_INTEGER", params.model.image_size),
     }
     # ...set into the params tree every step gets, by the first task
-    assert tasks(compiled["spec"])["ingest"]["inputs"]["parameters"]["params"]["taskOutputParameter"] == {
+    assert tasks(compiled["spec"])["ingest-plan"]["inputs"]["parameters"]["params"][
+        "taskOutputParameter"
+    ] == {
         "outputParameterKey": "Output",
         "producerTask": "settings",
     }
@@ -434,9 +474,10 @@ def test_the_diagram_is_drawn_from_the_compiled_graph(compiled, tmp_path):
     ir = tmp_path / "p.yaml"
     ir.write_text(compiled["text"])
     upstream, groups, conditions = graph(ir)
-    assert upstream["validate"] == {"ingest"}
+    assert upstream["validate"] == {"ingest-merge"}
+    assert upstream["ingest-merge"] == {"ingest-part"}  # after every part of the ParallelFor
     assert upstream["tune-finish"] == {"tune-worker"}  # after every worker of the ParallelFor
-    assert upstream["evaluate"] == {"train", "corrupt"}
+    assert upstream["evaluate"] == {"train", "corrupt-merge"}
     assert upstream["register"] == {"gate"}
     assert groups["register"].count("/") == 1  # inside both conditions
     assert sorted(conditions.values()) == ["gate passed", "validate passed"]
