@@ -83,7 +83,7 @@ def main() -> None:
             images.resize(images.load(work / "data" / p, 1), params["data"]["cache_size"])
         decode_s = time.perf_counter() - start
         start = time.perf_counter()
-        cache.load(work / "data" / "cache" / "splits" / "train.npz")
+        cache.load(cache.split_path(work / "data" / "cache", "train"))
         cache_s = time.perf_counter() - start
 
     best = min(results["runs"], key=lambda r: r["total_s"])

@@ -198,7 +198,7 @@ def examples(project: Path, out: Path, n: int = 8, draws: int = 3) -> None:
     from steelflow.training.loop import augment
 
     p = load_params(project / "params.yaml")
-    data = cache.load(project / "data" / "cache" / "splits" / "train.npz")
+    data = cache.load(cache.split_path(project / "data" / "cache", "train"))
     picks = [int(np.flatnonzero(data.labels == k)[0]) for k in range(len(data.classes))]
     picks += [i for i in range(len(data)) if i not in picks][: max(0, n - len(picks))]
     x = torch.from_numpy(data.images[picks]).permute(0, 3, 1, 2).float() / 255

@@ -145,7 +145,7 @@ def accuracy_gate(weights: Path, cache_dir: Path, threads: int, tmp: Path) -> di
     test = cache.load(sets["original"]).images
     parity = serving_build.export_checked(model, test, fp32, 1e-4, 1.0)
     calibration = serving_build.calibration_images(
-        cache_dir / "splits" / "train.npz", params.registry.calibration_images
+        cache.split_path(cache_dir, "train"), params.registry.calibration_images
     )
     before = serving_build.accuracies(fp32, sets, threads)
     result: dict[str, object] = {

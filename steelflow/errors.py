@@ -18,6 +18,7 @@ with ``--debug``. The codes, one per kind of failure, so a script or CI job can 
 | 11 | :class:`PipelineError` | a pipeline run failed, or Kubeflow Pipelines refused or could not be reached |
 | 12 | :class:`OutputError` | an output cannot be written (read-only folder, full disk) |
 | 13 | :class:`PredictionsFailed` | some files could not be classified (every other row was written) |
+| 14 | :class:`TrainingFailed` | a process of a distributed training died (killed, out of memory, crashed) |
 
 :class:`ServerUnreachable` is no user-facing error: the MLflow clients' retry helper
 (:mod:`steelflow.tracking.retry`) raises it when a server stayed away for its whole budget, and each
@@ -102,6 +103,12 @@ class PredictionsFailed(SteelflowError):
     """Some files could not be classified; their rows say why, and every other row was written."""
 
     exit_code = 13
+
+
+class TrainingFailed(SteelflowError):
+    """A process of a multi-process training died; the message names its rank and how it ended."""
+
+    exit_code = 14
 
 
 class ServerUnreachable(Exception):  # noqa: N818 (what the caller reports: the server is not there)

@@ -11,10 +11,10 @@ IMAGES = DATA / "images"  # the ingested dataset, one folder per class
 MANIFEST = DATA / "manifest.csv"
 SPLITS = DATA / "splits"  # train.csv, val.csv, test.csv
 CORRUPTED = DATA / "corrupted"  # <condition>/<class>/<file>.png + index.csv
-CACHE = DATA / "cache"  # decoded uint8 arrays: splits/<split>.npz, corrupted/<condition>.npz
+CACHE = DATA / "cache"  # decoded images, one shard set each: splits/<split>/, corrupted/<condition>/
 CACHE_SPLITS = CACHE / "splits"
 CACHE_CORRUPTED = CACHE / "corrupted"
-TEST_CACHE = CACHE_SPLITS / "test.npz"
+TEST_CACHE = CACHE_SPLITS / "test"
 
 REPORTS = Path("reports")
 VALIDATION_JSON = REPORTS / "validation.json"

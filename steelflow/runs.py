@@ -9,6 +9,7 @@ model's signature from.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,11 +43,15 @@ def example_input(p: Params, cache_dir: Any = None) -> Any:
     all zeros would say nothing about channels or range. Batch 2, not 1: MLflow's torch.export format
     keeps a size-1 batch dimension static."""
 
-    splits = paths.CACHE / "splits" if cache_dir is None else cache_dir
+    splits = paths.CACHE_SPLITS if cache_dir is None else Path(cache_dir)
     for name in ("val", "train"):
-        path = splits / f"{name}.npz"
-        if path.is_file():
-            images = cache.load(path).images[:2]
+        path = splits / name  # cache.split_path's layout: the shard set of the split
+        if cache.exists(path):
+            shard_set = cache.open(path)
+            try:
+                images = shard_set.read(np.arange(min(2, len(shard_set))))  # two images, not the whole set
+            finally:
+                shard_set.close()
             if len(images):
                 return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
     return np.zeros((2, 1, p.data.cache_size, p.data.cache_size), dtype=np.float32)

@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from steelflow import paths
 from steelflow.config import CorruptConfig
-from steelflow.data import cache
+from steelflow.data import cache, shards
 from steelflow.errors import DataError
 from steelflow.inference import load_trained, pick_device, predict_logits, to_tensor
 from steelflow.models import ModelMeta
@@ -29,9 +29,10 @@ CLEAN = "original"
 
 
 def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
-    """Condition name → its cache file: the clean test split, every corrupted copy, then the hold-out ones."""
-    sets = {CLEAN: Path(cache_dir) / "splits" / "test.npz"}
-    sets.update({c.name: Path(cache_dir) / "corrupted" / f"{c.name}.npz" for c in corrupt_cfg.all_conditions})
+    """Condition name → its cache shard set: the clean test split, every corrupted copy, then the hold-out
+    ones."""
+    sets = {CLEAN: cache.split_path(cache_dir, "test")}
+    sets.update({c.name: cache.condition_path(cache_dir, c.name) for c in corrupt_cfg.all_conditions})
     return sets
 
 
@@ -68,14 +69,14 @@ def training_label(meta: ModelMeta) -> str:
 
 
 def data_hash(sets: dict[str, Path]) -> str:
-    """sha256 over the evaluation sets' names, images and labels: equal hashes, equal evaluation data."""
+    """sha256 over the evaluation sets' names and shard-set digests (:func:`steelflow.data.shards.digest`:
+    the index, which holds the classes and every shard's sha256, so every image, label and source sha256):
+    equal hashes, equal evaluation data. Read from the indexes alone, whatever the sets' size."""
     digest = hashlib.sha256()
     for name, path in sets.items():
-        data = _load(path)
+        _require(path)
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(data.images).tobytes())
-        digest.update(np.ascontiguousarray(data.labels).tobytes())
-        digest.update("\n".join(data.classes).encode())
+        digest.update(shards.digest(path).encode())
     return digest.hexdigest()
 
 
@@ -131,9 +132,13 @@ def _auroc(labels: np.ndarray, probs: np.ndarray, k: int) -> float:
     return float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(k))))
 
 
-def _load(path: Path, classes: list[str] | None = None) -> cache.CachedSet:
-    if not path.is_file():
+def _require(path: Path) -> None:
+    if not cache.exists(path):
         raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
+
+
+def _load(path: Path, classes: list[str] | None = None) -> cache.CachedSet:
+    _require(path)
     data = cache.load(path)
     if classes is not None and data.classes != classes:
         raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")

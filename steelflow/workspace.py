@@ -2,8 +2,8 @@
 
 A DVC stage runs a step in the project root, where every input sits at its path in :mod:`steelflow.paths`.
 A Kubeflow component gets artifact folders instead. Every artifact steelflow passes is laid out as a slice of
-the project root (the ``splits`` artifact holds ``data/splits/*.csv``, ``reports/split.json`` and
-``data/cache/splits/*.npz``), so a component
+the project root (the ``splits`` artifact holds ``data/splits/*.csv``, ``reports/split.json`` and the
+shard sets ``data/cache/splits/<split>/``), so a component
 
 1. opens a :class:`Workspace` with the run's params and links its input artifacts into it,
 2. calls the step function exactly as ``steelflow <step>`` does (the workspace is the working directory),
@@ -32,6 +32,7 @@ from typing import Any
 
 from steelflow import config, paths, redact, steps
 from steelflow.config import Params
+from steelflow.data import shards
 from steelflow.errors import DataError
 from steelflow.step import Produces
 from steelflow.tracking import git_state, scoped_environ, tracking_uri
@@ -80,9 +81,14 @@ class Workspace:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """A file or a whole folder, to ``dst`` (its parents are made)."""
+    """A file or a whole folder, to ``dst`` (its parents are made). A shard set found there already is
+    replaced whole: files of two writes of one set never mix."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
+        for index in src.rglob(shards.INDEX):
+            old = dst / index.parent.relative_to(src)
+            if shards.exists(index.parent) and old.is_dir():
+                shutil.rmtree(old)
         shutil.copytree(src, dst, dirs_exist_ok=True)
     else:
         shutil.copy2(src, dst)
@@ -168,15 +174,22 @@ def link_tree(artifact: Path, root: Path) -> int:
     Hard links, not symlinks: a step sees plain files (MLflow refuses to log a symlink that points outside
     its folder), and nothing is copied unless the artifact lives on another file system. Steps replace
     their outputs by renaming, so an input is never written through its link. Artifacts merge: two of
-    them may both fill ``data/cache/``; a file two artifacts share is linked once.
+    them may both fill ``data/cache/``; a file two artifacts share is linked once. A shard set
+    (:mod:`steelflow.data.shards`) is one unit: linked whole from the first artifact that holds it, and two
+    artifacts holding different sets at one path stop it, naming the path.
     """
     if not artifact.is_dir():
         raise DataError(f"input artifact {artifact} is not a folder laid out like the project root")
     n = 0
+    sets: dict[Path, bool] = {}  # shard set folder in the artifact → link its files (not already there)
     for src in sorted(artifact.rglob("*")):
         if src.is_dir():
             continue
         dst = root / src.relative_to(artifact)
+        if src.parent not in sets and shards.exists(src.parent):
+            sets[src.parent] = _link_set(src.parent, dst.parent, dst.parent.relative_to(root))
+        if not sets.get(src.parent, True):
+            continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             try:
@@ -185,6 +198,15 @@ def link_tree(artifact: Path, root: Path) -> int:
                 shutil.copy2(src, dst)
             n += 1
     return n
+
+
+def _link_set(src: Path, dst: Path, rel: Path) -> bool:
+    """Whether to link the shard set ``src`` to ``dst``: not when another artifact brought the same set."""
+    if not dst.exists():
+        return True
+    if shards.exists(dst) and shards.digest(dst) == shards.digest(src):
+        return False
+    raise DataError(f"two input artifacts hold different shard sets at {rel} (one of them {src})")
 
 
 def params_json(params: Params) -> str:

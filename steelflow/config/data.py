@@ -26,6 +26,9 @@ class DataConfig(Section):
     )
     synthetic: SyntheticConfig
     cache_size: int = Field(ge=8, le=1024, description="side the decoded-image cache stores images at")
+    shard_size: int = Field(
+        default=1000, ge=1, description="images per WebDataset tar shard of a decoded-image cache set"
+    )
     s3_retries: int = Field(default=5, ge=1, description="attempts per S3 request (an s3:// source)")
     max_pixels: int = Field(
         default=4096 * 4096, ge=1, description="images larger than this are not decoded (header only)"

@@ -20,6 +20,35 @@ class AugmentConfig(Section):
     contrast: float = Field(default=0.0, ge=0, le=1, description="max relative contrast change")
 
 
+class LoaderConfig(Section):
+    """How training batches reach the model (:mod:`steelflow.data.stream`): the same order either way."""
+
+    mode: Literal["auto", "memory", "stream"] = Field(
+        default="auto",
+        description="memory: decode the split once into a tensor; stream: DataLoader workers read the "
+        "shards; auto: memory when the decoded split fits memory_limit_mb",
+    )
+    workers: int = Field(default=2, ge=0, description="DataLoader worker processes when streaming")
+    shuffle_window: int = Field(
+        default=8,
+        ge=1,
+        description="shards whose samples are shuffled together (the shard order too)",
+    )
+    memory_limit_mb: float = Field(default=2048, ge=0, description="auto's bound on a decoded split")
+
+
+class DistributedConfig(Section):
+    """Data-parallel training under torchrun (:mod:`steelflow.training.distributed`)."""
+
+    nproc: int = Field(default=1, ge=1, description="processes `steelflow train` starts on this machine")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        default="auto", description="auto: nccl on CUDA, else gloo"
+    )
+    batchnorm: Literal["sync", "local"] = Field(
+        default="sync", description="sync: statistics of the global batch; local: of each rank's part"
+    )
+
+
 class TrainConfig(Section):
     """Paper §4.3: SGD, momentum 0.9, weight decay 1e-3, batch 16."""
 
@@ -44,6 +73,8 @@ class TrainConfig(Section):
     )
     channels_last: Literal["auto", "on", "off"] = Field(default="auto", description="auto = on")
     compile: bool = Field(default=False, description="torch.compile the model")
+    loader: LoaderConfig = LoaderConfig()
+    distributed: DistributedConfig = DistributedConfig()
     use_tuned: bool = Field(
         default=False, description="apply reports/tuning/best_params.yaml (from `steelflow tune`) on top"
     )

@@ -53,18 +53,27 @@ class Record:
     sha256: str
 
 
-def write(records: Iterable[Record], path: str | Path, classes: list[str], shard_size: int = DEFAULT_SIZE) -> dict:
+def write(
+    records: Iterable[Record], path: str | Path, classes: list[str], shard_size: int = DEFAULT_SIZE
+) -> dict:
     """Write ``records`` as a shard set at ``path`` (replaced whole, atomically); returns its index."""
     if shard_size < 1:
-        raise DataError(f"data.shard_size must be at least 1, got {shard_size}")
+        raise DataError(f"{path}: data.shard_size must be at least 1, got {shard_size}")
     index_of = {c: i for i, c in enumerate(classes)}
     with atomic.atomic_path(path) as staged:
         staged.mkdir()
         writer = _Writer(staged, classes, shard_size)
-        for record in records:
-            if record.label not in index_of:
-                raise DataError(f"{path}: label {record.label!r} is not one of the classes {classes}")
-            writer.add(record, index_of[record.label])
+        try:
+            for record in records:
+                if record.label not in index_of:
+                    raise DataError(f"{path}: label {record.label!r} is not one of the classes {classes}")
+                try:
+                    writer.add(record, index_of[record.label])
+                except DataError as e:  # what is wrong with a record: named with the set it was for
+                    raise DataError(f"{path}: {e}") from None
+        except BaseException:
+            writer.discard()
+            raise
         index = writer.close()
     return index
 
@@ -135,6 +144,12 @@ class _Writer:
         }
         self._tar = None
 
+    def discard(self) -> None:
+        """Close the shard being written (a failed write: the folder goes with its atomic write)."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
     def close(self) -> dict:
         self._finish_shard()
         shape = list(self.shape) if self.shape else None
@@ -161,7 +176,9 @@ class _Writer:
 
 def _encode(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+        buf, format="PNG", compress_level=1
+    )
     return buf.getvalue()
 
 
@@ -209,7 +226,8 @@ class ShardSet:
     def sha256(self) -> np.ndarray:
         """The source files' sha256 (hex), in sample order (loaded on demand: 64 bytes an image)."""
         with np.load(self.path / SAMPLES, allow_pickle=False) as z:
-            return np.array([d.hex() for d in z["sha256"]], dtype=str)
+            # numpy's S32 drops trailing zero bytes on the way out: a digest ending in 00 is padded back
+            return np.array([d.ljust(32, b"\0").hex() for d in z["sha256"]], dtype=str)
 
     def verify(self) -> None:
         """Every shard file against the sha256 and size in the index; a DataError names the first that differs."""
@@ -218,7 +236,9 @@ class ShardSet:
                 raise DataError(f"{f} is missing (listed in {self.path / INDEX})")
             digest = hashlib.sha256(f.read_bytes()).hexdigest()
             if digest != shard["sha256"]:
-                raise DataError(f"{f} changed since it was written (sha256 {digest[:12]}…, index says {shard['sha256'][:12]}…)")
+                raise DataError(
+                    f"{f} changed since it was written (sha256 {digest[:12]}…, index says {shard['sha256'][:12]}…)"
+                )
 
     def _file(self, shard: int) -> Any:
         f = self._open.get(shard)

@@ -159,11 +159,14 @@ class _Calibration:
 
 def calibration_images(train_cache: Path, n: int, seed: int = 0) -> np.ndarray:
     """``n`` training images (a seeded sample, every class likely in it) from the training cache."""
-    if not Path(train_cache).is_file():
+    if not cache.exists(train_cache):
         raise DataError(f"{train_cache} not found: static quantization calibrates on the training split")
-    images = cache.load(train_cache).images
-    pick = np.random.default_rng(seed).permutation(len(images))[:n]
-    return images[np.sort(pick)]
+    train = cache.open(train_cache)
+    try:  # the picked images only, read from their shards: the training split may not fit in memory
+        pick = np.random.default_rng(seed).permutation(len(train))[:n]
+        return train.read(np.sort(pick))
+    finally:
+        train.close()
 
 
 def accuracies(graph: Path, sets: dict[str, Path], threads: int = 2) -> dict[str, float]:

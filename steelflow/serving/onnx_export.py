@@ -97,13 +97,16 @@ def _test_images(cache_dir: Path, classes: list[str], size: int) -> np.ndarray:
     """Up to 64 cached test images, as the pyfunc would feed them to the network."""
     from steelflow.serving.pyfunc import preprocess
 
-    path = Path(cache_dir) / "splits" / "test.npz"
-    if not path.is_file():
+    path = cache.split_path(cache_dir, "test")
+    if not cache.exists(path):
         raise DataError(f"{path} not found: the parity check runs on the test split (run `steelflow split`)")
-    data = cache.load(path)
-    if data.classes != classes:
-        raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
-    images = data.images[:64]
+    data = cache.open(path)
+    try:
+        if data.classes != classes:
+            raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
+        images = data.read(np.arange(min(64, len(data))))  # those 64 only, not the whole set
+    finally:
+        data.close()
     return preprocess(list(images), channels=images.shape[-1], size=size)
 
 

@@ -15,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from steelflow.config import Params
@@ -69,7 +70,7 @@ def serving_graph(
         return fp32, tags
     calibration = None
     if cfg.quantize == "static":
-        train = Path(cache_dir) / "splits" / "train.npz"
+        train = cache.split_path(cache_dir, "train")
         calibration = serving_build.calibration_images(train, cfg.calibration_images)
     int8 = serving_build.quantize(fp32, staging / "model.int8.onnx", cfg.quantize, calibration)
     threads = cfg.serving.intra_op_threads
@@ -88,7 +89,11 @@ def serving_graph(
 
 
 def example(path: Path) -> Any:
-    image = cache.load(path).images[0]
+    shard_set = cache.open(path)  # one image read, not the whole set
+    try:
+        image = shard_set.read(np.arange(1))[0]
+    finally:
+        shard_set.close()
     buf = io.BytesIO()
     save_png(pyfunc.decode(image, channels=image.shape[-1]), buf)
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})

@@ -1,12 +1,13 @@
 """Step 4, corrupt: Fu-style corrupted copies of the test split, one per condition (paper, Table 1).
 
 Reads params sections ``corrupt`` (seed and the list of conditions) and ``data`` (``classes``,
-``cache_size``), and ``data/splits/test.csv``. Writes ``data/corrupted/<condition>/<class>/<stem>.png``,
-``data/corrupted/index.csv`` (condition, path relative to ``data/corrupted``, label, sha256 of the source
-image), the decoded cache ``data/cache/corrupted/<condition>.npz`` and ``reports/corruptions.png``, a grid of
-classes × conditions. The corruption formulas are in :mod:`steelflow.data.corruptions`. Each image's
-randomness comes from (``corrupt.seed``, the image's sha256, the condition name), so the output does not
-depend on order.
+``cache_size``, ``shard_size``), and ``data/splits/test.csv``. Writes
+``data/corrupted/<condition>/<class>/<stem>.png``, ``data/corrupted/index.csv`` (condition, path relative
+to ``data/corrupted``, label, sha256 of the source image), the decoded cache
+``data/cache/corrupted/<condition>/`` (a shard set, :mod:`steelflow.data.shards`) and
+``reports/corruptions.png``, a grid of classes × conditions. The corruption formulas are in
+:mod:`steelflow.data.corruptions`. Each image's randomness comes from (``corrupt.seed``, the image's
+sha256, the condition name), so the output does not depend on order.
 
 Under Kubeflow each condition is a part, one pod each (:func:`corrupt_part`: the copies and the cache of
 that condition); :func:`corrupt_merge` then writes the index and the grid from every condition's files.
@@ -45,7 +46,7 @@ def corrupt(
     test_split: Path = paths.SPLITS / "test.csv",
     data_root: Path = paths.DATA,
     out_dir: Path = paths.CORRUPTED,
-    cache_dir: Path = paths.CACHE / "corrupted",
+    cache_dir: Path = paths.CACHE_CORRUPTED,
     grid_path: Path = paths.CORRUPTIONS_PNG,
 ) -> CorruptResult:
     """Corrupt every test image under every condition; cache the results and draw the example grid.
@@ -77,7 +78,7 @@ def corrupt_part(
     test_split: Path = paths.SPLITS / "test.csv",
     data_root: Path = paths.DATA,
     out_dir: Path = paths.CORRUPTED,
-    cache_dir: Path = paths.CACHE / "corrupted",
+    cache_dir: Path = paths.CACHE_CORRUPTED,
 ) -> list[Path]:
     """One condition of a Kubeflow corrupt (its own pod): its copies under ``out_dir/<condition>/`` and
     its cache in ``cache_dir``. Returns the paths written."""
@@ -153,12 +154,13 @@ def _cache(
     folder: Path,
     name: str,
 ) -> Path:
-    """The decoded cache of one condition in ``folder``; returns its path."""
-    cached = cache.resized_set(
-        corrupted, test["label"].tolist(), test["sha256"].tolist(), classes, data.cache_size
+    """The decoded cache of one condition, the shard set ``folder/<name>`` (``folder`` is the
+    ``corrupted`` folder of :func:`steelflow.data.cache.condition_path`); returns its path."""
+    records = cache.resized_records(
+        corrupted, test["label"].tolist(), test["sha256"].tolist(), data.cache_size
     )
-    path = folder / f"{name}.npz"
-    cache.save(cached, path)
+    path = Path(folder) / name
+    cache.write(records, path, classes, data.shard_size)
     return path
 
 
@@ -220,7 +222,7 @@ STEP = Step(
     "reports/corruptions.png.",
     sections=("data", "corrupt"),
     inputs=(paths.SPLITS / "test.csv", paths.IMAGES),
-    params=("data.classes", "data.cache_size", "data.white_level", "corrupt"),
+    params=("data.classes", "data.cache_size", "data.shard_size", "data.white_level", "corrupt"),
     outs=(paths.CORRUPTED, paths.CACHE_CORRUPTED, paths.CORRUPTIONS_PNG),
     plots=(paths.CORRUPTIONS_PNG,),
     summary=summary,

@@ -1,7 +1,7 @@
 """Step 6, evaluate: the trained model on the clean test split and on every corrupted copy.
 
-Reads ``models/model.pt``, the caches ``data/cache/splits/test.npz`` and
-``data/cache/corrupted/<condition>.npz``, and params sections ``evaluate`` and ``corrupt`` (which conditions,
+Reads ``models/model.pt``, the caches (shard sets) ``data/cache/splits/test/`` and
+``data/cache/corrupted/<condition>/``, and params sections ``evaluate`` and ``corrupt`` (which conditions,
 in which order). Writes ``metrics/evaluate.json`` (per condition: accuracy, macro precision / recall / F1,
 one-vs-rest AUROC; plus a summary), ``reports/evaluation.json`` (also per-class metrics and the confusion
 matrix of every condition), ``reports/robustness.md`` (our
@@ -23,6 +23,7 @@ import pandas as pd
 
 from steelflow import atomic, paper, paths
 from steelflow.config import CorruptConfig, EvaluateConfig, Params
+from steelflow.data import cache
 from steelflow.inference import load_trained, pick_device
 from steelflow.reports import (
     accuracy_bars,
@@ -152,7 +153,7 @@ def tracked(p: Params, track: bool = True) -> EvaluateResult:
     last = paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
     with tracker(p, "evaluate", track, run_id=last) as t:
         sets = evaluation_sets(p.corrupt)
-        t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if path.is_file()])
+        t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if cache.exists(path)])
         return evaluate(p.evaluate, p.corrupt, device=p.train.device, tracker=t)
 
 

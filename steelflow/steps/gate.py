@@ -1,9 +1,10 @@
 """Step 8, gate: may the evaluated model be registered? The same answer under ``dvc repro`` and Kubeflow.
 
-Reads ``metrics/evaluate.json``, the evaluation caches (``data/cache/splits/test.npz``,
-``data/cache/corrupted``; a champion scored on other data is re-scored on them), ``metrics/mlflow_run_id.txt``
-(the training run, tagged when its model is refused) and params sections ``registry`` (gates, challenger,
-fail_on_gate), ``corrupt`` (which conditions are hold-out) and ``evaluate`` (batch size for re-scoring).
+Reads ``metrics/evaluate.json``, the evaluation caches (the shard sets ``data/cache/splits/test/`` and
+``data/cache/corrupted/<condition>/``; a champion scored on other data is re-scored on them),
+``metrics/mlflow_run_id.txt`` (the training run, tagged when its model is refused) and params sections
+``registry`` (gates, challenger, fail_on_gate), ``corrupt`` (which conditions are hold-out) and ``evaluate``
+(batch size for re-scoring).
 Writes ``reports/gates.json`` (the verdict: whether every gate passed, whether to register, each gate) and
 ``reports/gates.md`` (the gate table as Markdown, what the Kubeflow UI shows for this step).
 

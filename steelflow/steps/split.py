@@ -1,11 +1,12 @@
 """Step 3, split: stratified, seeded train / val / test splits of the validated manifest.
 
-Reads params sections ``split`` and ``data`` (``classes``, ``cache_size``, ``white_level``),
+Reads params sections ``split`` and ``data`` (``classes``, ``cache_size``, ``shard_size``, ``white_level``),
 ``data/manifest.csv`` and ``reports/validation.json``, which must say success and record this manifest's
 sha256 (so data ingested after validation is never split); its ``dropped`` duplicates are left out, and each
 of its near-duplicate groups lands whole in one split. Writes
 ``data/splits/{train,val,test}.csv`` (manifest rows; paths relative to the manifest's folder),
-``reports/split.json`` (counts per class per split) and the decoded cache ``data/cache/splits/<split>.npz``.
+``reports/split.json`` (counts per class per split) and the decoded cache ``data/cache/splits/<split>/``, a
+shard set (:mod:`steelflow.data.shards`: WebDataset tar shards of ``data.shard_size`` images, and an index).
 Paper §4.3: 70 % train / 30 % test; ``split.val`` of train is held out for early stopping and tuning.
 """
 
@@ -37,7 +38,7 @@ def split(
     validation_path: Path = paths.VALIDATION_JSON,
     splits_dir: Path = paths.SPLITS,
     report_path: Path = paths.SPLIT_JSON,
-    cache_dir: Path = paths.CACHE / "splits",
+    cache_dir: Path = paths.CACHE_SPLITS,
 ) -> SplitResult:
     """Split the validated manifest and cache each split's decoded images."""
     manifest_path = Path(manifest_path)
@@ -64,10 +65,10 @@ def split(
             decoded = (
                 images.load(f, channels, data.white_level, sha) for f, sha in track(files, f"cache {name}")
             )
-            cached = cache.resized_set(
-                decoded, part["label"].tolist(), part["sha256"].tolist(), classes, data.cache_size
+            records = cache.resized_records(  # streamed: one image in memory at a time
+                decoded, part["label"].tolist(), part["sha256"].tolist(), data.cache_size
             )
-            cache.save(cached, staged_cache / f"{name}.npz")
+            cache.write(records, staged_cache / name, classes, data.shard_size)  # cache.split_path's layout
 
     counts = {name: {c: int((part["label"] == c).sum()) for c in classes} for name, part in parts.items()}
     atomic.write_json(
@@ -141,7 +142,7 @@ STEP = Step(
     help="Stratified train/val/test split → data/splits/*.csv, reports/split.json, data/cache/splits.",
     sections=("data", "split"),
     inputs=(paths.MANIFEST, paths.IMAGES, paths.VALIDATION_JSON),
-    params=("data.classes", "data.cache_size", "data.white_level", "split"),
+    params=("data.classes", "data.cache_size", "data.shard_size", "data.white_level", "split"),
     outs=(paths.SPLITS, paths.CACHE_SPLITS),
     metrics=(paths.SPLIT_JSON,),
     summary=summary,

@@ -1,9 +1,9 @@
 """Step 5a, tune: an Optuna study over params keys, whose best values ``train`` applies (train.use_tuned).
 
 Reads params sections ``tune`` (the search), ``model`` and ``train`` (the base every trial starts from) and
-the cache ``data/cache/splits/{train,val}.npz``. Writes ``reports/tuning/best_params.yaml`` (dotted params
-keys → values), ``reports/tuning/trials.csv`` and, under ``reports/tuning/plots/``, the optimisation
-history, the rung-by-rung curves, the clean-vs-robust front and the parameter importances.
+the cache ``data/cache/splits/{train,val}/`` (shard sets). Writes ``reports/tuning/best_params.yaml``
+(dotted params keys → values), ``reports/tuning/trials.csv`` and, under ``reports/tuning/plots/``, the
+optimisation history, the rung-by-rung curves, the clean-vs-robust front and the parameter importances.
 
 A trial is a training run with the trial's values set on the base params, on the full schedule of
 ``tune.max_epochs``; after every epoch it reports its score (``tune.objective``), and at each rung of
@@ -46,6 +46,7 @@ from steelflow.config import (
     check_search_space,
     parse_params,
 )
+from steelflow.data import cache
 from steelflow.errors import DataError, TuningFailed
 from steelflow.step import FanOut, Option, Produces, Step
 from steelflow.tracking import data_version
@@ -171,8 +172,8 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
     if params.split.val == 0:
         raise ConfigError("tune needs a validation split to score trials, but split.val is 0")
     for name in ("train", "val"):
-        if not (Path(cache_dir) / f"{name}.npz").is_file():
-            raise DataError(f"{Path(cache_dir) / name}.npz not found: run `steelflow split` first")
+        if not cache.exists(Path(cache_dir) / name):
+            raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
     objective = objective_of(params)
     if cfg.pruner.kind in ("successive_halving", "hyperband") and cfg.pruner.min_epochs >= objective.budget:
         raise ConfigError(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from steelflow import project, redact
 from steelflow.config import MlflowConfig, flatten_tree
+from steelflow.data import shards
 from steelflow.errors import ServerUnreachable, SteelflowError, TrackingError
 from steelflow.tracking.retry import RetryBudget
 
@@ -152,14 +153,14 @@ class MlflowTracker:
         self._call("logging metrics", self._mlflow.log_metrics, values, step=step)
 
     def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None:
-        """``(name, cache file, context)`` → MLflow datasets (the run's Datasets panel), each with the md5
-        DVC computes for the file as its digest, so a run names the exact data it read."""
+        """``(name, cache shard set, context)`` → MLflow datasets (the run's Datasets panel), each with its
+        content hash as the digest (:func:`dataset_digest`), so a run names the exact data it read."""
         self._call(
             "logging the datasets",
             self._mlflow.log_inputs,
             datasets=[dataset(name, path) for name, path, _ in datasets],
             contexts=[context for *_, context in datasets],
-            tags_list=[{"dvc.md5": file_md5(path)} for _, path, _ in datasets],
+            tags_list=[dataset_tags(path) for _, path, _ in datasets],
         )
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
@@ -271,13 +272,38 @@ def end_interrupted(cfg: MlflowConfig, run_id: str, resume: bool) -> str | None:
     return None
 
 
+# MLflow stores a dataset's digest in 36 characters (VARCHAR(36): PostgreSQL and MySQL refuse more).
+DIGEST_CHARS = 32
+
+
 def dataset(name: str, path: Path) -> Any:
-    """An MLflow dataset for a cache file: its relative path as the source (valid wherever the project
-    is), its DVC md5 as the digest."""
+    """An MLflow dataset for a cache shard set (or a single file): its relative path as the source (valid
+    wherever the project is), its content hash as the digest (:func:`dataset_digest`)."""
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    return MetaDataset(LocalArtifactDatasetSource(str(path)), name=name, digest=file_md5(path))
+    return MetaDataset(LocalArtifactDatasetSource(str(path)), name=name, digest=dataset_digest(path))
+
+
+def dataset_digest(path: Path) -> str:
+    """A shard set's :func:`~steelflow.data.shards.digest` (the sha256 of its index, which holds every
+    shard's sha256: read from the index alone, not the images), cut to what MLflow stores; a file's md5."""
+    if shards.exists(path):
+        return shards.digest(path)[:DIGEST_CHARS]
+    return file_md5(path)
+
+
+def dataset_tags(path: Path) -> dict[str, str]:
+    """The tags of a dataset input: a shard set's full sha256, images and shards (from its index); a
+    file's DVC md5."""
+    if not shards.exists(path):
+        return {"dvc.md5": file_md5(path)}
+    index = json.loads((Path(path) / shards.INDEX).read_text())
+    return {
+        "shards.sha256": shards.digest(path),
+        "shards.images": str(index["total"]),
+        "shards.files": str(len(index["shards"])),
+    }
 
 
 def file_md5(path: Path) -> str:

@@ -1,6 +1,6 @@
 """The training loop: fit a CASI-Net variant on the cached training split, early-stopped on validation.
 
-Reads params sections ``model`` and ``train``, and the decoded cache ``data/cache/splits/{train,val}.npz``.
+Reads params sections ``model`` and ``train``, and the cache's shard sets ``data/cache/splits/{train,val}``.
 Writes ``models/model.pt`` (the best epoch's weights + what rebuilds the network), ``metrics/train.json``
 and ``metrics/train_history.csv`` (one row per epoch), and after every epoch ``models/checkpoint.pt``
 (atomically), from which ``--resume`` continues a killed run to the same result.
@@ -9,6 +9,12 @@ Paper §4.3: SGD with momentum 0.9, weight decay 1e-3, batch 16. Reproducible on
 augmentation and dropout of epoch ``e`` are seeded by (``train.seed``, ``e``), so a resumed run replays
 exactly what an uninterrupted one does. A NaN or infinite loss stops the run with
 :class:`TrainingDiverged` and leaves the last good checkpoint in place.
+
+The epoch's order and its global batches come from :mod:`steelflow.data.stream`, and reach the model from
+memory or streamed by DataLoader workers (``train.loader``): the same batches either way. Under torchrun
+(:mod:`steelflow.training.distributed`) each rank trains on its part of every global batch; the loss of a
+batch is its sum over the ranks divided by the global batch size, so N processes take the steps one does.
+Rank 0 alone echoes, checkpoints and writes; a checkpoint resumes under any number of processes.
 """
 
 from __future__ import annotations
@@ -21,19 +27,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
 from steelflow.data import augment as augmentation
-from steelflow.data import cache
+from steelflow.data import cache, stream
+from steelflow.data.shards import ShardSet
 from steelflow.errors import ConfigError, DataError, TrainingDiverged
 from steelflow.inference import (
     as_float,
     autocast,
     autocast_dtype,
-    batches,
     pick_device,
     predict_logits,
     save_trained,
@@ -42,7 +50,9 @@ from steelflow.inference import (
 from steelflow.models import ModelMeta, create_model
 from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
+from steelflow.training import distributed
 from steelflow.training.checkpoint import Checkpoint, State, write_history
+from steelflow.training.distributed import World
 
 _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from colliding
 
@@ -90,42 +100,95 @@ def train(
     (a bool tensor per view: ``clean``, and each family where the row has its score); tuning keeps them
     to test whether a trial's win over the baseline is more than the luck of a few images.
     """
-    tracker = tracker or NullTracker()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train_set, val_set = (_load(Path(cache_dir) / f"{name}.npz") for name in ("train", "val"))
-    device = pick_device(cfg.device)
-    x_val = to_tensor(val_set.images)
+    world, device_name = distributed.join(cfg.distributed.backend, cfg.device)
+    try:
+        return _train(
+            model_cfg,
+            cfg,
+            world,
+            pick_device(device_name),
+            Path(cache_dir),
+            _Outputs(Path(model_path), Path(checkpoint_path), Path(metrics_path), Path(history_path)),
+            resume,
+            (tracker or NullTracker()) if world.main else NullTracker(),
+            on_epoch,
+            robust_val,
+            robust_val_epochs,
+            on_scored,
+        )
+    finally:
+        distributed.leave()
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    model: Path
+    checkpoint: Path
+    metrics: Path
+    history: Path
+
+
+def _train(
+    model_cfg,
+    cfg,
+    world,
+    device,
+    cache_dir,
+    out,
+    resume,
+    tracker,
+    on_epoch,
+    robust_val,
+    robust_val_epochs,
+    on_scored,
+) -> TrainResult:
+    train_set, val_set = (_open(cache_dir / name) for name in ("train", "val"))
+    if train_set.classes != val_set.classes:
+        raise DataError(f"{cache_dir}: train classes {train_set.classes} differ from val {val_set.classes}")
+    if len(train_set) < 2 * world.size:
+        raise DataError(f"{train_set.path}: {len(train_set)} images cannot train {world.size} process(es)")
+    loader = cfg.loader
+    x_val = None
+    if robust_val is not None or (on_scored is not None and world.distributed):
+        if world.distributed:
+            raise ConfigError("tuning's robust and per-image validation scores run in one process")
+        x_val = to_tensor(val_set.read(np.arange(len(val_set))))
     data = _Data(
-        x_train=to_tensor(train_set.images).to(device),
-        y_train=torch.from_numpy(train_set.labels).to(device),
-        x_val=x_val,
-        y_val=torch.from_numpy(val_set.labels),
+        train=stream.source(train_set, device, loader.mode, loader.workers, loader.memory_limit_mb),
+        val=stream.source(val_set, device, loader.mode, loader.workers, loader.memory_limit_mb),
+        counts=train_set.counts,
+        y_val=torch.from_numpy(val_set.labels.astype(np.int64)),
         val_views=_robust_views(x_val, robust_val) if robust_val is not None else {},
+        x_val=x_val,
         robust_val_epochs=robust_val_epochs,
         on_scored=on_scored,
+        world=world,
     )
-    run = _build(model_cfg, cfg, train_set.classes, device)
+    run = _build(model_cfg, cfg, train_set.classes, device, world)
     fingerprint = {
         "model": model_cfg.model_dump(),
-        "train": cfg.model_dump(exclude={"device", "threads"}),
+        # how the batches reach the model and over how many processes does not change the training
+        "train": cfg.model_dump(exclude={"device", "threads", "loader", "distributed"}),
         "n_train": len(train_set),
         "n_val": len(val_set),
         "classes": train_set.classes,
     }
-    checkpoint = Checkpoint(Path(checkpoint_path), fingerprint)
+    checkpoint = Checkpoint(out.checkpoint, fingerprint)
     state = State(best_state=copy.deepcopy(run.model.state_dict()))
     if resume and checkpoint.path.is_file():
         state = checkpoint.restore(run)
     started = time.perf_counter()
     seen = _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch)
-    meta = ModelMeta.of(model_cfg, train_set.classes, train_set.images.shape[-1], cfg.robust.enabled)
-    result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path)
-    atomic.write_json(metrics_path, result.metrics())
-    write_history(Path(history_path), state.history)
-    tracker.log_metrics(
-        {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
-    )
+    meta = ModelMeta.of(model_cfg, train_set.classes, (train_set.image_shape or (0,))[0], cfg.robust.enabled)
+    result = _finish(run, state, meta, time.perf_counter() - started, seen, out.model if world.main else None)
+    if world.main:
+        atomic.write_json(out.metrics, result.metrics())
+        write_history(out.history, state.history)
+        tracker.log_metrics(
+            {"val/best_accuracy": result.best_val_accuracy, "train/best_epoch": result.best_epoch}
+        )
     return result
 
 
@@ -145,23 +208,33 @@ class _Run:
     dtype: torch.dtype | None
     channels_last: bool
     loss_fn: nn.Module
+    world: World = World()
 
 
 @dataclass
 class _Data:
-    """The training and validation tensors (training on the device), and the robust validation views."""
+    """Where the training and validation batches come from, and the robust validation views."""
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
+    train: stream.MemorySource | stream.StreamSource
+    val: stream.MemorySource | stream.StreamSource
+    counts: list[int]  # training images per shard: what the epoch's order is drawn over
     y_val: torch.Tensor
     val_views: dict[str, torch.Tensor]
+    x_val: torch.Tensor | None  # in memory only for tuning's robust views
     robust_val_epochs: frozenset[int] | None
     on_scored: Callable[[int, dict[str, torch.Tensor]], None] | None = None  # per-image correctness
+    world: World = World()
 
 
-def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device: torch.device) -> _Run:
-    """The seeded network on its device and layout, SGD (paper §4.3), the schedule and the AMP scaler."""
+def _build(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    classes: list[str],
+    device: torch.device,
+    world: World = World(),  # noqa: B008 - frozen
+) -> _Run:
+    """The seeded network on its device and layout, SGD (paper §4.3), the schedule and the AMP scaler;
+    under torchrun, with batch norm as ``train.distributed.batchnorm`` says, stepped through DDP."""
 
     dtype = autocast_dtype(cfg.precision, device)
     # auto = on: channels_last measured 1.2x (64 px) to 1.6x (300 px) faster on the CPU, and is the fast
@@ -181,12 +254,15 @@ def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device:
         raise ConfigError(f"model: {e}") from None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if world.distributed and cfg.distributed.batchnorm == "sync":
+        model = distributed.sync_batchnorm(model, device)
+    stepped = distributed.ddp(model, device) if world.distributed else model
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     return _Run(
         model=model,
-        step_fn=torch.compile(model) if cfg.compile else model,
+        step_fn=torch.compile(stepped) if cfg.compile else stepped,
         optimizer=optimizer,
         scheduler=_scheduler(optimizer, cfg),
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
@@ -194,6 +270,7 @@ def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device:
         dtype=dtype,
         channels_last=channels_last,
         loss_fn=nn.CrossEntropyLoss(),
+        world=world,
     )
 
 
@@ -203,6 +280,7 @@ def _build(model_cfg: ModelConfig, cfg: TrainConfig, classes: list[str], device:
 def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
     """Every epoch left (from ``state.epoch + 1``), early-stopped; returns the training images seen."""
     seen = 0
+    main = data.world.main
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if state.stopped_early:
             break
@@ -213,13 +291,14 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
         row["seconds"] = time.perf_counter() - tick
         state.history.append(row)
         tracker.log_metrics(epoch_metrics(row), step=epoch)
-        echo(
-            f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} accuracy "
-            f"{row['train_accuracy']:.3f}, val loss {row['val_loss']:.4f} accuracy {row['val_accuracy']:.3f}"
-            f" ({row['seconds']:.1f} s)"
-        )
+        if main:
+            echo(
+                f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} accuracy "
+                f"{row['train_accuracy']:.3f}, val loss {row['val_loss']:.4f} accuracy "
+                f"{row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
+            )
         # With no validation split (split.val: 0) the last epoch is the one kept.
-        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or len(data.x_val) == 0:
+        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or not len(data.y_val):
             state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch
             state.best_state = copy.deepcopy(run.model.state_dict())
             state.bad_epochs = 0
@@ -227,7 +306,8 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
             state.bad_epochs += 1
         state.stopped_early = bool(cfg.patience and state.bad_epochs >= cfg.patience)
         state.epoch = epoch
-        checkpoint.save(state, run)
+        if main:
+            checkpoint.save(state, run)
         if on_epoch is not None:
             on_epoch(row)
     return seen
@@ -236,22 +316,31 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
 def _fit_epoch(
     run: _Run, data: _Data, cfg: TrainConfig, epoch: int, state: State, checkpoint_path: Path
 ) -> tuple[dict[str, float], int]:
-    """One pass over the training split in this epoch's seeded order; its history row so far and count."""
-    torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch)  # dropout and augmentation of this epoch
-    order = torch.randperm(
-        len(data.x_train), generator=torch.Generator().manual_seed(cfg.seed * _EPOCH_SEED_STRIDE - epoch)
-    )
+    """One pass over the training split in this epoch's seeded order; its history row so far and count.
+
+    Rank ``r`` of ``N`` takes its part of each global batch; the batch's loss is summed over its images
+    and divided by the global batch size (times N, which DDP's gradient average divides out).
+    """
+    world = data.world
+    # dropout and augmentation of this epoch, on this rank (rank 0 draws what one process draws)
+    torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch + world.rank * _EPOCH_SEED_STRIDE**2)
+    window = cfg.loader.shuffle_window
+    parts = stream.rank_batches(data.counts, cfg.seed, epoch, window, cfg.batch_size, world.rank, world.size)
+    sizes = stream.batch_sizes(data.counts, cfg.batch_size, world.size)
     run.model.train()
-    total_loss, correct, count = 0.0, 0, 0
+    total_loss = torch.zeros((), dtype=torch.float64, device=run.device)
+    correct = torch.zeros((), dtype=torch.int64, device=run.device)
+    count = 0
     lr = run.optimizer.param_groups[0]["lr"]
-    for i, idx in enumerate(track(list(batches(len(data.x_train), cfg.batch_size, order)), f"epoch {epoch}")):
-        x = augment(as_float(data.x_train[idx]), cfg)
+    batches = data.train.batches(parts)
+    for i, (xb, y) in enumerate(track(batches, f"epoch {epoch}") if world.main else batches):
+        x = augment(as_float(xb), cfg)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = data.y_train[idx]
         with autocast(run.device, run.dtype):
             logits = run.step_fn(x)
-            loss = run.loss_fn(logits.float(), y)
+            summed = F.cross_entropy(logits.float(), y, reduction="sum")
+        loss = summed * (world.size / sizes[i])
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr}); "
@@ -261,45 +350,69 @@ def _fit_epoch(
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        total_loss += loss.item() * len(idx)
-        correct += int((logits.argmax(1) == y).sum())
-        count += len(idx)
+        total_loss += summed.detach()
+        correct += (logits.argmax(1) == y).sum()
+        count += len(y)
     run.scheduler.step()
+    total, right, n = distributed.all_sum([float(total_loss), float(correct), float(count)], run.device)
     return {
         "epoch": epoch,
         "lr": lr,
-        "train_loss": total_loss / count,
-        "train_accuracy": correct / count,
-    }, count
+        "train_loss": total / n,
+        "train_accuracy": right / n,
+    }, int(n)
 
 
 def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict[str, float]:
-    """Validation loss and accuracy, and the robust views' accuracies at the epochs that take them."""
-    row, correct = _validate(run, data.x_val, data.y_val, batch_size)
-    right = {"clean": correct}
+    """Validation loss and accuracy (each rank scores its share of the split), and the robust views'
+    accuracies at the epochs that take them."""
+    world = data.world
+    n = len(data.y_val)
+    mine = stream.in_order(n, batch_size)[world.rank :: world.size]
+    loss_sum, right = 0.0, []
+    run.model.eval()
+    with torch.no_grad():
+        for xb, y in data.val.batches(mine):
+            logits = _forward(run, xb)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            right.append((logits.argmax(1) == y).cpu())
+    correct = torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+    total, hits = distributed.all_sum([loss_sum, float(correct.sum())], run.device)
+    row = {"val_loss": total / n if n else float("nan"), "val_accuracy": hits / n if n else 0.0}
+    right_views = {"clean": correct}
     if data.val_views and (data.robust_val_epochs is None or epoch in data.robust_val_epochs):
         robust = {}
         for name, x in data.val_views.items():
-            scores, right[name] = _validate(run, x, data.y_val, batch_size)
+            scores, right_views[name] = _validate(run, x, data.y_val, batch_size)
             robust[f"val_robust_{name}"] = scores["val_accuracy"]
         row |= robust | {
             "val_robust_worst": min(robust.values()),
             "val_robust_mean": sum(robust.values()) / len(robust),
         }
-    if data.on_scored is not None and len(data.x_val):
-        data.on_scored(epoch, right)
+    if data.on_scored is not None and n:
+        data.on_scored(epoch, right_views)
     return row
+
+
+def _forward(run: _Run, xb: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of a uint8 batch, the model as it is (eval mode for scoring)."""
+    x = as_float(xb.to(run.device))
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(run.device, run.dtype):
+        return run.model(x).float()
 
 
 # --- finishing --------------------------------------------------------------------------------------
 
 
 def _finish(
-    run: _Run, state: State, meta: ModelMeta, elapsed: float, seen: int, model_path: Path
+    run: _Run, state: State, meta: ModelMeta, elapsed: float, seen: int, model_path: Path | None
 ) -> TrainResult:
-    """Save the best epoch's weights with what rebuilds the network; the run's summary."""
+    """Save the best epoch's weights with what rebuilds the network (rank 0); the run's summary."""
     run.model.load_state_dict(state.best_state)
-    save_trained(run.model, meta, Path(model_path))
+    if model_path is not None:
+        save_trained(run.model, meta, model_path)
     return TrainResult(
         best_epoch=state.best_epoch,
         best_val_accuracy=state.best_val_accuracy,
@@ -372,7 +485,7 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _load(path: Path) -> cache.CachedSet:
-    if not path.is_file():
+def _open(path: Path) -> ShardSet:
+    if not cache.exists(path):
         raise DataError(f"{path} not found: run `steelflow split` first")
-    return cache.load(path)
+    return cache.open(path)

@@ -33,7 +33,9 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
         "data/manifest.csv",
         "reports/validation/index.html",
         "data/splits/test.csv",
-        "data/cache/splits/train.npz",
+        "data/cache/splits/train/index.json",  # a shard set: WebDataset tars and their index
+        "data/cache/splits/train/shard-000000.tar",
+        "data/cache/corrupted/noise_20db/index.json",
         "data/corrupted/index.csv",
         "reports/corruptions.png",
         "models/model.pt",
@@ -101,6 +103,24 @@ def test_metrics_are_declared_for_dvc(clone):
         "metrics/evaluate.json",
     ):
         assert name in files, name
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone)
+
+
+def test_data_shard_size_is_a_param_of_the_caching_stages(clone):
+    sh("dvc", "repro", cwd=clone)
+    original = (clone / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["data"]["shard_size"] = 7
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(sh("dvc", "status", "--json", cwd=clone))
+    finally:
+        (clone / "params.yaml").write_text(original)
+    assert {"split", "corrupt"} <= set(status), status
+    assert "data.shard_size" in json.dumps(status["split"]) and "data.shard_size" in json.dumps(
+        status["corrupt"]
+    )
+    assert not {"ingest", "validate"} & set(status), status
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone)
 
 

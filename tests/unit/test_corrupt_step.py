@@ -38,10 +38,10 @@ def test_every_test_image_under_every_condition(split_done):
     for _, row in index.iterrows():
         assert (Path("data/corrupted") / row["path"]).is_file()
     for name in names:
-        cached = cache.load(f"data/cache/corrupted/{name}.npz")
+        cached = cache.load(cache.condition_path("data/cache", name))
         assert cached.images.shape[0] == len(test)
         assert cached.sha256.tolist() == test["sha256"].tolist()
-        assert cached.classes == cache.load("data/cache/splits/test.npz").classes
+        assert cached.classes == cache.load(cache.split_path("data/cache", "test")).classes
 
 
 def test_corrupted_images_differ_from_the_originals_and_keep_size(split_done):

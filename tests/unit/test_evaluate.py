@@ -32,8 +32,11 @@ def _always(label: int, variant: str = "casinet") -> torch.nn.Module:
 def _write_sets(conditions: list[str]) -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(len(CLASSES)), COUNTS)
-    for path in ["data/cache/splits/test.npz", *(f"data/cache/corrupted/{c}.npz" for c in conditions)]:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sets = [
+        cache.split_path("data/cache", "test"),
+        *(cache.condition_path("data/cache", c) for c in conditions),
+    ]
+    for path in sets:
         images = rng.integers(0, 256, (len(labels), 16, 16, 1), dtype=np.uint8)
         sha = np.array([f"{i:064x}" for i in range(len(labels))])
         cache.save(cache.CachedSet(images, labels, CLASSES, sha), path)

@@ -111,7 +111,7 @@ def test_16_bit_images_reach_the_cache_with_their_contrast(project, tmp_path):
 
     table = manifest.read("data/manifest.csv")
     assert set(table["mode"]) == {"I;16"} and table["decode_note"].str.contains("I;16 range").all()
-    cached = cache.load("data/cache/splits/train.npz").images
+    cached = cache.load(cache.split_path("data/cache", "train")).images
     assert (cached == 255).mean() < 0.05 and cached.min() < 40 and cached.max() > 215
 
 

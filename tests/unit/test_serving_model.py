@@ -65,9 +65,9 @@ def built(tmp_path_factory) -> dict:
     save_trained(model, _meta(), weights)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, SIZE, SIZE, 1), dtype=np.uint8)
-    test_set = root / "test.npz"
+    test_set = root / "test"
     labels = [CLASSES[i % 3] for i in range(len(images))]
-    ids = [str(i) for i in range(len(images))]
+    ids = [f"{i:064x}" for i in range(len(images))]  # the source files' sha256
     cache.save(cache.resized_set(list(images[..., 0]), labels, ids, CLASSES, SIZE), test_set)
     graph = root / "model.onnx"
     parity = serving_build.export_checked(model, images, graph, max_diff=1e-4, min_agreement=1.0)
@@ -204,8 +204,8 @@ def test_static_int8_keeps_the_input_stage_fp32_and_the_backbone_int8_from_conv_
 def test_static_quantization_without_calibration_images_says_so(built, tmp_path):
     with pytest.raises(DataError, match="calibration images"):
         serving_build.quantize(built["graph"], tmp_path / "s.onnx", "static", np.zeros((0, SIZE, SIZE, 1)))
-    with pytest.raises(DataError, match="train.npz not found"):
-        serving_build.calibration_images(tmp_path / "train.npz", 8)
+    with pytest.raises(DataError, match="train not found"):
+        serving_build.calibration_images(cache.split_path(tmp_path, "train"), 8)
 
 
 def test_the_int8_gate_fails_any_condition_past_the_drop_and_shows_both_accuracies():

@@ -8,14 +8,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from steelflow import paths
+from steelflow.cli import app
 from steelflow.config import load_params
 from steelflow.data import cache, manifest
 from steelflow.errors import DataError
 from steelflow.steps.ingest import ingest
+from steelflow.steps.split import STEP as SPLIT_STEP
 from steelflow.steps.split import find_leaks, split
 from steelflow.steps.validate import validate
-from tests.support.helpers import mark_validated
+from tests.support.helpers import REPO, mark_validated
 
 
 def _passed_validation(dropped: list[str] | None = None) -> None:
@@ -60,12 +65,35 @@ def test_same_seed_same_files_other_seed_other_files(ingested):
 def test_cache_holds_each_split_decoded_at_cache_size(ingested):
     split(ingested.data, ingested.split)
     for name in ("train", "val", "test"):
-        cached = cache.load(f"data/cache/splits/{name}.npz")
+        cached = cache.load(cache.split_path("data/cache", name))
         rows = _read(name)
         size = ingested.data.cache_size
         assert cached.images.shape == (len(rows), size, size, 1) and cached.images.dtype == np.uint8
         assert [cached.classes[i] for i in cached.labels] == rows["label"].tolist()
         assert cached.sha256.tolist() == rows["sha256"].tolist()
+    assert sorted(p.name for p in Path("data/cache/splits").iterdir()) == ["test", "train", "val"]
+
+
+def test_split_writes_several_shards_per_split_with_a_small_shard_size(project):
+    """`steelflow split --set data.shard_size=3`: each split a shard set of ⌈n/3⌉ shards, and what DVC
+    tracks (the split stage's outs) is the folder of those shard sets."""
+    ingest(load_params().data)
+    _passed_validation()
+    result = CliRunner().invoke(app, ["split", "--set", "data.shard_size=3"])
+    assert result.exit_code == 0, result.output
+    for name in ("train", "val", "test"):
+        folder = Path("data/cache/splits") / name
+        opened = cache.open(folder)
+        n = len(_read(name))
+        assert len(opened) == n and len(opened.counts) >= 3
+        assert opened.counts == [3] * (n // 3) + ([n % 3] if n % 3 else [])
+        assert sorted(p.name for p in folder.glob("shard-*.tar")) == [
+            f"shard-{i:06d}.tar" for i in range(len(opened.counts))
+        ]
+        opened.verify()
+    stage = yaml.safe_load(Path(REPO / "dvc.yaml").read_text())["stages"]["split"]
+    assert "data.shard_size" in stage["params"] and paths.CACHE_SPLITS.as_posix() in stage["outs"]
+    assert paths.CACHE_SPLITS in SPLIT_STEP.outs and SPLIT_STEP.params.count("data.shard_size") == 1
 
 
 def test_dropped_duplicates_are_left_out(ingested):

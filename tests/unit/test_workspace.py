@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from steelflow import paths
 from steelflow.config import load_params
+from steelflow.data import cache, shards
 from steelflow.errors import ConfigError, DataError
 from steelflow.workspace import absolute_sqlite, params_json, scalar_metrics, workspace
 from tests.support.helpers import repo_params, write_params
@@ -20,20 +22,59 @@ def text(tmp_path: Path) -> str:
     return params_json(load_params(write_params(tmp_path, repo_params())))
 
 
+def _shard_set(path: Path, seed: int = 0, n: int = 5) -> None:
+    """A small cache shard set at ``path``: ``n`` random 8 × 8 images, two per shard."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(n) % 2
+    sha = np.array([f"{seed:032x}{i:032x}" for i in range(n)])
+    cache.save(cache.CachedSet(images, labels, ["a", "b"], sha), path, shard_size=2)
+
+
 def test_input_artifacts_merge_into_one_project_root(tmp_path, text, monkeypatch):
     monkeypatch.chdir(tmp_path)
     splits, corrupted = tmp_path / "splits", tmp_path / "corrupted"
-    (splits / "data/cache/splits").mkdir(parents=True)
-    (splits / "data/cache/splits/test.npz").write_bytes(b"split cache")
-    (corrupted / "data/cache/corrupted").mkdir(parents=True)
-    (corrupted / "data/cache/corrupted/blur_2px.npz").write_bytes(b"corrupted cache")
+    _shard_set(cache.split_path(splits / "data/cache", "test"), seed=1)
+    _shard_set(cache.condition_path(corrupted / "data/cache", "blur_2px"), seed=2)
     with workspace(text, [], [str(splits), str(corrupted)]) as ws:
         assert Path.cwd() == ws.root
-        assert Path("data/cache/splits/test.npz").read_bytes() == b"split cache"
-        assert Path("data/cache/corrupted/blur_2px.npz").read_bytes() == b"corrupted cache"
-        assert not Path("data/cache/splits/test.npz").is_symlink()  # plain files, as MLflow wants them
+        test, blur = cache.split_path(paths.CACHE, "test"), cache.condition_path(paths.CACHE, "blur_2px")
+        assert test == paths.TEST_CACHE
+        for linked, original in ((test, splits / test), (blur, corrupted / blur)):
+            assert sorted(p.name for p in linked.iterdir()) == sorted(p.name for p in original.iterdir())
+            assert shards.digest(linked) == shards.digest(original)
+            assert len(cache.open(linked).counts) == 3  # 5 images, 2 a shard
+            cache.open(linked).verify()
+            assert not any(p.is_symlink() for p in linked.iterdir())  # plain files, as MLflow wants them
     assert Path.cwd() == tmp_path
     assert not ws.root.exists()  # nothing left behind
+
+
+def test_a_shard_set_two_artifacts_hold_is_linked_once_and_two_different_ones_stop_it(tmp_path, text):
+    first, same, other = tmp_path / "first", tmp_path / "same", tmp_path / "other"
+    for folder, seed in ((first, 1), (same, 1), (other, 2)):
+        _shard_set(cache.split_path(folder / "data/cache", "test"), seed=seed)
+    with workspace(text, [], [str(first), str(same)]):
+        assert shards.digest(paths.TEST_CACHE) == shards.digest(first / paths.TEST_CACHE)
+    with (
+        pytest.raises(DataError, match="different shard sets at data/cache/splits/test"),
+        workspace(text, [], [str(first), str(other)]),
+    ):
+        pass
+
+
+def test_keep_replaces_a_shard_set_whole(tmp_path, text):
+    artifact = tmp_path / "artifact"
+    _shard_set(artifact / paths.TEST_CACHE, seed=1, n=9)  # 5 shards, left from another write
+    with workspace(text) as ws:
+        _shard_set(paths.TEST_CACHE, seed=2, n=3)  # 2 shards
+        ws.keep(artifact, paths.CACHE_SPLITS)
+        expected = shards.digest(paths.TEST_CACHE)
+    assert sorted(p.name for p in (artifact / paths.TEST_CACHE).glob("*.tar")) == [
+        "shard-000000.tar",
+        "shard-000001.tar",
+    ]
+    assert shards.digest(artifact / paths.TEST_CACHE) == expected
 
 
 def test_keep_copies_outputs_into_the_artifact_at_their_project_paths(tmp_path, text):
