@@ -44,11 +44,14 @@ def epoch_order(counts: Sequence[int], seed: int, epoch: int, window: int) -> np
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
-def global_batches(order: np.ndarray, batch_size: int, min_last: int = 2) -> list[np.ndarray]:
-    """``order`` cut into batches of ``batch_size``; a last batch under ``min_last`` joins the one before
-    (BatchNorm cannot train on one image, nor can a rank on none)."""
+def global_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``order`` cut into batches of ``batch_size``; a last batch under half a batch joins the one before.
+
+    The cut depends on the batch size alone, not on the number of processes: N processes step through
+    the batches one does (and a checkpoint resumes under another N).
+    """
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if len(chunks) > 1 and len(chunks[-1]) < min_last:
+    if len(chunks) > 1 and len(chunks[-1]) < max(2, batch_size // 2):
         chunks[-2:] = [np.concatenate(chunks[-2:])]
     return chunks
 
@@ -64,13 +67,13 @@ def rank_batches(
 ) -> list[np.ndarray]:
     """This rank's sample ids of each global batch of the epoch, in order."""
     order = epoch_order(counts, seed, epoch, window)
-    return [rank_part(b, rank, world) for b in global_batches(order, batch_size, min_last=2 * world)]
+    return [rank_part(b, rank, world) for b in global_batches(order, batch_size)]
 
 
-def batch_sizes(counts: Sequence[int], batch_size: int, world: int = 1) -> list[int]:
+def batch_sizes(counts: Sequence[int], batch_size: int) -> list[int]:
     """The size of every global batch of an epoch (the same every epoch): what each step's loss divides by."""
     n = int(sum(counts))
-    return [len(b) for b in global_batches(np.arange(n), batch_size, min_last=2 * world)]
+    return [len(b) for b in global_batches(np.arange(n), batch_size)]
 
 
 def in_order(n: int, batch_size: int) -> list[np.ndarray]:

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from steelflow import atomic, config, paths
+from steelflow import atomic, config, console, paths
 from steelflow.config import Params
 from steelflow.data import cache
 from steelflow.errors import TrainingFailed
@@ -108,11 +108,19 @@ def _threads(p: Params, nproc: int) -> int:
 
 
 def _relay(stream: Any) -> list[str]:
-    """Copy the processes' stderr through as it comes; keep its last lines for the error."""
+    """Copy the processes' stderr through as it comes; keep its last lines for the error. torchrun's own
+    traceback (its agent reporting a failed rank) is held back: the error names the rank (``--debug``
+    shows it)."""
     tail: list[str] = []
+    held: list[str] = []
     for line in stream:
-        sys.stderr.write(line)
         tail = [*tail[-199:], line]
+        if held or (line.startswith("Traceback (most recent call last)") and not console.state["debug"]):
+            held.append(line)
+            continue
+        sys.stderr.write(line)
+    if held and not any("torch.distributed.elastic" in line for line in held):
+        sys.stderr.writelines(held)  # not torchrun's: a rank's own
     return tail
 
 

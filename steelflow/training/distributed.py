@@ -14,9 +14,11 @@ it refuses to run, :class:`GlooSyncBatchNorm`); with ``local`` each rank normali
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn import functional as dist_fn
 
-from steelflow.errors import ConfigError
+from steelflow.errors import ConfigError, TrainingFailed
 
 # Its differentiable all_reduce is what we need; the deprecation notice points at a private module.
 warnings.filterwarnings(
@@ -79,6 +81,20 @@ def join(backend: str, device_name: str) -> tuple[World, str]:
     return world, device_name
 
 
+@contextlib.contextmanager
+def peers_named(world: World) -> Iterator[None]:
+    """A collective that fails because another process died becomes a :class:`TrainingFailed` naming this
+    rank (torchrun's report names the one that died), not a backend's traceback."""
+    try:
+        yield
+    except (dist.DistError, RuntimeError) as e:
+        lost = isinstance(e, dist.DistError) or any(w in str(e) for w in ("gloo", "NCCL", "Connection"))
+        if not (world.distributed and lost):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrainingFailed(f"rank {world.rank}: lost another process of the job ({first[:200]})") from None
+
+
 def leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -115,9 +131,9 @@ class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the whole global batch, on any backend.
 
     The per-channel count and sum, then the sum of squared deviations from the global mean, are
-    all-reduced with the differentiable ``torch.distributed.nn.functional.all_reduce``, so gradients flow through the global statistics as
-    they do in one process. Eval mode is plain batch norm on the running statistics, which every rank
-    updates alike (unbiased variance, as PyTorch's batch norm).
+    all-reduced with the differentiable ``torch.distributed.nn.functional.all_reduce``, so gradients flow
+    through the global statistics as they do in one process. Eval mode is plain batch norm on the running
+    statistics, which every rank updates alike (unbiased variance, as PyTorch's batch norm).
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:

@@ -104,20 +104,21 @@ def train(
         torch.set_num_threads(cfg.threads)
     world, device_name = distributed.join(cfg.distributed.backend, cfg.device)
     try:
-        return _train(
-            model_cfg,
-            cfg,
-            world,
-            pick_device(device_name),
-            Path(cache_dir),
-            _Outputs(Path(model_path), Path(checkpoint_path), Path(metrics_path), Path(history_path)),
-            resume,
-            (tracker or NullTracker()) if world.main else NullTracker(),
-            on_epoch,
-            robust_val,
-            robust_val_epochs,
-            on_scored,
-        )
+        with distributed.peers_named(world):
+            return _train(
+                model_cfg,
+                cfg,
+                world,
+                pick_device(device_name),
+                Path(cache_dir),
+                _Outputs(Path(model_path), Path(checkpoint_path), Path(metrics_path), Path(history_path)),
+                resume,
+                (tracker or NullTracker()) if world.main else NullTracker(),
+                on_epoch,
+                robust_val,
+                robust_val_epochs,
+                on_scored,
+            )
     finally:
         distributed.leave()
 
@@ -147,8 +148,7 @@ def _train(
     train_set, val_set = (_open(cache_dir / name) for name in ("train", "val"))
     if train_set.classes != val_set.classes:
         raise DataError(f"{cache_dir}: train classes {train_set.classes} differ from val {val_set.classes}")
-    if len(train_set) < 2 * world.size:
-        raise DataError(f"{train_set.path}: {len(train_set)} images cannot train {world.size} process(es)")
+    _check_parts(train_set, cfg, world)
     loader = cfg.loader
     x_val = None
     if robust_val is not None or (on_scored is not None and world.distributed):
@@ -326,7 +326,7 @@ def _fit_epoch(
     torch.manual_seed(cfg.seed * _EPOCH_SEED_STRIDE + epoch + world.rank * _EPOCH_SEED_STRIDE**2)
     window = cfg.loader.shuffle_window
     parts = stream.rank_batches(data.counts, cfg.seed, epoch, window, cfg.batch_size, world.rank, world.size)
-    sizes = stream.batch_sizes(data.counts, cfg.batch_size, world.size)
+    sizes = stream.batch_sizes(data.counts, cfg.batch_size)
     run.model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=run.device)
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
@@ -483,6 +483,17 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.opti
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.gamma)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _check_parts(train_set: ShardSet, cfg: TrainConfig, world: World) -> None:
+    """Every rank gets at least two images of every global batch (batch norm cannot train on one)."""
+    sizes = stream.batch_sizes(train_set.counts, cfg.batch_size)
+    if not sizes or min(sizes) < 2 * world.size:
+        smallest = min(sizes) if sizes else 0
+        raise ConfigError(
+            f"train.batch_size {cfg.batch_size} on {world.size} processes: the smallest batch of "
+            f"{train_set.path} ({len(train_set)} images) has {smallest}, fewer than 2 per process"
+        )
 
 
 def _open(path: Path) -> ShardSet:

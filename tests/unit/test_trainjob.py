@@ -271,29 +271,48 @@ def test_the_pods_torchrun_line_under_the_runtimes_pet_variables_is_what_train_n
 
 
 def test_train_nproc_launches_the_shared_torchrun_line(tmp_path, monkeypatch):
-    """Once `steelflow train --nproc N` exists, what it starts is :func:`train_command`'s line."""
-    if "--nproc" not in CliRunner().invoke(app, ["train", "--help"]).output:
-        pytest.skip("`steelflow train --nproc` is not there yet")
-    import os
+    """`steelflow train --nproc N` starts :func:`train_command`'s line, with the effective params (params.yaml
+    and its --set overrides) in the file it hands the processes."""
     import subprocess
 
-    started: list[list[str]] = []
+    import yaml
 
-    def record(argv, *args, **kwargs):
-        started.append([str(a) for a in argv])
-        return subprocess.CompletedProcess(argv, 0)
+    from steelflow.config import load_params
 
-    for name in ("run", "call", "check_call"):
-        monkeypatch.setattr(subprocess, name, record)
-    monkeypatch.setattr(os, "execv", lambda path, argv: record(argv) and sys.exit(0))
-    monkeypatch.setattr(os, "execvp", lambda path, argv: record(argv) and sys.exit(0))
+    started: list[tuple[list[str], dict]] = []
+
+    class Recorder:
+        def __init__(self, argv, *args, **kwargs):
+            argv = [str(a) for a in argv]
+            params_file = argv[argv.index("--params") + 1]
+            started.append((argv, yaml.safe_load(Path(params_file).read_text())))
+            self.stderr = iter(["rank 0 done\n"])
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Recorder)
     monkeypatch.chdir(tmp_path)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     write_params(tmp_path, repo_params())
-    CliRunner().invoke(app, ["train", "--nproc", "2", "--params", "params.yaml"])
-    assert started, "steelflow train --nproc 2 started nothing through subprocess or exec"
-    assert started[0][: len(train_command("params.yaml", nproc=2))] == train_command("params.yaml", nproc=2)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train.json").write_text(
+        '{"best_epoch": 1, "best_val_accuracy": 0.5, "epochs_run": 1,'
+        ' "stopped_early": false, "seconds": 1.0, "images_per_s": 2.0, "device": "cpu"}'
+    )
+    result = CliRunner().invoke(
+        app, ["train", "--nproc", "2", "--params", "params.yaml", "--set", "train.lr=0.01"]
+    )
+    assert result.exit_code == 0, result.output
+    assert started, "steelflow train --nproc 2 started nothing"
+    argv, tree = started[0]
+    expected = train_command("PARAMS", nproc=2)
+    at = expected.index("PARAMS")
+    assert argv[:at] == expected[:at] and argv[at + 1 : len(expected)] == expected[at + 1 :]
+    assert tree["train"]["lr"] == 0.01  # the override travels
+    assert tree == load_params(tmp_path / "params.yaml", ["train.lr=0.01"]).raw()
+    assert "best val accuracy 0.500" in result.output
 
 
 # --- submit and wait, against a stand-in for the Kubernetes API ---------------------------------------
