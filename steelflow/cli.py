@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from steelflow import config, paths, redact
 from steelflow.cli_pipeline import pipeline_app
+from steelflow.cli_shards import shards_app
 from steelflow.cli_trainjob import trainjob_app
 from steelflow.console import FLAG, SHOWN, ParamsOpt, SetOpt, out, state
 from steelflow.console import guard as _step
@@ -313,6 +314,7 @@ def server(
 
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(trainjob_app, name="trainjob")
+app.add_typer(shards_app, name="shards")
 
 
 CheckOpt = Annotated[bool, typer.Option("--check", metavar=FLAG, help="exit 1 if it differs; write nothing")]

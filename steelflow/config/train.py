@@ -35,6 +35,12 @@ class LoaderConfig(Section):
         description="shards whose samples are shuffled together (the shard order too)",
     )
     memory_limit_mb: float = Field(default=2048, ge=0, description="auto's bound on a decoded split")
+    shards: str | None = Field(
+        default=None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="where train/ and val/ are read: null = data/cache/splits; s3://bucket/prefix/splits "
+        "(`steelflow shards push`) streams them from S3",
+    )
 
 
 class DistributedConfig(Section):

@@ -68,6 +68,26 @@ def download(source: str, dest: Path, attempts: int, outside_links: str = "refus
     return outside
 
 
+def get(url: str, dest: Path, attempts: int) -> Path:
+    """Download the one object ``s3://bucket/key`` to ``dest``; a DataError names it when it is not there."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parsed = urlparse(url)
+    client = boto3.client("s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"}))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client.download_file(parsed.netloc, parsed.path.lstrip("/"), str(dest))
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise DataError(f"{url}: no such object (endpoint {endpoint()})") from None
+        raise DataError(f"{url}: S3 at {endpoint()} failed after {attempts} attempts: {e}") from None
+    except BotoCoreError as e:
+        raise DataError(f"{url}: S3 at {endpoint()} failed after {attempts} attempts: {e}") from None
+    return dest
+
+
 def local_path(dest: Path, relative_key: str) -> Path | None:
     """Where an object of key ``relative_key`` (below the prefix) goes under ``dest``; None when it would
     land outside ``dest`` (``..`` segments, an absolute key) or on ``dest`` itself."""

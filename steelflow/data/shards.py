@@ -26,7 +26,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
+import tempfile
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from steelflow import atomic
+from steelflow.data import s3
 from steelflow.errors import DataError
 
 FORMAT = "steelflow-shards/1 (webdataset tar: <key>.png, <key>.json)"
@@ -126,7 +130,7 @@ class _Writer:
     def _next_shard(self) -> None:
         self._finish_shard()
         name = f"shard-{len(self.shards):06d}.tar"
-        self._tar = tarfile.open(self.folder / name, "w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(self.folder / name, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed by _finish_shard
         self.shards.append({"file": name})
         self._counts = [0] * len(self.classes)
 
@@ -183,25 +187,38 @@ def _encode(image: np.ndarray) -> bytes:
 
 
 class ShardSet:
-    """A shard set opened for reading: its index in memory, its samples read on demand."""
+    """A shard set opened for reading: its index in memory, its samples read on demand.
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        index_file = self.path / INDEX
-        if not index_file.is_file():
-            raise DataError(f"{self.path} is not a shard set (no {INDEX}): run `steelflow split` first")
+    ``path`` is a folder, or ``s3://bucket/prefix/<set>`` (credentials and endpoint from the environment,
+    :mod:`steelflow.data.s3`): then the index is fetched once and each shard when a reader first needs it,
+    checked against the index's sha256, into a temporary folder of this process that keeps only the
+    shards open now (16 at most), so disk use stays flat however large the set.
+    """
+
+    def __init__(self, path: str | Path, attempts: int = 5):
+        self.remote = s3.is_s3(str(path))
+        self.location = str(path).rstrip("/") if self.remote else str(path)
+        self.path = None if self.remote else Path(path)
+        self.attempts = attempts
+        self._scratch: Path | None = None
+        self._open: dict[int, Any] = {}
+        self.index: dict[str, Any] = {"shards": []}  # until read
+        try:
+            index_file = self._fetch(INDEX)
+        except DataError:
+            index_file = None
+        if index_file is None or not index_file.is_file():
+            raise DataError(f"{self.location} is not a shard set (no {INDEX}): run `steelflow split` first")
         try:
             self.index = json.loads(index_file.read_text())
-            with np.load(self.path / SAMPLES, allow_pickle=False) as z:
+            with np.load(self._fetch(SAMPLES), allow_pickle=False) as z:
                 self.shard, self.offset, self.size = z["shard"], z["offset"], z["size"]
                 self.labels = z["label"]
         except (OSError, ValueError, KeyError) as e:
-            raise DataError(f"{self.path}: unreadable shard index: {e}") from None
+            raise DataError(f"{self.location}: unreadable shard index: {e}") from None
         self.classes: list[str] = list(self.index["classes"])
         shape = self.index["image_shape"]
         self.image_shape: tuple[int, int, int] | None = tuple(shape) if shape else None
-        self.files = [self.path / s["file"] for s in self.index["shards"]]
-        self._open: dict[int, Any] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -225,40 +242,70 @@ class ShardSet:
 
     def sha256(self) -> np.ndarray:
         """The source files' sha256 (hex), in sample order (loaded on demand: 64 bytes an image)."""
-        with np.load(self.path / SAMPLES, allow_pickle=False) as z:
-            # numpy's S32 drops trailing zero bytes on the way out: a digest ending in 00 is padded back
-            return np.array([d.ljust(32, b"\0").hex() for d in z["sha256"]], dtype=str)
+        with np.load(self._fetch(SAMPLES), allow_pickle=False) as z:
+            return np.array([d.hex() for d in z["sha256"]], dtype=str)
 
     def verify(self) -> None:
-        """Every shard file against the sha256 and size in the index; a DataError names the first that differs."""
-        for shard, f in zip(self.index["shards"], self.files, strict=True):
+        """Every shard file against the sha256 in the index; a DataError names the first that differs."""
+        for shard in self.index["shards"]:
+            f = self._fetch(shard["file"], check=False)
             if not f.is_file():
-                raise DataError(f"{f} is missing (listed in {self.path / INDEX})")
-            digest = hashlib.sha256(f.read_bytes()).hexdigest()
-            if digest != shard["sha256"]:
-                raise DataError(
-                    f"{f} changed since it was written (sha256 {digest[:12]}…, index says {shard['sha256'][:12]}…)"
-                )
+                raise DataError(f"{self.location}/{shard['file']} is missing (listed in its {INDEX})")
+            self._check(f, shard)
+            if self.remote:
+                f.unlink()
+
+    def _check(self, f: Path, shard: dict) -> None:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        if digest != shard["sha256"]:
+            raise DataError(
+                f"{self.location}/{shard['file']} changed since it was written "
+                f"(sha256 {digest[:12]}…, {INDEX} says {shard['sha256'][:12]}…)"
+            )
+
+    def _fetch(self, name: str, check: bool = True) -> Path:
+        """The local path of the set's file ``name``: itself, or (S3) a checked copy in this process's
+        scratch folder."""
+        if not self.remote:
+            assert self.path is not None
+            return self.path / name
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="steelflow-shards-"))
+            weakref.finalize(self, shutil.rmtree, self._scratch, True)
+        local = self._scratch / name
+        if not local.is_file():
+            s3.get(f"{self.location}/{name}", local, self.attempts)
+            shard = next((s for s in self.index["shards"] if s["file"] == name), None) if check else None
+            if shard is not None:
+                self._check(local, shard)
+        return local
 
     def _file(self, shard: int) -> Any:
         f = self._open.get(shard)
         if f is None:
             if len(self._open) >= 16:  # a worker reads a window of shards at a time
-                self._open.pop(next(iter(self._open))).close()
-            f = self._open[shard] = self.files[shard].open("rb")
+                old = self._open.pop(next(iter(self._open)))
+                old.close()
+                if self.remote:
+                    Path(old.name).unlink(missing_ok=True)
+            f = self._open[shard] = self._fetch(self.index["shards"][shard]["file"]).open("rb")
         return f
 
     def close(self) -> None:
         for f in self._open.values():
             f.close()
         self._open.clear()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
-    def __getstate__(self) -> dict:  # open files stay in the process that opened them (DataLoader workers)
-        return {**self.__dict__, "_open": {}}
+    def __getstate__(self) -> dict:  # open files and scratch stay in the process that made them (workers)
+        return {**self.__dict__, "_open": {}, "_scratch": None}
 
 
 def exists(path: str | Path) -> bool:
-    return (Path(path) / INDEX).is_file()
+    """Whether a shard set is at ``path`` (an ``s3://`` one is taken to be there: opening it tells)."""
+    return s3.is_s3(str(path)) or (Path(path) / INDEX).is_file()
 
 
 def digest(path: str | Path) -> str:

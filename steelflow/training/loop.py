@@ -145,7 +145,8 @@ def _train(
     robust_val_epochs,
     on_scored,
 ) -> TrainResult:
-    train_set, val_set = (_open(cache_dir / name) for name in ("train", "val"))
+    where = cfg.loader.shards.rstrip("/") if cfg.loader.shards else str(cache_dir)  # a folder, or s3://
+    train_set, val_set = (_open(f"{where}/{name}") for name in ("train", "val"))
     if train_set.classes != val_set.classes:
         raise DataError(f"{cache_dir}: train classes {train_set.classes} differ from val {val_set.classes}")
     _check_parts(train_set, cfg, world)
@@ -492,11 +493,11 @@ def _check_parts(train_set: ShardSet, cfg: TrainConfig, world: World) -> None:
         smallest = min(sizes) if sizes else 0
         raise ConfigError(
             f"train.batch_size {cfg.batch_size} on {world.size} processes: the smallest batch of "
-            f"{train_set.path} ({len(train_set)} images) has {smallest}, fewer than 2 per process"
+            f"{train_set.location} ({len(train_set)} images) has {smallest}, fewer than 2 per process"
         )
 
 
-def _open(path: Path) -> ShardSet:
+def _open(path: str) -> ShardSet:
     if not cache.exists(path):
         raise DataError(f"{path} not found: run `steelflow split` first")
-    return cache.open(path)
+    return cache.open(path)  # an s3:// set that is not there: a DataError naming it
