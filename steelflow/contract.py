@@ -174,7 +174,8 @@ def dvc_yaml(root: Path = ROOT) -> str:
         lines += [f"  {name}:", f"    cmd: {s.command}"]
         lines += _block("deps", [*code_deps(name, root), *map(str, s.inputs)], s.notes)
         lines += _block("params", list(s.params), s.notes)
-        lines += _block("outs", [str(p) for p in s.outs], s.notes)
+        outs = [f"{p}:\n          cache: false" for p in s.uncached] + [str(p) for p in s.outs]
+        lines += _block("outs", outs, s.notes)
         lines += _block("metrics", [str(p) for p in s.metrics], s.notes)
         lines.append("")
     lines.append("plots:")

@@ -107,6 +107,9 @@ class Step:
     inputs: tuple[Path, ...] = ()  # data the step reads (its code deps come from its import chain)
     params: tuple[str, ...] = ()  # dotted keys or whole sections it reads (dvc.yaml's params)
     outs: tuple[Path, ...] = ()  # cached outputs
+    # outputs DVC records but does not cache (`cache: false`): many small files that a later step packs
+    # into shards (DVC stores the shards; this is rebuilt from the source by rerunning the step)
+    uncached: tuple[Path, ...] = ()
     metrics: tuple[Path, ...] = ()  # cached outputs DVC shows as metrics
     plots: tuple[Path, ...] = ()  # those of ``outs`` that are pictures for `dvc plots`
     notes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # why an item is there (dvc.yaml)
@@ -137,7 +140,7 @@ class Step:
     @property
     def outputs(self) -> tuple[Path, ...]:
         """Every file or folder the step writes: what a Kubeflow component keeps in its artifact."""
-        return self.outs + self.metrics
+        return self.uncached + self.outs + self.metrics
 
     @property
     def modules(self) -> tuple[str, ...]:

@@ -373,7 +373,8 @@ STEP = Step(
         "data.outside_links",
         "data.multi_frame",
     ),
-    outs=(paths.IMAGES, paths.MANIFEST),
+    uncached=(paths.IMAGES,),
+    outs=(paths.MANIFEST,),
     summary=summary,
     # the manifest alone: later steps read it for the data version they record
     produces=(Produces("dataset", "Dataset"), Produces("manifest", keep=(paths.MANIFEST,))),
