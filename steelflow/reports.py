@@ -107,7 +107,8 @@ def attention_figure(model: Any, clean: Any, per_class: int, out: Path, device: 
 
     labels = [clean.classes[i] for i in clean.labels]
     picks = grid_picks(labels, clean.classes, per_class)
-    x = as_float(to_tensor(clean.images[picks]).to(device))
+    images = clean.read(np.asarray(picks, dtype=np.int64))  # those alone: the set may be large
+    x = as_float(to_tensor(images).to(device))
     with torch.no_grad():
         g_h, g_w = model.attention_maps(x)
         weights = (g_h * g_w).mean(1, keepdim=True).float()
@@ -118,7 +119,7 @@ def attention_figure(model: Any, clean: Any, per_class: int, out: Path, device: 
         2, len(picks), figsize=(CELL_INCHES * len(picks), 2 * CELL_INCHES), squeeze=False
     )
     for c, i in enumerate(picks):
-        image = clean.images[i][..., 0] if clean.images.shape[-1] == 1 else clean.images[i]
+        image = images[c][..., 0] if images.shape[-1] == 1 else images[c]
         axes[0][c].imshow(image, cmap="gray", vmin=0, vmax=255)
         axes[0][c].set_title(labels[i], fontsize=8)
         axes[1][c].imshow(image, cmap="gray", vmin=0, vmax=255)

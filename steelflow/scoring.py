@@ -20,12 +20,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from steelflow import paths
 from steelflow.config import CorruptConfig
-from steelflow.data import cache, shards
+from steelflow.data import cache, shards, stream
+from steelflow.data.shards import ShardSet
 from steelflow.errors import DataError
-from steelflow.inference import load_trained, pick_device, predict_logits, to_tensor
+from steelflow.inference import as_float, load_trained, pick_device
 from steelflow.models import ModelMeta
 
 CLEAN = "original"
+IN_MEMORY_MB = 1024  # an evaluation set decoded larger than this is streamed
 
 
 def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, Path]:
@@ -91,13 +93,22 @@ def accuracy_of(
 
 
 def scored_sets(
-    model: Any, meta: ModelMeta, sets: dict[str, Path], batch_size: int, dev: torch.device
-) -> Iterator[tuple[str, cache.CachedSet, np.ndarray]]:
-    """Each evaluation set, loaded, with the model's class probabilities on it."""
+    model: Any, meta: ModelMeta, sets: dict[str, Path], batch_size: int, dev: torch.device, workers: int = 2
+) -> Iterator[tuple[str, ShardSet, np.ndarray]]:
+    """Each evaluation set, opened, with the model's class probabilities on it: a set that fits
+    :data:`IN_MEMORY_MB` decoded is read whole, a larger one streamed by ``workers`` DataLoader processes
+    (:mod:`steelflow.data.stream`), so memory stays flat however large the sets."""
+    model.eval()
     for name, path in sets.items():
-        data = _load(path, meta.classes)
-        logits = predict_logits(model, to_tensor(data.images), batch_size, dev)
-        yield name, data, torch.softmax(logits, 1).numpy()
+        data = _open(path, meta.classes)
+        source = stream.source(data, dev, "auto", workers, IN_MEMORY_MB)
+        logits = []
+        with torch.no_grad():
+            for x, _ in source.batches(stream.in_order(len(data), batch_size)):
+                logits.append(model(as_float(x)).float().cpu())
+        probs = torch.softmax(torch.cat(logits), 1).numpy() if logits else np.zeros((0, len(meta.classes)))
+        data.close()
+        yield name, data, probs
 
 
 def score(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -137,9 +148,9 @@ def _require(path: Path) -> None:
         raise DataError(f"{path} not found: run `steelflow split` and `steelflow corrupt` first")
 
 
-def _load(path: Path, classes: list[str] | None = None) -> cache.CachedSet:
+def _open(path: Path, classes: list[str] | None = None) -> ShardSet:
     _require(path)
-    data = cache.load(path)
+    data = cache.open(path)
     if classes is not None and data.classes != classes:
         raise DataError(f"{path}: classes {data.classes} differ from the model's {classes}")
     return data

@@ -37,6 +37,10 @@ class CachedSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def read(self, ids: np.ndarray) -> np.ndarray:
+        """The images ``ids``, as :meth:`ShardSet.read` gives them."""
+        return self.images[ids]
+
     def records(self) -> Iterator[Record]:
         for image, label, sha in zip(self.images, self.labels, self.sha256, strict=True):
             yield Record(image, self.classes[int(label)], str(sha))

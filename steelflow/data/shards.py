@@ -243,7 +243,8 @@ class ShardSet:
     def sha256(self) -> np.ndarray:
         """The source files' sha256 (hex), in sample order (loaded on demand: 64 bytes an image)."""
         with np.load(self._fetch(SAMPLES), allow_pickle=False) as z:
-            return np.array([d.hex() for d in z["sha256"]], dtype=str)
+            # numpy's S32 drops trailing zero bytes on the way out: a digest ending in 00 is padded back
+            return np.array([d.ljust(32, b"\0").hex() for d in z["sha256"]], dtype=str)
 
     def verify(self) -> None:
         """Every shard file against the sha256 in the index; a DataError names the first that differs."""

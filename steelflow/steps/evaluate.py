@@ -94,7 +94,7 @@ def evaluate(
             clean = data
             predictions = pd.DataFrame(
                 {
-                    "sha256": data.sha256,
+                    "sha256": data.sha256(),
                     "actual": [meta.classes[i] for i in data.labels],
                     "predicted": [meta.classes[i] for i in probs.argmax(1)],
                 }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from steelflow import paper
+from steelflow import paper, paths, scoring
 from steelflow.config import load_params
 from steelflow.data import cache
 from steelflow.inference import save_trained
@@ -137,3 +137,30 @@ def test_hold_out_conditions_get_a_block_of_their_own_without_paper_rows():
     assert "| method | Original | jpeg_q10 |" in held and "paper:" not in held
     assert "| **clean-trained** | **90.00** | **70.00** |" in held
     assert "| **robust-trained** | **90.00** | **70.00** |" in held
+
+
+def test_a_set_too_large_for_memory_is_streamed_to_the_same_scores(project, monkeypatch):
+    """A random network (its scores differ image by image): streamed and in-memory evaluation agree."""
+    p = load_params()
+    _write_sets([c.name for c in p.corrupt.all_conditions])
+    torch.manual_seed(0)
+    meta = {"variant": "casinet", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}
+    save_trained(
+        create_model("casinet", num_classes=len(CLASSES), image_size=16), meta, Path("models/model.pt")
+    )
+    outputs = (paths.EVALUATE_METRICS, paths.EVALUATION_DETAILS)
+    evaluate(p.evaluate, p.corrupt)
+    in_memory = [json.loads(f.read_text()) for f in outputs]
+    sources: list[str] = []
+    real = scoring.stream.source
+
+    def counted(*args):
+        source = real(*args)
+        sources.append(type(source).__name__)
+        return source
+
+    monkeypatch.setattr(scoring, "IN_MEMORY_MB", 0)  # every set streams through DataLoader workers
+    monkeypatch.setattr(scoring.stream, "source", counted)
+    evaluate(p.evaluate, p.corrupt)
+    assert set(sources) == {"StreamSource"} and len(sources) == 1 + len(p.corrupt.all_conditions)
+    assert [json.loads(f.read_text()) for f in outputs] == in_memory
