@@ -17,15 +17,17 @@ samplers; we need neither (the sample order and its partition over ranks and wor
 standard library, and the index's byte offsets give each sample by one seek and one read, so a rank reads
 exactly its own samples.
 
-Writing streams (one image in memory at a time) and is atomic: the folder appears whole or not at all.
-Reading keeps only the per-sample index (18 bytes an image) in memory, whatever the set's size.
+Writing streams (one image in memory at a time, and the per-sample index packed: 56 bytes an image) and is
+atomic: the folder appears whole or not at all. Reading keeps only the per-sample index in memory.
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
 import tempfile
@@ -86,7 +88,14 @@ class _Writer:
     def __init__(self, folder: Path, classes: list[str], shard_size: int):
         self.folder, self.classes, self.shard_size = folder, classes, shard_size
         self.shards: list[dict[str, Any]] = []
-        self.samples: dict[str, list] = {"shard": [], "offset": [], "size": [], "label": [], "sha256": []}
+        # the per-sample index as packed arrays (26 bytes an image), not Python objects
+        self.samples = {
+            "shard": array.array("i"),
+            "offset": array.array("q"),
+            "size": array.array("i"),
+            "label": array.array("q"),
+        }
+        self.digests = bytearray()
         self.shape: tuple[int, ...] | None = None
         self._tar: tarfile.TarFile | None = None
         self._counts: list[int] = []
@@ -112,9 +121,9 @@ class _Writer:
             ("offset", offset),
             ("size", len(png)),
             ("label", label),
-            ("sha256", bytes.fromhex(record.sha256)),
         ):
             self.samples[name].append(value)
+        self.digests += bytes.fromhex(record.sha256)
         self._counts[label] += 1
 
     def _counts_total(self) -> int:
@@ -169,11 +178,11 @@ class _Writer:
         with (self.folder / SAMPLES).open("wb") as f:
             np.savez(
                 f,
-                shard=np.array(self.samples["shard"], dtype=np.int32),
-                offset=np.array(self.samples["offset"], dtype=np.int64),
-                size=np.array(self.samples["size"], dtype=np.int32),
-                label=np.array(self.samples["label"], dtype=np.int64),
-                sha256=np.array(self.samples["sha256"], dtype="S32").reshape(-1),
+                shard=np.frombuffer(self.samples["shard"], dtype=np.int32),
+                offset=np.frombuffer(self.samples["offset"], dtype=np.int64),
+                size=np.frombuffer(self.samples["size"], dtype=np.int32),
+                label=np.frombuffer(self.samples["label"], dtype=np.int64),
+                sha256=np.frombuffer(bytes(self.digests), dtype="S32").reshape(-1),
             )
         return index
 
@@ -201,6 +210,7 @@ class ShardSet:
         self.path = None if self.remote else Path(path)
         self.attempts = attempts
         self._scratch: Path | None = None
+        self._owner = False
         self._open: dict[int, Any] = {}
         self.index: dict[str, Any] = {"shards": []}  # until read
         try:
@@ -265,20 +275,27 @@ class ShardSet:
             )
 
     def _fetch(self, name: str, check: bool = True) -> Path:
-        """The local path of the set's file ``name``: itself, or (S3) a checked copy in this process's
-        scratch folder."""
+        """The local path of the set's file ``name``: itself, or (S3) a checked copy in the scratch folder
+        that this process and its DataLoader workers share (a shard is fetched once for them all)."""
         if not self.remote:
             assert self.path is not None
             return self.path / name
-        if self._scratch is None:
+        if self._scratch is None:  # this process made it, and removes it
             self._scratch = Path(tempfile.mkdtemp(prefix="steelflow-shards-"))
+            self._owner = True
             weakref.finalize(self, shutil.rmtree, self._scratch, True)
         local = self._scratch / name
         if not local.is_file():
-            s3.get(f"{self.location}/{name}", local, self.attempts)
+            part = local.with_name(f"{name}.{os.getpid()}.part")
+            s3.get(f"{self.location}/{name}", part, self.attempts)
             shard = next((s for s in self.index["shards"] if s["file"] == name), None) if check else None
             if shard is not None:
-                self._check(local, shard)
+                try:
+                    self._check(part, shard)
+                except DataError:
+                    part.unlink(missing_ok=True)
+                    raise
+            os.replace(part, local)  # whole and checked, or not there: another worker may be reading
         return local
 
     def _file(self, shard: int) -> Any:
@@ -287,7 +304,7 @@ class ShardSet:
             if len(self._open) >= 16:  # a worker reads a window of shards at a time
                 old = self._open.pop(next(iter(self._open)))
                 old.close()
-                if self.remote:
+                if self.remote:  # done with it: disk stays flat (a reader that still has it open keeps it)
                     Path(old.name).unlink(missing_ok=True)
             f = self._open[shard] = self._fetch(self.index["shards"][shard]["file"]).open("rb")
         return f
@@ -296,12 +313,12 @@ class ShardSet:
         for f in self._open.values():
             f.close()
         self._open.clear()
-        if self._scratch is not None:
+        if self._scratch is not None and self._owner:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
-    def __getstate__(self) -> dict:  # open files and scratch stay in the process that made them (workers)
-        return {**self.__dict__, "_open": {}, "_scratch": None}
+    def __getstate__(self) -> dict:  # open files stay in their process; the scratch folder is shared
+        return {**self.__dict__, "_open": {}, "_owner": False}
 
 
 def exists(path: str | Path) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -57,8 +58,11 @@ def split(
     with atomic.atomic_path(splits_dir) as staged_splits, atomic.atomic_path(cache_dir) as staged_cache:
         staged_splits.mkdir()
         staged_cache.mkdir()
-        for name, part in parts.items():
+        for i, (name, part) in enumerate(parts.items()):
             part.to_csv(staged_splits / f"{name}.csv", index=False)
+            # the cache in a seeded shuffled order, not the manifest's class-by-class one: a shuffle
+            # window of a few shards (train.loader.shuffle_window) then still holds every class
+            part = part.iloc[np.random.default_rng([cfg.seed, i]).permutation(len(part))]
             files = [
                 (manifest_path.parent / p, sha) for p, sha in zip(part["path"], part["sha256"], strict=True)
             ]
