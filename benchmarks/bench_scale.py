@@ -131,7 +131,7 @@ def _child_train(spec: dict) -> dict | None:
     from steelflow.config import load_params
     from steelflow.data import cache, stream
     from steelflow.inference import as_float, load_trained
-    from steelflow.training import loop
+    from steelflow.training import loop, validation
 
     timed: dict[str, list[float]] = {"fit": [], "val": [], "fit_cpu": [], "val_cpu": []}
 
@@ -146,7 +146,7 @@ def _child_train(spec: dict) -> dict | None:
         return wrapper
 
     loop._fit_epoch = timing("fit", loop._fit_epoch)
-    loop._validation_row = timing("val", loop._validation_row)
+    validation.validation_row = timing("val", validation.validation_row)
     p = load_params(REPO / "params.yaml", spec["overrides"])
     out_dir = Path(spec["out_dir"])
     start = time.perf_counter()

@@ -1,5 +1,5 @@
 """The training loop's state on disk: ``models/checkpoint.pt`` (what ``--resume`` continues from) and the
-per-epoch history CSV."""
+per-epoch history (a CSV, and MLflow's metric names for a row)."""
 
 from __future__ import annotations
 
@@ -71,3 +71,20 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     atomic.write_text(path, buf.getvalue())
+
+
+def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    """One epoch's history row under MLflow names grouped by "/" (``train/loss``, ``val/accuracy``...)."""
+    return {
+        "train/lr": row["lr"],
+        "train/loss": row["train_loss"],
+        "train/accuracy": row["train_accuracy"],
+        "val/loss": row["val_loss"],
+        "val/accuracy": row["val_accuracy"],
+        "train/epoch_seconds": row["seconds"],
+    } | {
+        # tuning's robust validation scores, when the row has them: val/robust_<family>, _worst, _mean
+        f"val/{k.removeprefix('val_')}": v
+        for k, v in row.items()
+        if k.startswith("val_robust_")
+    }

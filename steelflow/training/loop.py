@@ -35,23 +35,21 @@ from torch.nn import functional as F  # noqa: N812
 from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
 from steelflow.data import augment as augmentation
-from steelflow.data import cache, stream
-from steelflow.data.shards import ShardSet
+from steelflow.data import stream
 from steelflow.errors import ConfigError, DataError, TrainingDiverged
 from steelflow.inference import (
     as_float,
     autocast,
     autocast_dtype,
     pick_device,
-    predict_logits,
     save_trained,
     to_tensor,
 )
 from steelflow.models import ModelMeta, create_model
 from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
-from steelflow.training import distributed
-from steelflow.training.checkpoint import Checkpoint, State, write_history
+from steelflow.training import distributed, validation
+from steelflow.training.checkpoint import Checkpoint, State, epoch_metrics, write_history
 from steelflow.training.distributed import World
 
 _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from colliding
@@ -146,10 +144,10 @@ def _train(
     on_scored,
 ) -> TrainResult:
     where = cfg.loader.shards.rstrip("/") if cfg.loader.shards else str(cache_dir)  # a folder, or s3://
-    train_set, val_set = (_open(f"{where}/{name}") for name in ("train", "val"))
+    train_set, val_set = (validation.open_set(f"{where}/{name}") for name in ("train", "val"))
     if train_set.classes != val_set.classes:
         raise DataError(f"{cache_dir}: train classes {train_set.classes} differ from val {val_set.classes}")
-    _check_parts(train_set, cfg, world)
+    validation.check_parts(train_set, cfg, world)
     loader = cfg.loader
     x_val = None
     if robust_val is not None or (on_scored is not None and world.distributed):
@@ -161,7 +159,7 @@ def _train(
         val=stream.source(val_set, device, loader.mode, loader.workers, loader.memory_limit_mb),
         counts=train_set.counts,
         y_val=torch.from_numpy(val_set.labels.astype(np.int64)),
-        val_views=_robust_views(x_val, robust_val) if robust_val is not None else {},
+        val_views=validation.robust_views(x_val, robust_val) if robust_val is not None else {},
         x_val=x_val,
         robust_val_epochs=robust_val_epochs,
         on_scored=on_scored,
@@ -288,7 +286,7 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
         tick = time.perf_counter()
         row, count = _fit_epoch(run, data, cfg, epoch, state, checkpoint.path)
         seen += count
-        row |= _validation_row(run, data, cfg.batch_size, epoch)
+        row |= validation.validation_row(run, data, cfg.batch_size, epoch)
         row["seconds"] = time.perf_counter() - tick
         state.history.append(row)
         tracker.log_metrics(epoch_metrics(row), step=epoch)
@@ -364,46 +362,6 @@ def _fit_epoch(
     }, int(n)
 
 
-def _validation_row(run: _Run, data: _Data, batch_size: int, epoch: int) -> dict[str, float]:
-    """Validation loss and accuracy (each rank scores its share of the split), and the robust views'
-    accuracies at the epochs that take them."""
-    world = data.world
-    n = len(data.y_val)
-    mine = stream.in_order(n, batch_size)[world.rank :: world.size]
-    loss_sum, right = 0.0, []
-    run.model.eval()
-    with torch.no_grad():
-        for xb, y in data.val.batches(mine):
-            logits = _forward(run, xb)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            right.append((logits.argmax(1) == y).cpu())
-    correct = torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
-    total, hits = distributed.all_sum([loss_sum, float(correct.sum())], run.device)
-    row = {"val_loss": total / n if n else float("nan"), "val_accuracy": hits / n if n else 0.0}
-    right_views = {"clean": correct}
-    if data.val_views and (data.robust_val_epochs is None or epoch in data.robust_val_epochs):
-        robust = {}
-        for name, x in data.val_views.items():
-            scores, right_views[name] = _validate(run, x, data.y_val, batch_size)
-            robust[f"val_robust_{name}"] = scores["val_accuracy"]
-        row |= robust | {
-            "val_robust_worst": min(robust.values()),
-            "val_robust_mean": sum(robust.values()) / len(robust),
-        }
-    if data.on_scored is not None and n:
-        data.on_scored(epoch, right_views)
-    return row
-
-
-def _forward(run: _Run, xb: torch.Tensor) -> torch.Tensor:
-    """Float32 logits of a uint8 batch, the model as it is (eval mode for scoring)."""
-    x = as_float(xb.to(run.device))
-    if run.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(run.device, run.dtype):
-        return run.model(x).float()
-
-
 # --- finishing --------------------------------------------------------------------------------------
 
 
@@ -426,23 +384,6 @@ def _finish(
     )
 
 
-def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
-    """One epoch's history row under MLflow names grouped by "/" (``train/loss``, ``val/accuracy``...)."""
-    return {
-        "train/lr": row["lr"],
-        "train/loss": row["train_loss"],
-        "train/accuracy": row["train_accuracy"],
-        "val/loss": row["val_loss"],
-        "val/accuracy": row["val_accuracy"],
-        "train/epoch_seconds": row["seconds"],
-    } | {
-        # tuning's robust validation scores, when the row has them: val/robust_<family>, _worst, _mean
-        f"val/{k.removeprefix('val_')}": v
-        for k, v in row.items()
-        if k.startswith("val_robust_")
-    }
-
-
 def augment(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """One training batch's augmentation: ``train.augment``, then ``train.robust``'s families when on."""
     x = augmentation.augment(x, cfg.augment)
@@ -456,48 +397,9 @@ def _robust(cfg: RobustConfig) -> augmentation.RobustAugment:
     return augmentation.RobustAugment(cfg)
 
 
-def _robust_views(x_val: torch.Tensor, families: RobustConfig) -> dict[str, torch.Tensor]:
-    """The validation images under each family alone, stored as uint8 like the images themselves."""
-    views = augmentation.family_views(as_float(x_val), families)
-    if not views:
-        raise ConfigError("the robust validation score needs a train.robust family with p > 0")
-    return {name: x.mul(255).round_().to(torch.uint8) for name, x in views.items()}
-
-
-def _validate(
-    run: _Run, x_val: torch.Tensor, y_val: torch.Tensor, batch_size: int
-) -> tuple[dict[str, float], torch.Tensor]:
-    """Loss and accuracy on ``x_val``, and which of its images the model got right."""
-    if len(x_val) == 0:
-        return {"val_loss": float("nan"), "val_accuracy": 0.0}, torch.zeros(0, dtype=torch.bool)
-    logits = predict_logits(run.model, x_val, batch_size, run.device, run.dtype, run.channels_last)
-    correct = logits.argmax(1).cpu() == y_val
-    return {
-        "val_loss": float(run.loss_fn(logits, y_val)),
-        "val_accuracy": float(correct.float().mean()),
-    }, correct
-
-
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=cfg.gamma)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-
-
-def _check_parts(train_set: ShardSet, cfg: TrainConfig, world: World) -> None:
-    """Every rank gets at least two images of every global batch (batch norm cannot train on one)."""
-    sizes = stream.batch_sizes(train_set.counts, cfg.batch_size)
-    if not sizes or min(sizes) < 2 * world.size:
-        smallest = min(sizes) if sizes else 0
-        raise ConfigError(
-            f"train.batch_size {cfg.batch_size} on {world.size} processes: the smallest batch of "
-            f"{train_set.location} ({len(train_set)} images) has {smallest}, fewer than 2 per process"
-        )
-
-
-def _open(path: str) -> ShardSet:
-    if not cache.exists(path):
-        raise DataError(f"{path} not found: run `steelflow split` first")
-    return cache.open(path)  # an s3:// set that is not there: a DataError naming it

@@ -38,7 +38,7 @@ def test_each_stage_is_a_step_with_its_params_inputs_and_outputs():
         assert stage["deps"] == [*contract.code_deps(name), *map(str, step.inputs)], name
         params = [p if isinstance(p, str) else f"{next(iter(p))}:" for p in stage.get("params", [])]
         assert params == list(step.params), name
-        uncached = [{str(p): {"cache": False}} for p in step.uncached]  # recorded, not stored (the shards are)
+        uncached = [{str(p): {"cache": False}} for p in step.uncached]  # recorded, not stored
         assert stage.get("outs", []) == [*uncached, *map(str, step.outs)], name
         assert stage.get("metrics", []) == [str(p) for p in step.metrics], name
         assert set(step.plots) <= set(step.outs), name
