@@ -182,7 +182,7 @@ class _Writer:
                 offset=np.frombuffer(self.samples["offset"], dtype=np.int64),
                 size=np.frombuffer(self.samples["size"], dtype=np.int32),
                 label=np.frombuffer(self.samples["label"], dtype=np.int64),
-                sha256=np.frombuffer(bytes(self.digests), dtype="S32").reshape(-1),
+                sha256=np.frombuffer(self.digests, dtype="S32").reshape(-1),
             )
         return index
 
