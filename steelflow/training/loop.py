@@ -180,7 +180,7 @@ def _train(
         state = checkpoint.restore(run)
     started = time.perf_counter()
     seen = _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch)
-    meta = ModelMeta.of(model_cfg, train_set.classes, (train_set.image_shape or (0,))[0], cfg.robust.enabled)
+    meta = ModelMeta.of(model_cfg, train_set.classes, (train_set.image_shape or (1,))[-1], cfg.robust.enabled)
     result = _finish(run, state, meta, time.perf_counter() - started, seen, out.model if world.main else None)
     if world.main:
         atomic.write_json(out.metrics, result.metrics())

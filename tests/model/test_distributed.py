@@ -82,6 +82,9 @@ def test_two_processes_train_the_weights_one_process_does(project, tmp_path):
     # the epoch's figures are the global batch's, not rank 0's half
     h1, h2 = (pd.read_csv(f / "metrics/train_history.csv").drop(columns="seconds") for f in (project, two))
     pd.testing.assert_frame_equal(h1, h2, atol=1e-4, rtol=0)
+    # what rebuilds the network: the cache's channels (grey: 1), as one process records them
+    metas = [torch.load(f / "models/model.pt", weights_only=True)["meta"] for f in (project, two)]
+    assert metas[0] == metas[1] and metas[0]["data_channels"] == 1
     # rank 0 alone wrote: one history, one model, and nothing of rank 1's anywhere
     assert json.loads((two / "metrics/train.json").read_text())["epochs_run"] == 1
 
