@@ -6,6 +6,7 @@ What ``steelflow pipeline compile | run --local | submit`` call. A run's params 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import re
@@ -133,11 +134,16 @@ def run_local(
         # ignored locally: both expected here.
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
+        # kfp's local runner swaps builtins.print for an indented one around each task; tasks of a
+        # ParallelFor run in threads and put them back out of order, leaving this process's print indented
+        own_print = builtins.print
         try:
             with loop_inputs_kept():
                 pipeline(params=text, overrides=[])
         except RuntimeError as e:
             raise PipelineError(f"local pipeline run failed: {_plain(str(e))}") from None
+        finally:
+            builtins.print = own_print
     seconds = time.perf_counter() - started
     new = sorted(set(root.iterdir()) - seen, key=lambda p: p.stat().st_mtime)
     if not new:

@@ -107,10 +107,15 @@ def test_dvc_push_then_pull_into_an_empty_cache_restores_identical_files(team):
     clone, env = team["clone"], {**S3_KEYS}
     sh("dvc", "remote", "add", "-d", "team", f"s3://{BUCKET}/dvc", cwd=clone)
     sh("dvc", "remote", "modify", "team", "endpointurl", team["s3"], cwd=clone)
-    tracked = ["data/images", "data/manifest.csv", "data/splits", "data/cache", "models/model.pt"]
+    # the shard sets, not the per-image copies: data/images is recorded (cache: false), not stored
+    tracked = ["data/manifest.csv", "data/splits", "data/cache", "models/model.pt"]
     before = _digests(clone, tracked)
     sh("dvc", "push", cwd=clone, env=env)
-    assert s3_client(team["s3"]).list_objects_v2(Bucket=BUCKET, Prefix="dvc/")["KeyCount"] > 0
+    pushed = s3_client(team["s3"]).list_objects_v2(Bucket=BUCKET, Prefix="dvc/", MaxKeys=1000)
+    per_image = [*(clone / "data/images").rglob("*.png"), *(clone / "data/corrupted").rglob("*.png")]
+    shard_files = [p for p in (clone / "data/cache").rglob("*") if p.is_file()]
+    assert 0 < pushed["KeyCount"] < len(per_image)  # not one object per image
+    assert pushed["KeyCount"] >= len(shard_files)
 
     shutil.rmtree(clone / ".dvc" / "cache")
     for name in tracked:

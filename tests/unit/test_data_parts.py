@@ -109,7 +109,7 @@ def test_a_folder_ingested_in_parts_keeps_its_order_its_frames_and_its_warnings(
     merged = in_parts("ingest", params_json(params), tmp_path / "kfp")
     assert (merged["manifest"] / "data/manifest.csv").read_bytes() == Path("data/manifest.csv").read_bytes()
     assert assert_same_files(Path("data/images"), merged["dataset"] / "data/images") == 33
-    printed = capsys.readouterr().out.splitlines()
+    printed = [line.strip() for line in capsys.readouterr().out.splitlines()]
     assert [line for line in expected if line in printed] == expected  # the same summary and warnings
     assert any("stored as 3 images" in line for line in expected)
 
