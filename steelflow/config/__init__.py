@@ -45,6 +45,7 @@ from steelflow.config.registries import Registry
 from steelflow.config.robust import (
     FAMILIES,
     ROBUST_FAMILIES,
+    ConsistencyConfig,
     ContrastFamily,
     DefocusFamily,
     GammaFamily,
@@ -76,6 +77,7 @@ __all__ = [
     "BlurCondition",
     "Condition",
     "ConfigError",
+    "ConsistencyConfig",
     "ContrastFamily",
     "CorruptConfig",
     "DataConfig",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from steelflow.config.registries import Registry
 from steelflow.config.section import Section, Span
@@ -169,8 +169,33 @@ class DefocusFamily(_Family):
         return v
 
 
+class ConsistencyConfig(Section):
+    """AugMix's Jensen–Shannon consistency loss (Hendrycks et al., ICLR 2020, §3) over a clean view and two
+    views under this section's families (:mod:`steelflow.training.consistency`)."""
+
+    weight: float = Field(
+        default=0.0, ge=0, le=100, description="λ of the Jensen–Shannon term; 0 = off; AugMix uses 12"
+    )
+    ce: Literal["clean", "all"] = Field(
+        default="clean",
+        description="the cross-entropy of the clean view only (AugMix's) | the mean of all three views'",
+    )
+
+
 class _Robust(Section):
     enabled: bool = Field(default=False, description="false = clean training, as in the paper")
+
+    @field_validator("consistency", check_fields=False)
+    @classmethod
+    def _views_differ(cls, v: ConsistencyConfig, info: ValidationInfo) -> ConsistencyConfig:
+        # the families come before `consistency`, so info.data holds those that validated
+        drawn = [f for f in FAMILIES if f in info.data and info.data[f].p > 0]
+        if v.weight > 0 and info.data.get("enabled") and not drawn:
+            raise ValueError(
+                f"weight {v.weight:g} needs a family with p > 0 "
+                "(its augmented views would equal the clean one)"
+            )
+        return v
 
 
 RobustConfig = create_model(
@@ -180,8 +205,10 @@ RobustConfig = create_model(
     __doc__="""Robust training: photometric and optical corruptions of every training batch, on the device.
 
     Its own families (steelflow.data.augment), never the evaluation corruptions. ``enabled: false`` is the
-    paper's clean training.
+    paper's clean training (the families and the consistency loss are then off). ``consistency`` adds
+    AugMix's Jensen–Shannon loss between a clean view and two views under the families.
     """,
     **{name: (FAMILIES.config(name), FAMILIES.default(name)) for name in FAMILIES},
+    consistency=(ConsistencyConfig, ConsistencyConfig()),
 )
 ROBUST_FAMILIES = FAMILIES.names

@@ -75,16 +75,20 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     """One epoch's history row under MLflow names grouped by "/" (``train/loss``, ``val/accuracy``...)."""
-    return {
-        "train/lr": row["lr"],
-        "train/loss": row["train_loss"],
-        "train/accuracy": row["train_accuracy"],
-        "val/loss": row["val_loss"],
-        "val/accuracy": row["val_accuracy"],
-        "train/epoch_seconds": row["seconds"],
-    } | {
-        # tuning's robust validation scores, when the row has them: val/robust_<family>, _worst, _mean
-        f"val/{k.removeprefix('val_')}": v
-        for k, v in row.items()
-        if k.startswith("val_robust_")
-    }
+    return (
+        {
+            "train/lr": row["lr"],
+            "train/loss": row["train_loss"],
+            "train/accuracy": row["train_accuracy"],
+            "val/loss": row["val_loss"],
+            "val/accuracy": row["val_accuracy"],
+            "train/epoch_seconds": row["seconds"],
+        }
+        | ({"train/consistency": row["train_consistency"]} if "train_consistency" in row else {})
+        | {
+            # tuning's robust validation scores, when the row has them: val/robust_<family>, _worst, _mean
+            f"val/{k.removeprefix('val_')}": v
+            for k, v in row.items()
+            if k.startswith("val_robust_")
+        }
+    )

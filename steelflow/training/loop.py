@@ -13,7 +13,8 @@ exactly what an uninterrupted one does. A NaN or infinite loss stops the run wit
 The epoch's order and its global batches come from :mod:`steelflow.data.stream`, and reach the model from
 memory or streamed by DataLoader workers (``train.loader``): the same batches either way. Under torchrun
 (:mod:`steelflow.training.distributed`) each rank trains on its part of every global batch; the loss of a
-batch is its sum over the ranks divided by the global batch size, so N processes take the steps one does.
+batch is its sum over the ranks divided by the global batch size, so N processes take the steps one does
+(``train.robust.consistency``'s Jensen–Shannon term too: :mod:`steelflow.training.consistency`).
 Rank 0 alone echoes, checkpoints and writes; a checkpoint resumes under any number of processes.
 """
 
@@ -30,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
 from steelflow import atomic, paths
 from steelflow.config import ModelConfig, RobustConfig, TrainConfig
@@ -48,7 +48,7 @@ from steelflow.inference import (
 from steelflow.models import ModelMeta, create_model
 from steelflow.progress import echo, track
 from steelflow.tracking import NullTracker, Tracker
-from steelflow.training import distributed, validation
+from steelflow.training import consistency, distributed, validation
 from steelflow.training.checkpoint import Checkpoint, State, epoch_metrics, write_history
 from steelflow.training.distributed import World
 
@@ -327,19 +327,22 @@ def _fit_epoch(
     parts = stream.rank_batches(data.counts, cfg.seed, epoch, window, cfg.batch_size, world.rank, world.size)
     sizes = stream.batch_sizes(data.counts, cfg.batch_size)
     run.model.train()
-    total_loss = torch.zeros((), dtype=torch.float64, device=run.device)
+    total_loss, spread_sum = (torch.zeros((), dtype=torch.float64, device=run.device) for _ in range(2))
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
     count = 0
     lr = run.optimizer.param_groups[0]["lr"]
+    consistent = cfg.robust.consistency if consistency.active(cfg) else None
     batches = data.train.batches(parts)
     for i, (xb, y) in enumerate(track(batches, f"epoch {epoch}") if world.main else batches):
-        x = augment(as_float(xb), cfg)
+        # with consistency: the clean view and two draws of the families, one batch (batch norm sees all)
+        x = as_float(xb)
+        x = consistency.views(x, cfg, _robust(cfg.robust)) if consistent else augment(x, cfg)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(run.device, run.dtype):
-            logits = run.step_fn(x)
-            summed = F.cross_entropy(logits.float(), y, reduction="sum")
-        loss = summed * (world.size / sizes[i])
+            logits, summed, spread = consistency.loss_sums(run.step_fn(x), y, consistent)
+        weight = consistent.weight if consistent else 0.0
+        loss = (summed + weight * spread) * (world.size / sizes[i])
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr}); "
@@ -350,16 +353,15 @@ def _fit_epoch(
         run.scaler.step(run.optimizer)
         run.scaler.update()
         total_loss += summed.detach()
+        spread_sum += spread.detach()
         correct += (logits.argmax(1) == y).sum()
         count += len(y)
     run.scheduler.step()
-    total, right, n = distributed.all_sum([float(total_loss), float(correct), float(count)], run.device)
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "train_loss": total / n,
-        "train_accuracy": right / n,
-    }, int(n)
+    sums = [float(total_loss), float(correct), float(count), float(spread_sum)]
+    total, right, n, spread_total = distributed.all_sum(sums, run.device)
+    row = {"epoch": epoch, "lr": lr, "train_loss": total / n, "train_accuracy": right / n}
+    # the mean Jensen–Shannon divergence of the three views (train_loss is the cross-entropy alone)
+    return row | ({"train_consistency": spread_total / n} if consistent else {}), int(n)
 
 
 # --- finishing --------------------------------------------------------------------------------------

@@ -150,3 +150,24 @@ def test_resume_refuses_a_checkpoint_from_other_params(project):
     other = p.train.model_copy(update={"lr": p.train.lr * 2})
     with pytest.raises(Exception, match="other params"):
         train(p.model, other, resume=True)
+
+
+def test_consistency_training_runs_an_epoch_with_batch_norm_over_all_three_views(project, monkeypatch):
+    _prepare(project, train={"epochs": 1, "robust": {"enabled": True, "consistency": {"weight": 12}}})
+    p = load_params()
+    seen: list[int] = []  # the batch sizes batch norm normalised over while training
+    forward = torch.nn.BatchNorm2d.forward
+
+    def spied(self, x):
+        if self.training:
+            seen.append(len(x))
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.BatchNorm2d, "forward", spied)
+    result = train(p.model, p.train)
+    # three views of every batch in one pass (the epoch's last batch holds the remainder: larger)
+    assert 3 * p.train.batch_size in seen and all(n % 3 == 0 for n in seen)
+    row = result.history[0]
+    assert row["train_consistency"] > 0 and torch.isfinite(torch.tensor(row["train_loss"]))
+    assert "train_consistency" in pd.read_csv("metrics/train_history.csv").columns
+    assert Path("models/model.pt").is_file()
