@@ -154,3 +154,14 @@ def _rank(p: psutil.Process) -> str | None:
         return p.environ().get("RANK")
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+def test_consistency_training_runs_under_two_processes_on_streamed_batches(project):
+    """Three views per rank's part through DDP and the ranks' shared batch norm, batches streamed by
+    DataLoader workers. (No parity with one process: each rank draws its own augmentation.)"""
+    robust = {"enabled": True, "consistency": {"weight": 12}}
+    _prepare(project, repo_params(**PARITY | {"train": PARITY["train"] | {"robust": robust}}))
+    ran = _train(project, "--nproc", "2")
+    assert ran.returncode == 0, ran.stderr
+    history = pd.read_csv(project / "metrics/train_history.csv")
+    assert history["train_consistency"].iloc[0] > 0 and history["train_loss"].notna().all()
