@@ -60,7 +60,7 @@ from steelflow.config.robust import (
 from steelflow.config.section import Section, Span
 from steelflow.config.serving import GatesConfig, MlflowConfig, PredictConfig, RegistryConfig, ServingConfig
 from steelflow.config.train import AugmentConfig, EvaluateConfig, TrainConfig
-from steelflow.config.tree import apply_override, flatten_tree, set_key
+from steelflow.config.tree import apply_override, flatten_tree, lookup, set_key
 from steelflow.config.tune import TUNABLE_SECTIONS, PrunerConfig, SamplerConfig, SearchParam, TuneConfig
 from steelflow.errors import ConfigError
 
@@ -128,6 +128,7 @@ __all__ = [
     "check_search_space",
     "flatten_tree",
     "load_params",
+    "lookup",
     "parse_params",
     "set_key",
     "with_overrides",

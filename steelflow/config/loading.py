@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from steelflow.config.messages import one_line
 from steelflow.config.params import ENV_OVERRIDES, Params
-from steelflow.config.tree import apply_override, flatten_tree, set_key, subtree
-from steelflow.config.tune import TUNABLE_SECTIONS
+from steelflow.config.tree import apply_override, flatten_tree, lookup, set_key, subtree
+from steelflow.config.tune import TUNABLE_SECTIONS, SearchParam
 from steelflow.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -55,7 +55,13 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
 
 
 def check_search_space(params: Params) -> None:
-    """Every ``tune.space`` entry must name a model/train key that accepts both ends of its range."""
+    """Every ``tune.space`` entry must name a model/train key that accepts both ends of its range.
+
+    A range in params (``train.robust.noise.snr_db: [12, 40]``) is searched one end at a time, by index
+    (``train.robust.noise.snr_db.0``, the low end); where both ends are searched, their ranges must not
+    cross, or a trial could draw a low end above its high end. ``train.robust.*`` keys need the robust or
+    pareto objective: scored on clean validation alone, the weakest augmentation would win.
+    """
     if params.tune is None:
         return
     base = params.raw()
@@ -67,6 +73,20 @@ def check_search_space(params: Params) -> None:
                 f"'{where}': only model.* and train.* keys (but train.epochs and "
                 f"train.use_tuned) can be tuned"
             )
+        try:
+            hand_set = lookup(base, key)
+        except ConfigError as e:
+            raise ConfigError(f"'{where}': {e}") from None
+        if isinstance(hand_set, list):
+            raise ConfigError(
+                f"'{where}': {key} holds a list ({hand_set}); search one item of it by index, "
+                f"{key}.0 to {key}.{len(hand_set) - 1} (of a range, .0 is the low end and .1 the high)"
+            )
+        if key.startswith("train.robust.") and params.tune.objective == "accuracy":
+            raise ConfigError(
+                f"'{where}': tune.objective accuracy scores clean validation only, where the weakest "
+                "robust training wins; search train.robust.* with tune.objective robust or pareto"
+            )
         for value in spec.values():
             tree = copy.deepcopy(base)
             try:
@@ -74,6 +94,25 @@ def check_search_space(params: Params) -> None:
                 parse_params(tree)
             except ConfigError as e:
                 raise ConfigError(f"'{where}': {value!r} is not a valid value for {key}: {e}") from None
+    _ends_apart(params.tune.space)
+
+
+def _ends_apart(space: dict[str, SearchParam]) -> None:
+    """Both ends of one range searched: the low end's values must stay at or below the high end's."""
+    for key, spec in space.items():
+        low_key = f"{key.removesuffix('.1')}.0"
+        if (
+            not key.endswith(".1")
+            or low_key not in space
+            or "categorical" in (spec.kind, space[low_key].kind)
+        ):
+            continue
+        below = max(space[low_key].values())
+        if below > min(spec.values()):
+            raise ConfigError(
+                f"'tune.space.{low_key}' reaches {below:g}, above the lowest {min(spec.values()):g} of "
+                f"'tune.space.{key}': a trial could draw a range whose low end is above its high end"
+            )
 
 
 def with_overrides(params: Params, values: dict[str, Any]) -> Params:

@@ -76,3 +76,27 @@ def subtree(tree: dict[str, Any], key: str) -> Any:
         j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in node), i + 1)
         node, i = node[".".join(parts[i:j])], j
     return node
+
+
+def lookup(tree: Any, key: str) -> Any:
+    """The value at a dotted ``key`` of a raw tree, as :func:`set_key` finds it (keys with dots matched
+    whole, list items by index: ``train.robust.noise.snr_db.0``); :class:`ConfigError` naming the first part
+    that is not there and what is."""
+    node: Any = tree
+    parts, i = key.split("."), 0
+    while i < len(parts):
+        if isinstance(node, list) and parts[i].isdigit() and int(parts[i]) < len(node):
+            node, i = node[int(parts[i])], i + 1
+            continue
+        if isinstance(node, dict):
+            j = next((j for j in range(len(parts), i, -1) if ".".join(parts[i:j]) in node), None)
+            if j is not None:
+                node, i = node[".".join(parts[i:j])], j
+                continue
+            allowed = f"(allowed: {', '.join(map(str, node))})" if node else "(an empty section)"
+        elif isinstance(node, list):
+            allowed = f"(a list of {len(node)}: index 0..{len(node) - 1})"
+        else:
+            allowed = "(its parent holds a value, not a section)"
+        raise ConfigError(f"unknown key {'.'.join(parts[: i + 1])!r} {allowed}")
+    return node

@@ -38,7 +38,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from steelflow import atomic, paths
-from steelflow.config import Params, SearchParam, TuneConfig, flatten_tree
+from steelflow.config import Params, SearchParam, TuneConfig, lookup
 from steelflow.errors import ConfigError
 from steelflow.project import anchored, data_label
 from steelflow.redact import MASK, hide_password
@@ -247,9 +247,17 @@ def queue_missing(study: optuna.Study, params: Params, cfg: TuneConfig) -> int:
 
 
 def hand_set_values(params: Params) -> dict[str, Any]:
-    """The params' own value of every key in ``tune.space`` (what the baseline trial runs)."""
-    flat = flatten_tree(params.raw())
-    return {key: flat.get(key) for key in tune_cfg(params).space}
+    """The params' own value of every key in ``tune.space`` (what the baseline trial runs); one end of a
+    range where the key names it by index (``train.robust.noise.snr_db.0``)."""
+    tree = params.raw()
+    return {key: _hand_set(tree, key) for key in tune_cfg(params).space}
+
+
+def _hand_set(tree: dict[str, Any], key: str) -> Any:
+    try:
+        return lookup(tree, key)
+    except ConfigError:  # a key check_search_space refuses: nothing to run
+        return None
 
 
 def baseline_values(params: Params, cfg: TuneConfig) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -75,7 +75,7 @@ def run_trial(
 
     with heartbeat(storage, trial_id, cfg.heartbeat_seconds):
         try:
-            values = {key: db(_suggest, trial, key, spec) for key, spec in cfg.space.items()}
+            values = {key: db(suggest, trial, key, spec) for key, spec in cfg.space.items()}
             trial_params = with_overrides(
                 params, {**values, "train.epochs": objective.budget, "train.patience": 0}
             )
@@ -145,7 +145,9 @@ def _record(epoch: int, views: dict[str, Any]) -> dict[str, Any]:
     return {"epoch": epoch, "n": n, "views": {name: fidelity.pack(v.numpy()) for name, v in views.items()}}
 
 
-def _suggest(trial: optuna.Trial, key: str, spec: SearchParam) -> Any:
+def suggest(trial: optuna.Trial, key: str, spec: SearchParam) -> Any:
+    """Optuna's value for one ``tune.space`` entry; ``key`` (a dotted params key, an index into a range
+    included: ``train.robust.noise.snr_db.0``) is the parameter's name in the study."""
     if spec.kind == "categorical":
         return trial.suggest_categorical(key, spec.choices)
     if spec.kind == "int":
