@@ -282,7 +282,7 @@ def test_the_schema_takes_its_choices_from_the_registries():
     assert (
         config.ROBUST_FAMILIES
         == config.FAMILIES.names
-        == tuple(p.train.robust.model_dump(exclude={"enabled"}))
+        == tuple(p.train.robust.model_dump(exclude={"enabled", "consistency"}))
     )
     assert type(p.train.robust.noise) is config.FAMILIES.config("noise")
     with pytest.raises(ConfigError, match=r"'model\.input_norm': Input should be 'none', 'standardize'"):
