@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from steelflow import config, paths
-from steelflow.console import FLAG, ParamsOpt, SetOpt, out, state
+from steelflow.console import FLAG, ParamsOpt, SetOpt, VerboseOpt, out, state
 from steelflow.console import guard as _step
 from steelflow.console import warn as _warn
 from steelflow.errors import ValidationFailed
@@ -66,12 +66,7 @@ def pipeline_run(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", metavar=FLAG, help="print every task's output, not one line per task"
-        ),
-    ] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger.
     One line per task (name, kfp's state, seconds); all they printed goes to run.log in the run's folder."""

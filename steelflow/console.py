@@ -35,6 +35,16 @@ SetOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 FLAG = ""  # metavar of a boolean flag: Typer would show "<bool>", as if it took a value
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        metavar=FLAG,
+        envvar="STEELFLOW_VERBOSE",
+        help="show the libraries' INFO lines and warnings, and every line of a local pipeline run",
+    ),
+]
 SHOWN = 5  # names listed in a one-line warning
 
 
@@ -72,13 +82,14 @@ QUIET_WARNINGS = (
 )
 
 
-def quiet(verbose: bool) -> None:
-    """Hide :data:`QUIET_LOGGERS`' INFO lines and :data:`QUIET_WARNINGS`, unless ``verbose``: then say so
-    in the environment, where torchrun's ranks and kfp's local tasks find it. Warnings of steelflow's own
-    (its modules', and ``warning:`` lines) always show."""
+def quiet(verbose: bool, debug: bool = False) -> None:
+    """Hide :data:`QUIET_LOGGERS`' INFO lines and :data:`QUIET_WARNINGS`, unless ``verbose`` or ``debug``.
+    ``verbose`` goes into the environment, where torchrun's ranks and kfp's local tasks find it. Warnings
+    of steelflow's own (its modules', and ``warning:`` lines) always show."""
     state["verbose"] = verbose
     if verbose:
         os.environ["STEELFLOW_VERBOSE"] = "1"
+    if verbose or debug:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
