@@ -16,6 +16,7 @@ import io
 import logging
 import re
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -85,7 +86,8 @@ class TaskLog(io.TextIOBase):
             return None, []
         with self._lock:
             self._end(match[1], "FAILURE")
-        return match[1], list(self._tails.get(match[1], ()))
+        tail = textwrap.dedent("\n".join(self._tails.get(match[1], ()))).strip("\n")  # kfp's indent
+        return match[1], tail.splitlines()
 
     def _line(self, thread: int, line: str) -> None:
         plain = ANSI.sub("", line)
@@ -97,8 +99,8 @@ class TaskLog(io.TextIOBase):
             self._tails[started[1]] = collections.deque(maxlen=TAIL)
         elif finished := FINISHED.search(plain):
             self._end(finished[1], finished[2], thread)
-        elif thread in self._running:
-            self._tails[self._running[thread][0]].append(plain.strip())
+        elif thread in self._running and plain.startswith(" "):  # the task's own lines: kfp indents them
+            self._tails[self._running[thread][0]].append(plain.rstrip())
 
     def _end(self, name: str, state: str, thread: int | None = None) -> None:
         """Task ``name`` ended: the one this thread runs, or else (a failure reported elsewhere) the first
