@@ -14,7 +14,8 @@ IMAGE    := $(REGISTRY)/steelflow
 GPU_IMAGE := $(REGISTRY)/steelflow-gpu
 MLFLOW_IMAGE := $(REGISTRY)/steelflow-mlflow
 # docker (with a daemon that answers), podman or buildah: the first that can build (docker/container-tool.sh).
-CONTAINER_TOOL ?= $(shell sh docker/container-tool.sh)
+# Asked only when a recipe needs it, and once: `make run` or `make test` never probe.
+CONTAINER_TOOL ?= $(eval CONTAINER_TOOL := $$(shell sh docker/container-tool.sh))$(CONTAINER_TOOL)
 # The local Debian Python base (`make base-image`), for machines that reach no container registry.
 LOCAL_BASE := localhost/steelflow-base:bookworm
 # Build arguments passed only when set: BASE (the CPU image's Python base; `make image-cpu
@@ -22,7 +23,7 @@ LOCAL_BASE := localhost/steelflow-base:bookworm
 # HOST_PIP=1 hands this machine's pip settings to a buildah/podman build as read-only mounts.
 BUILD_ARGS := $(if $(BASE),--build-arg BASE=$(BASE)) \
 	$(if $(filter-out undefined,$(origin TORCH_INDEX)),--build-arg TORCH_INDEX=$(TORCH_INDEX))
-BUILD    := sh docker/build.sh "$(CONTAINER_TOOL)"
+BUILD     = sh docker/build.sh "$(CONTAINER_TOOL)"
 
 setup: $(STAMP)
 

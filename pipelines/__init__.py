@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import os
 import re
 import tempfile
 import time
@@ -31,6 +32,7 @@ class LocalRun:
     gates_passed: bool | None  # the gate step's answer (None: not reached); False skipped register
     registered: str | None  # the version it registered (alias challenger)
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
+    log: Path  # everything kfp.local and the tasks printed (run.log in the run's folder)
 
 
 def pipeline_for(params: Params, image_tag: str | None = None) -> tuple[Any, str]:
@@ -112,13 +114,16 @@ def run_local(
     params_path: str | Path = config.DEFAULT_PARAMS,
     overrides: Iterable[str] = (),
     root: str | Path = paths.KFP_LOCAL,
+    verbose: bool = False,
 ) -> LocalRun:
     """The whole pipeline through kfp.local's SubprocessRunner in this Python environment (no venv per task).
 
     Each task is a subprocess running its component exactly as a pod would; artifacts land under ``root``.
+    The console gets one line per task (every line with ``verbose``); ``run.log`` in the run's folder all.
     """
     from kfp import local
 
+    from pipelines.local_log import routed
     from steelflow.registry import Registry
 
     params = config.load_params(params_path, list(overrides))
@@ -127,6 +132,7 @@ def run_local(
     root = Path(root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     seen = set(root.iterdir())
+    log = root / f".run-{os.getpid()}.log"  # into the run's folder once kfp has made it
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -137,15 +143,21 @@ def run_local(
         # kfp's local runner swaps builtins.print for an indented one around each task; tasks of a
         # ParallelFor run in threads and put them back out of order, leaving this process's print indented
         own_print = builtins.print
+        failure = None
         try:
-            with loop_inputs_kept():
-                pipeline(params=text, overrides=[])
-        except RuntimeError as e:
-            raise PipelineError(f"local pipeline run failed: {_plain(str(e))}") from None
+            with routed(log, verbose) as stream, loop_inputs_kept():
+                try:
+                    pipeline(params=text, overrides=[])
+                except RuntimeError as e:
+                    failure = (_plain(str(e)), *stream.failed(str(e)))
         finally:
             builtins.print = own_print
     seconds = time.perf_counter() - started
-    new = sorted(set(root.iterdir()) - seen, key=lambda p: p.stat().st_mtime)
+    new = sorted((p for p in set(root.iterdir()) - seen if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if new:
+        log = log.replace(new[-1] / "run.log")
+    if failure is not None:
+        raise PipelineError(_failed(*failure, log))
     if not new:
         raise PipelineError(f"the local run wrote nothing under {root}")
     run_dir = new[-1]
@@ -158,6 +170,18 @@ def run_local(
         gates_passed=_answer(run_dir, "gate"),
         registered=after if after != before else None,
         gates=gates.read_text() if gates.is_file() else "",
+        log=log,
+    )
+
+
+def _failed(message: str, task: str | None, tail: list[str], log: Path) -> str:
+    """The error of a failed local run: the failed task's last lines, then one line saying so."""
+    if task is None:
+        return f"local pipeline run failed: {message}; every task's output is in {log}"
+    shown = "".join(f"\n    {line}" for line in tail[-12:] if line)
+    return (
+        f"task {task!r} failed{':' if shown else ''}{shown}\n"
+        f"local pipeline run failed at task {task!r}; every task's output is in {log}"
     )
 
 

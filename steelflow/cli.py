@@ -19,7 +19,7 @@ from steelflow import config, paths, redact
 from steelflow.cli_pipeline import pipeline_app
 from steelflow.cli_shards import shards_app
 from steelflow.cli_trainjob import trainjob_app
-from steelflow.console import FLAG, SHOWN, ParamsOpt, SetOpt, out, state
+from steelflow.console import FLAG, SHOWN, ParamsOpt, SetOpt, VerboseOpt, out, quiet, state
 from steelflow.console import guard as _step
 from steelflow.console import load as _params
 from steelflow.console import warn as _warn
@@ -57,8 +57,10 @@ app = typer.Typer(
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", metavar=FLAG, help="show tracebacks")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     state["debug"] = debug
+    quiet(verbose, debug)  # before any library is imported that warns when imported
     # before anything can print a URL: MLflow's run links, log records, warnings, --debug's tracebacks
     redact.install()
     # MLflow draws tqdm bars for every artifact download (register, promote, predict): noise in a step's

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from steelflow import config, paths
-from steelflow.console import FLAG, ParamsOpt, SetOpt, out
+from steelflow.console import FLAG, ParamsOpt, SetOpt, VerboseOpt, out, state
 from steelflow.console import guard as _step
 from steelflow.console import warn as _warn
 from steelflow.errors import ValidationFailed
@@ -66,14 +66,18 @@ def pipeline_run(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     root: Annotated[Path, typer.Option(help="where kfp.local writes the artifacts")] = paths.KFP_LOCAL,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger."""
+    """Run the whole pipeline locally, each step a subprocess, ending with a registered challenger.
+    One line per task (name, kfp's state, seconds); all they printed goes to run.log in the run's folder."""
     from pipelines import run_local
 
     if not local:
         raise config.ConfigError("`pipeline run` runs locally only: add --local, or use `pipeline submit`")
-    result = run_local(params, set_ or [], root)
-    where = f"in {result.seconds:.0f} s; artifacts in {result.run_dir}"
+    result = run_local(params, set_ or [], root, verbose=verbose or state["verbose"])
+    where = (
+        f"in {result.seconds:.0f} s; artifacts in {result.run_dir}, every task's output in {result.log.name}"
+    )
     if not result.data_valid:
         docs = result.run_dir / "validate" / "data_docs" / "index.html"
         raise ValidationFailed(

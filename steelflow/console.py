@@ -7,6 +7,9 @@ every line is redacted first: an error naming a server may carry its URL, and th
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -22,7 +25,7 @@ from steelflow.errors import SteelflowError
 # or CI log; lines stay whole (tables still fit the width).
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-state = {"debug": False}
+state = {"debug": False, "verbose": False}
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
 SetOpt = Annotated[
@@ -32,6 +35,16 @@ SetOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 FLAG = ""  # metavar of a boolean flag: Typer would show "<bool>", as if it took a value
+VerboseOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        metavar=FLAG,
+        envvar="STEELFLOW_VERBOSE",
+        help="show the libraries' INFO lines and warnings, and every line of a local pipeline run",
+    ),
+]
 SHOWN = 5  # names listed in a one-line warning
 
 
@@ -52,6 +65,36 @@ def guard(fn: F) -> F:
             raise typer.Exit(e.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# What libraries print that a user of steelflow cannot act on: shown with --verbose (STEELFLOW_VERBOSE=1)
+# or --debug. Loggers whose INFO lines are hidden (their warnings stay): MLflow creating and migrating its
+# database, and checking an input example; alembic and SQLAlchemy under it.
+QUIET_LOGGERS = ("mlflow.store.db", "mlflow.pyfunc", "alembic", "sqlalchemy")
+_LIBRARIES = (
+    r"(torch|torchvision|onnx|onnxscript|onnxruntime|mlflow|optuna|kfp|great_expectations|copyreg)(\.|$)"
+)
+QUIET_WARNINGS = (
+    # notices addressed to the libraries' authors (copyreg: torch.export's, raised while it copies a graph)
+    (FutureWarning, _LIBRARIES),
+    (DeprecationWarning, _LIBRARIES),
+    (UserWarning, r"optuna\.importance\."),  # PED-ANOVA on its target's direction (our plot's robust score)
+)
+
+
+def quiet(verbose: bool, debug: bool = False) -> None:
+    """Hide :data:`QUIET_LOGGERS`' INFO lines and :data:`QUIET_WARNINGS`, unless ``verbose`` or ``debug``.
+    ``verbose`` goes into the environment, where torchrun's ranks and kfp's local tasks find it. Warnings
+    of steelflow's own (its modules', and ``warning:`` lines) always show."""
+    state["verbose"] = verbose
+    if verbose:
+        os.environ["STEELFLOW_VERBOSE"] = "1"
+    if verbose or debug:
+        return
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for category, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", category=category, module=module)
 
 
 def warn(line: str) -> None:

@@ -110,3 +110,16 @@ def test_no_tool_that_can_build_is_one_clear_error(tmp_path):
     )
     assert proc.returncode == 1 and proc.stdout == ""
     assert "docker (no daemon?)" in proc.stderr and "CONTAINER_TOOL" in proc.stderr
+
+
+@pytest.mark.parametrize("target", ["run", "test", "clean", "docs"])
+def test_targets_without_images_do_not_ask_for_a_container_tool(target, tmp_path):
+    env = _path_with(tmp_path / "bin", {"docker": 1})  # no tool can build: the probe would complain
+    proc = subprocess.run(["make", "-n", target], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and "container tool" not in proc.stderr + proc.stdout
+
+
+def test_the_image_targets_ask_once_and_say_why_they_cannot_build(tmp_path):
+    env = _path_with(tmp_path / "bin", {"docker": 1})
+    proc = subprocess.run(["make", "-n", "push"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.stderr.count("no container tool can build here") == 1
