@@ -394,6 +394,15 @@ def reproduce(
     out.print(result.table)
 
 
+@app.command()
+@_step
+def plots(out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder of the page")] = Path("dvc_plots")):
+    """`dvc plots show` with Vega inline: <out>/index.html draws with no network."""
+    from steelflow.pages import plots_page
+
+    out.print(f"plots: {plots_page(out_dir)}")
+
+
 def main() -> None:
     app(prog_name="steelflow")
 
