@@ -113,7 +113,9 @@ def offline_data_docs(site: Path) -> None:
 
 
 def _relative(target: Path, page: Path) -> str:
-    return Path(os.path.relpath(target, page.parent)).as_posix()
+    """``target``'s path from ``page``'s folder, ending in "/" ("" for that folder itself)."""
+    path = Path(os.path.relpath(target, page.parent)).as_posix()
+    return "" if path == "." else f"{path}/"
 
 
 def _offline_page(html: str, vendor: str, root: str) -> str:
@@ -123,10 +125,10 @@ def _offline_page(html: str, vendor: str, root: str) -> str:
         if name is None:
             return ""
         if name.endswith(".css"):
-            return f'<link rel="stylesheet" href="{vendor}/{name}">'
-        return f'<script src="{vendor}/{name}"></script>'
+            return f'<link rel="stylesheet" href="{vendor}{name}">'
+        return f'<script src="{vendor}{name}"></script>'
 
     html = _REMOTE_TAG.sub(local, html)
-    html = _REMOTE_IMG.sub(lambda m: f"{m.group(1)}{root}/{GX_LOGO}{m.group(2)}", html)
-    html = _REMOTE_CSS_URL.sub(f"url('{root}/{GX_LOGO}')", html)
+    html = _REMOTE_IMG.sub(lambda m: f"{m.group(1)}{root}{GX_LOGO}{m.group(2)}", html)
+    html = _REMOTE_CSS_URL.sub(f"url('{root}{GX_LOGO}')", html)
     return html.replace("'filterControl': 'datepicker'", "'filterControl': 'input'")

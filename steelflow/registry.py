@@ -15,7 +15,9 @@
 - :func:`rollback` moves ``champion`` back to the version it replaced.
 - Every promotion, rejected promotion, forced promotion and rollback appends a record to the registered
   model's tags (``steelflow.history.<time>.<id>``): MLflow keeps no alias history, so this is ours.
-  Records live in the registry itself, so everyone sharing the tracking server sees the same history.
+  Records live in the registry itself, so everyone sharing the tracking server sees the same history. The
+  registered model's description ends with the same history as a table (:func:`history_rows`), so the
+  MLflow UI's model page shows it readably; text above it is the user's and is kept.
 
 Every call to the tracking server is retried with exponential backoff (``registry.retries``,
 ``registry.backoff_seconds``, each request waiting ``mlflow.timeout_seconds`` at most) while the server is
@@ -136,6 +138,9 @@ class Registry:
         }
         key = f"{HISTORY_PREFIX}{now.strftime('%Y%m%dT%H%M%S%f')}.{record['id']}"
         self.call(self.client.set_registered_model_tag, self.name, key, json.dumps(record))
+        model = self.call(self.client.get_registered_model, self.name)
+        described = with_history(model.description or "", self.history())
+        self.call(self.client.update_registered_model, self.name, description=described)
         return record
 
 
@@ -237,6 +242,37 @@ def history(params: Params) -> list[dict[str, Any]]:
     reg = Registry(params)
     with failures(reg):
         return reg.history()
+
+
+HISTORY_COLUMNS = ("time (UTC)", "action", "from", "to", "gates", "reason", "user")
+HISTORY_HEADING = "## Promotion history (steelflow)"
+
+
+def history_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """History records as rows of :data:`HISTORY_COLUMNS`, for `steelflow registry history` and the
+    registered model's description."""
+    rows = []
+    for r in records:
+        checked = r.get("gates", [])
+        failed = sum(not g["passed"] for g in checked)
+        gates = (f"{failed}/{len(checked)} failed" if failed else "passed") if checked else "-"
+        when = r["time"][:19].replace("T", " ")
+        moved = (str(r.get("from_version") or "-"), str(r["to_version"]))
+        rows.append((when, r["action"], *moved, gates, r.get("reason", ""), r.get("user", "")))
+    return rows
+
+
+def with_history(description: str, records: list[dict[str, Any]]) -> str:
+    """``description`` with its steelflow history table (newest first) replaced by one of ``records``."""
+    kept = description.split(HISTORY_HEADING)[0].rstrip()
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [HISTORY_HEADING, "", "| " + " | ".join(HISTORY_COLUMNS) + " |"]
+    lines.append("|" + " --- |" * len(HISTORY_COLUMNS))
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in reversed(history_rows(records))]
+    return "\n\n".join(part for part in (kept, "\n".join(lines)) if part) + "\n"
 
 
 def candidate_gates(
