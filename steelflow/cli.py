@@ -390,7 +390,9 @@ def reproduce(
 
 @app.command()
 @_step
-def plots(out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder of the page")] = Path("dvc_plots")):
+def plots(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder of the page")] = Path("dvc_plots"),
+):
     """`dvc plots show` with Vega inline: <out>/index.html draws with no network."""
     from steelflow.pages import plots_page
 

@@ -218,7 +218,7 @@ KEY_METRICS = (
 def experiment_tags() -> dict[str, str]:
     """The tags steelflow keeps on its experiments: the classic ML kind and the runs-table view."""
     columns = [f"metrics.`{m}`" for m in KEY_METRICS]
-    view = {"selectedColumns": ["attributes.`Models`", *columns], "orderByKey": columns[0], "orderByAsc": False}
+    view = {"selectedColumns": columns, "orderByKey": columns[0], "orderByAsc": False}
     return {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(view)}
 
 

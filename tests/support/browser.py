@@ -36,7 +36,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 def chromium() -> str:
     """The system Chromium; the test is skipped without one here, and fails without one in CI."""
-    found = os.environ.get("STEELFLOW_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    found = os.environ.get("STEELFLOW_CHROMIUM") or shutil.which("chromium")
     if found is None:
         message = "no chromium on PATH: `make browser-tools` installs Debian's"
         if os.environ.get("CI"):
