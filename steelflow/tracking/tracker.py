@@ -200,9 +200,12 @@ def run_link(uri: str, experiment_id: str, run_id: str | None) -> str | None:
     return redact.redact(f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}")
 
 
-# MLflow 3 opens an experiment in its GenAI view (traces) unless its kind says otherwise; the UI's own
-# choice "Machine learning" sets this tag. steelflow's view: the runs table with the key metrics as columns,
-# best clean accuracy first, stored as a shared view the UI loads from the link (`viewStateShareKey`).
+# MLflow 3's UI opens an experiment in its GenAI view (traces, "Detect issues") unless told otherwise. Two
+# things tell it: the experiment's kind tag (what the UI's own kind selector sets; the experiments list and
+# earlier 3.x read it) and, from 3.17 on, the UI's GenAI / Model training switch, remembered per browser and
+# GenAI at first: a link carries it as `workflowType`. The runs table shows no metric column until one is
+# chosen; steelflow's choice (the key metrics, best clean accuracy first) is a shared view stored in an
+# experiment tag, which the UI applies from a link's `viewStateShareKey`.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 VIEW_KEY = "steelflow"
 ML_VIEW = "workflowType=machine_learning"  # the UI's switch between GenAI and model training, in a link
@@ -218,7 +221,8 @@ KEY_METRICS = (
 def experiment_tags() -> dict[str, str]:
     """The tags steelflow keeps on its experiments: the classic ML kind and the runs-table view."""
     columns = [f"metrics.`{m}`" for m in KEY_METRICS]
-    view = {"selectedColumns": columns, "orderByKey": columns[0], "orderByAsc": False}
+    shown = ["attributes.`Models`", *columns]
+    view = {"selectedColumns": shown, "orderByKey": columns[0], "orderByAsc": False}
     return {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(view)}
 
 

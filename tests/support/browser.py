@@ -67,8 +67,11 @@ def _local(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def offline_browser(tmp_path: Path, width: int = 1400, height: int = 900) -> Iterator[OfflineBrowser]:
-    """A page in a fresh headless Chromium profile, with every non-local request refused."""
+def offline_browser(
+    tmp_path: Path, width: int = 1400, height: int = 900, credentials: tuple[str, str] | None = None
+) -> Iterator[OfflineBrowser]:
+    """A page in a fresh headless Chromium profile, with every non-local request refused; ``credentials``
+    (user, password) answer a server's basic-auth challenge."""
     executable = chromium()
     from playwright.sync_api import sync_playwright
 
@@ -90,6 +93,9 @@ def offline_browser(tmp_path: Path, width: int = 1400, height: int = 900) -> Ite
             args=FLAGS,
             viewport={"width": width, "height": height},
             service_workers="block",
+            http_credentials=dict(zip(("username", "password"), credentials, strict=True))
+            if credentials
+            else None,
         )
         try:
             context.route("**/*", only_local)
