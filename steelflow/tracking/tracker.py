@@ -238,13 +238,15 @@ def ensure_experiment(client: Any, name: str) -> str:
     them). For a local store its artifacts go to ``mlruns/`` at the project root: MLflow's default,
     ``./mlruns`` of the working folder, is inside the temporary clone under ``dvc exp run --temp``. A
     server decides itself (``mlflow-artifacts:`` with served artifacts)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException, RestException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
         for key, value in experiment_tags().items():
             if found.tags.get(key) != value:
-                client.set_experiment_tag(found.experiment_id, key, value)
+                # a view, not a record: a server that refuses it (no EDIT on the experiment) stops nothing
+                with contextlib.suppress(RestException):
+                    client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = project.artifact_root() if project.is_local_store(client.tracking_uri) else None
     try:
