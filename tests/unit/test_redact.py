@@ -205,3 +205,12 @@ def _plain_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not redact._SECRET_NAME.search(k)}
+
+
+def test_the_runs_table_link_opens_steelflows_view_in_model_training_without_the_password():
+    from steelflow.tracking import experiment_link
+
+    assert experiment_link(SERVER, "3") == (
+        "http://mlflow.example:5000/#/experiments/3/runs?viewStateShareKey=steelflow&workflowType=machine_learning"
+    )
+    assert experiment_link("sqlite:///mlflow.db", "3") is None
