@@ -246,6 +246,8 @@ def history(params: Params) -> list[dict[str, Any]]:
 
 HISTORY_COLUMNS = ("time (UTC)", "action", "from", "to", "gates", "reason", "user")
 HISTORY_HEADING = "## Promotion history (steelflow)"
+HISTORY_CELL = 120  # characters of a cell in the description's table (a long reason is cut)
+DESCRIPTION_CHARS = 5000  # what MLflow stores of a registered model's description
 
 
 def history_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -263,15 +265,28 @@ def history_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def with_history(description: str, records: list[dict[str, Any]]) -> str:
-    """``description`` with its steelflow history table (newest first) replaced by one of ``records``."""
+    """``description`` with its steelflow history table (newest first) replaced by one of ``records``.
+
+    MLflow stores at most 5,000 characters of a description (a column of that size in PostgreSQL): the
+    table keeps the newest rows that fit beside the user's text, then says how many older ones
+    `steelflow registry history` lists."""
     kept = description.split(HISTORY_HEADING)[0].rstrip()
 
     def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= HISTORY_CELL else text[: HISTORY_CELL - 1] + "…"
 
     lines = [HISTORY_HEADING, "", "| " + " | ".join(HISTORY_COLUMNS) + " |"]
     lines.append("|" + " --- |" * len(HISTORY_COLUMNS))
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in reversed(history_rows(records))]
+    rows = ["| " + " | ".join(cell(c) for c in row) + " |" for row in reversed(history_rows(records))]
+    room = DESCRIPTION_CHARS - len(kept) - sum(len(line) + 1 for line in lines) - 100
+    shown = 0
+    while shown < len(rows) and len(rows[shown]) + 1 <= room:
+        room -= len(rows[shown]) + 1
+        shown += 1
+    lines += rows[:shown]
+    if shown < len(rows):
+        lines += ["", f"{len(rows) - shown} older record(s): `steelflow registry history`"]
     return "\n\n".join(part for part in (kept, "\n".join(lines)) if part) + "\n"
 
 

@@ -31,3 +31,16 @@ def test_the_description_keeps_the_users_text_and_shows_the_newest_record_first(
     again = with_history(described, RECORDS[:1])
     assert again.count(HISTORY_HEADING) == 1 and "force-promote" not in again
     assert again.startswith("Our steel model.")
+
+
+def test_a_long_history_keeps_the_newest_rows_within_what_mlflow_stores() -> None:
+    many = [
+        {**RECORDS[0], "time": f"2026-12-01T10:{i // 60:02d}:{i % 60:02d}", "reason": "x" * 500}
+        for i in range(90)
+    ]
+    described = with_history("Ours.", many)
+    assert len(described) <= 5000  # MLflow's column for a registered model's description
+    rows = [line for line in described.splitlines() if line.startswith("| 2026")]
+    assert rows[0].startswith("| 2026-12-01 10:01:29 |")  # the newest first
+    assert f"{90 - len(rows)} older record(s): `steelflow registry history`" in described
+    assert all(len(row) < 400 for row in rows)  # a long reason is cut
