@@ -2,7 +2,8 @@
 
 - DVC's plots page from `steelflow plots` draws every Vega plot offline (DVC's own page draws none);
 - the Great Expectations Data Docs index lists the validation results, styled, offline;
-- the MLflow link steelflow prints opens the runs table with the key metrics as columns, not the GenAI view.
+- the MLflow link steelflow prints opens the runs table with the key metrics as columns, not the GenAI view;
+  the registered model's page shows the promotion history as a table.
 
 Screenshots are kept under each test's ``tmp_path``.
 """
@@ -130,7 +131,10 @@ def test_the_data_docs_index_lists_the_validation_styled_offline(tmp_path, monke
 
 
 def test_the_printed_mlflow_link_opens_the_runs_table_with_key_metrics_not_the_genai_view(tmp_path, capsys):
+    import mlflow
+
     from steelflow.config.serving import MlflowConfig
+    from steelflow.registry import with_history
     from steelflow.tracking import MlflowTracker
     from steelflow.tracking.tracker import KEY_METRICS
 
@@ -141,6 +145,12 @@ def test_the_printed_mlflow_link_opens_the_runs_table_with_key_metrics_not_the_g
             for lr, clean in ((0.05, 0.93), (0.1, 0.81)):
                 with MlflowTracker(cfg, f"train casinet lr={lr:g}", {"train": {"lr": lr}}, {}) as t:
                     t.log_metrics({m: clean - i / 20 for i, m in enumerate(KEY_METRICS)})
+            history = [
+                {"time": "2026-12-01T10:00:00", "action": "promote", "from_version": None, "to_version": "1"},
+                {"time": "2026-12-02T11:30:00", "action": "rollback", "from_version": "2", "to_version": "1"},
+            ]
+            client = mlflow.MlflowClient(server.uri, server.uri)
+            client.create_registered_model("steel-ui", description=with_history("Ours.", history))
         printed = capsys.readouterr().out
         (runs_link,) = [line.split(": ", 1)[1] for line in printed.splitlines() if "All runs" in line][-1:]
 
@@ -152,6 +162,10 @@ def test_the_printed_mlflow_link_opens_the_runs_table_with_key_metrics_not_the_g
             headers = b.page.locator("[role=columnheader]").all_inner_texts()
             text = b.page.inner_text("body")
             url = b.page.url
+            b.open(f"{server.uri}/#/models/steel-ui")
+            cells = b.page.locator("table td", has_text="rollback")
+            cells.first.wait_for(timeout=60_000)  # the description's markdown, rendered as a table
+            b.screenshot(tmp_path / "mlflow-model-history.png")
             assert b.blocked == []
     assert "/runs" in url and "workflowType=machine_learning" in url
     assert "Detect Issues" not in text and "Traces" not in headers
