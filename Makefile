@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint docs bench clean image image-cpu image-gpu image-mlflow base-image image-tools push
+.PHONY: setup run test test-fast lint docs bench clean image image-cpu image-gpu image-mlflow base-image image-tools browser-tools plots push
 
 # Images for the Kubeflow pipeline, tagged <version> and <version>-<git sha>: `make image REGISTRY=...`.
 REGISTRY ?= ghcr.io/steelflow
@@ -36,6 +36,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+
+# DVC's plots page with Vega inline (dvc_plots/index.html): draws with no network, unlike `dvc plots show`'s.
+plots: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/steelflow plots
 
 test: setup
 	$(BIN)/ruff check .
@@ -83,6 +87,13 @@ image-tools:
 	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	$$sudo apt-get update -qq && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap
+
+# Debian's Chromium for the browser tests (tests/support/browser.py); Playwright never downloads one.
+browser-tools:
+	@if command -v chromium >/dev/null; then exit 0; fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation
 
 push: image
 	$(CONTAINER_TOOL) push $(IMAGE):$(VERSION) && $(CONTAINER_TOOL) push $(IMAGE):$(VERSION)-$(GIT_SHA)

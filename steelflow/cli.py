@@ -166,21 +166,15 @@ def registry_history(
 
     from rich.table import Column, Table
 
-    from steelflow.registry import history
+    from steelflow.registry import HISTORY_COLUMNS, history, history_rows
 
     records = history(_params(params, set_))
     if as_json:
         print(json.dumps(records, indent=2))
         return
-    fixed = [Column(name, no_wrap=True) for name in ("time (UTC)", "action", "from", "to", "gates")]
-    table = Table(*fixed, "reason")
-    for r in records:
-        checked = r.get("gates", [])
-        failed = sum(not g["passed"] for g in checked)
-        gates = (f"{failed}/{len(checked)} failed" if failed else "passed") if checked else "-"
-        when = r["time"][:19].replace("T", " ")
-        from_version = str(r.get("from_version") or "-")
-        table.add_row(when, r["action"], from_version, str(r["to_version"]), gates, r.get("reason", ""))
+    table = Table(*(Column(n, no_wrap=n != "reason") for n in HISTORY_COLUMNS))
+    for row in history_rows(records):
+        table.add_row(*row)
     out.print(table)
 
 
@@ -394,6 +388,17 @@ def reproduce(
     p = _params(params, set_)
     result = run(p, out_dir, regimes=regimes, tracker_for=lambda name: runs.tracker(p, name, track))
     out.print(result.table)
+
+
+@app.command()
+@_step
+def plots(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="folder of the page")] = Path("dvc_plots"),
+):
+    """`dvc plots show` with Vega inline: <out>/index.html draws with no network."""
+    from steelflow.pages import plots_page
+
+    out.print(f"plots: {plots_page(out_dir)}")
 
 
 def main() -> None:

@@ -15,7 +15,9 @@
 - :func:`rollback` moves ``champion`` back to the version it replaced.
 - Every promotion, rejected promotion, forced promotion and rollback appends a record to the registered
   model's tags (``steelflow.history.<time>.<id>``): MLflow keeps no alias history, so this is ours.
-  Records live in the registry itself, so everyone sharing the tracking server sees the same history.
+  Records live in the registry itself, so everyone sharing the tracking server sees the same history. The
+  registered model's description ends with the same history as a table (:func:`history_rows`), so the
+  MLflow UI's model page shows it readably; text above it is the user's and is kept.
 
 Every call to the tracking server is retried with exponential backoff (``registry.retries``,
 ``registry.backoff_seconds``, each request waiting ``mlflow.timeout_seconds`` at most) while the server is
@@ -136,6 +138,9 @@ class Registry:
         }
         key = f"{HISTORY_PREFIX}{now.strftime('%Y%m%dT%H%M%S%f')}.{record['id']}"
         self.call(self.client.set_registered_model_tag, self.name, key, json.dumps(record))
+        model = self.call(self.client.get_registered_model, self.name)
+        described = with_history(model.description or "", self.history())
+        self.call(self.client.update_registered_model, self.name, description=described)
         return record
 
 
@@ -237,6 +242,52 @@ def history(params: Params) -> list[dict[str, Any]]:
     reg = Registry(params)
     with failures(reg):
         return reg.history()
+
+
+HISTORY_COLUMNS = ("time (UTC)", "action", "from", "to", "gates", "reason", "user")
+HISTORY_HEADING = "## Promotion history (steelflow)"
+HISTORY_CELL = 120  # characters of a cell in the description's table (a long reason is cut)
+DESCRIPTION_CHARS = 5000  # what MLflow stores of a registered model's description
+
+
+def history_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """History records as rows of :data:`HISTORY_COLUMNS`, for `steelflow registry history` and the
+    registered model's description."""
+    rows = []
+    for r in records:
+        checked = r.get("gates", [])
+        failed = sum(not g["passed"] for g in checked)
+        gates = (f"{failed}/{len(checked)} failed" if failed else "passed") if checked else "-"
+        when = r["time"][:19].replace("T", " ")
+        moved = (str(r.get("from_version") or "-"), str(r["to_version"]))
+        rows.append((when, r["action"], *moved, gates, r.get("reason", ""), r.get("user", "")))
+    return rows
+
+
+def with_history(description: str, records: list[dict[str, Any]]) -> str:
+    """``description`` with its steelflow history table (newest first) replaced by one of ``records``.
+
+    MLflow stores at most 5,000 characters of a description (a column of that size in PostgreSQL): the
+    table keeps the newest rows that fit beside the user's text, then says how many older ones
+    `steelflow registry history` lists."""
+    kept = description.split(HISTORY_HEADING)[0].rstrip()
+
+    def cell(text: str) -> str:
+        text = text.replace("|", "\\|").replace("\n", " ")
+        return text if len(text) <= HISTORY_CELL else text[: HISTORY_CELL - 1] + "…"
+
+    lines = [HISTORY_HEADING, "", "| " + " | ".join(HISTORY_COLUMNS) + " |"]
+    lines.append("|" + " --- |" * len(HISTORY_COLUMNS))
+    rows = ["| " + " | ".join(cell(c) for c in row) + " |" for row in reversed(history_rows(records))]
+    room = DESCRIPTION_CHARS - len(kept) - sum(len(line) + 1 for line in lines) - 100
+    shown = 0
+    while shown < len(rows) and len(rows[shown]) + 1 <= room:
+        room -= len(rows[shown]) + 1
+        shown += 1
+    lines += rows[:shown]
+    if shown < len(rows):
+        lines += ["", f"{len(rows) - shown} older record(s): `steelflow registry history`"]
+    return "\n\n".join(part for part in (kept, "\n".join(lines)) if part) + "\n"
 
 
 def candidate_gates(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from steelflow.config import DataConfig, ValidateConfig
+from steelflow.pages import offline_data_docs
 
 if TYPE_CHECKING:  # GX takes seconds to import: load it only when validating
     from great_expectations.core.expectation_validation_result import ExpectationValidationResult
@@ -282,6 +283,7 @@ def run_great_expectations(
             )
         _name_data_assets(context)
         context.build_data_docs()
+    offline_data_docs(site)  # GX's pages load their scripts from CDNs: point them at local copies
     return outcomes
 
 

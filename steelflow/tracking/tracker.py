@@ -146,7 +146,8 @@ class MlflowTracker:
             self._mlflow.end_run(status="FINISHED")  # the status is set; this leaves the run locally
         link = run_link(self.uri, self._run.info.experiment_id, self.run_id)
         if link:  # MLflow's own line is off (steelflow.redact.install): it shows the URI's password
-            print(f"🏃 View run {self._run.info.run_name} at: {link}", flush=True)
+            runs = experiment_link(self.uri, self._run.info.experiment_id)
+            print(f"🏃 View run {self._run.info.run_name} at: {link}\n🧪 All runs: {runs}", flush=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         values = {_metric_key(k): float(v) for k, v in metrics.items()}
@@ -196,21 +197,60 @@ def run_link(uri: str, experiment_id: str, run_id: str | None) -> str | None:
         return None
     host = parts.netloc.rpartition("@")[2]
     base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-    return redact.redact(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
+    return redact.redact(f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_VIEW}")
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces, "Detect issues") unless told otherwise. Two
+# things tell it: the experiment's kind tag (what the UI's own kind selector sets; the experiments list and
+# earlier 3.x read it) and, from 3.17 on, the UI's GenAI / Model training switch, remembered per browser and
+# GenAI at first: a link carries it as `workflowType`. The runs table shows no metric column until one is
+# chosen; steelflow's choice (the key metrics, best clean accuracy first) is a shared view stored in an
+# experiment tag, which the UI applies from a link's `viewStateShareKey`.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+VIEW_KEY = "steelflow"
+ML_VIEW = "workflowType=machine_learning"  # the UI's switch between GenAI and model training, in a link
+KEY_METRICS = (
+    "eval/clean_accuracy",
+    "eval/worst_accuracy",
+    "eval/mean_corrupted_accuracy",
+    "eval/holdout_worst_accuracy",
+    "val/best_accuracy",
+)
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags steelflow keeps on its experiments: the classic ML kind and the runs-table view."""
+    columns = [f"metrics.`{m}`" for m in KEY_METRICS]
+    shown = ["attributes.`Models`", *columns]
+    view = {"selectedColumns": shown, "orderByKey": columns[0], "orderByAsc": False}
+    return {**EXPERIMENT_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(view)}
+
+
+def experiment_link(uri: str, experiment_id: str) -> str | None:
+    """The experiment's runs table in the UI, in steelflow's view (key metrics as columns); ``None`` for a
+    local store."""
+    run = run_link(uri, experiment_id, "-")
+    return run and run.replace("/runs/-?", f"/runs?viewStateShareKey={VIEW_KEY}&")
 
 
 def ensure_experiment(client: Any, name: str) -> str:
-    """The experiment's id, created when missing. For a local store its artifacts go to ``mlruns/`` at
-    the project root: MLflow's default, ``./mlruns`` of the working folder, is inside the temporary clone
-    under ``dvc exp run --temp``. A server decides itself (``mlflow-artifacts:`` with served artifacts)."""
-    from mlflow.exceptions import MlflowException
+    """The experiment's id, created when missing, with :func:`experiment_tags` (added to one made before
+    them). For a local store its artifacts go to ``mlruns/`` at the project root: MLflow's default,
+    ``./mlruns`` of the working folder, is inside the temporary clone under ``dvc exp run --temp``. A
+    server decides itself (``mlflow-artifacts:`` with served artifacts)."""
+    from mlflow.exceptions import MlflowException, RestException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
+        for key, value in experiment_tags().items():
+            if found.tags.get(key) != value:
+                # a view, not a record: a server that refuses it (no EDIT on the experiment) stops nothing
+                with contextlib.suppress(RestException):
+                    client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     location = project.artifact_root() if project.is_local_store(client.tracking_uri) else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=experiment_tags())
     except MlflowException:  # another process created it meanwhile
         found = client.get_experiment_by_name(name)
         if found is None:

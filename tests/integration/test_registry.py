@@ -102,6 +102,12 @@ def test_gates_force_rollback_and_history(registry):
     table = _cli("registry", "history")
     for action in ("promote", "rejected", "force-promote", "rollback"):
         assert action in table
+    # the same history, readable on the registered model's page in the MLflow UI: newest first
+    described = client.get_registered_model(NAME).description
+    assert described.count("## Promotion history") == 1
+    rows = [line for line in described.splitlines() if line.startswith("| 20")]
+    assert [row.split(" | ")[1] for row in rows] == ["rollback", "force-promote", "rejected", "promote"]
+    assert "v2 was a mistake" in rows[0]
 
 
 def test_a_candidate_not_yet_registered_is_gated_against_the_champion(registry):

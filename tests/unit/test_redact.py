@@ -132,7 +132,8 @@ def test_install_turns_mlflows_own_run_link_off(monkeypatch):
 def test_the_run_link_steelflow_prints_has_no_user_and_no_password():
     from steelflow.tracking import run_link
 
-    assert run_link(SERVER + "/", "3", "abc") == "http://mlflow.example:5000/#/experiments/3/runs/abc"
+    link = "http://mlflow.example:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    assert run_link(SERVER + "/", "3", "abc") == link
     assert run_link("sqlite:///mlflow.db", "3", "abc") is None
 
 
@@ -204,3 +205,12 @@ def _plain_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not redact._SECRET_NAME.search(k)}
+
+
+def test_the_runs_table_link_opens_steelflows_view_in_model_training_without_the_password():
+    from steelflow.tracking import experiment_link
+
+    assert experiment_link(SERVER, "3") == (
+        "http://mlflow.example:5000/#/experiments/3/runs?viewStateShareKey=steelflow&workflowType=machine_learning"
+    )
+    assert experiment_link("sqlite:///mlflow.db", "3") is None

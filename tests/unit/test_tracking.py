@@ -4,6 +4,7 @@ artifacts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -183,3 +184,15 @@ def test_a_moved_project_finds_its_artifacts_after_relocate(tmp_path, monkeypatc
     assert Path(got).read_text() == "kept\n"
     again = CliRunner().invoke(app, ["relocate-artifacts"])
     assert "already at" in again.output
+
+
+def test_steelflows_experiments_are_classic_ml_with_the_key_metrics_as_columns_best_clean_first():
+    from steelflow.tracking.tracker import KEY_METRICS, VIEW_KEY, experiment_tags
+
+    tags = experiment_tags()
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI view
+    view = json.loads(tags[f"mlflow.sharedViewState.{VIEW_KEY}"])
+    assert [c for c in view["selectedColumns"] if c.startswith("metrics.")] == [
+        f"metrics.`{m}`" for m in KEY_METRICS
+    ]
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`eval/clean_accuracy`", False)
