@@ -104,11 +104,12 @@ def test_exp_show_lists_the_tuned_values_training_used_and_the_mlflow_run(experi
         exp["name"]: exp["revs"][0]["data"] for baseline in shown for exp in baseline.get("experiments") or []
     }
     assert {"exp-temp", "exp-queued"} <= set(rows)
-    refused = rows["exp-queued"]["metrics"]  # the refused experiment keeps its metrics and its verdict
-    assert "metrics/evaluate.json" in refused and "metrics/train.json" in refused
+    refused = rows["exp-queued"]["metrics"]  # the refused experiment keeps its headline and its verdict
+    assert set(refused) == {"metrics/summary.json", "reports/gates.json"}  # the full sets: outputs
+    assert 0 <= refused["metrics/summary.json"]["data"]["clean_accuracy"] <= 1
     assert refused["reports/gates.json"]["data"]["register"] is False
     data = rows["exp-temp"]
     tuned = data["params"]["reports/tuning/best_params.yaml"]["data"]["params"]
     assert set(tuned) >= {"train.lr", "model.dropout"}
-    run_id = data["metrics"]["metrics/train.json"]["data"]["mlflow_run_id"]
+    run_id = data["metrics"]["reports/gates.json"]["data"]["run_id"]  # the training run the gate judged
     assert _client(experiments).get_run(run_id).data.tags["dvc.exp_name"] == "exp-temp"
