@@ -147,7 +147,7 @@ def data_label(source: str | None, short: bool = False) -> str:
             "synthetic images"
             if short
             else "synthetic steel images that steelflow generates (`data.source: synthetic`), not NEU-CLS "
-            "nor any camera's photographs"
+            "or any camera's photographs"
         )
     name = str(source).rstrip("/").rsplit("/", 1)[-1] or str(source)
     return f"data `{name}`" if short else f"the images of `{source}` (`data.source`)"
