@@ -204,3 +204,25 @@ def _plain_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not redact._SECRET_NAME.search(k)}
+
+
+def test_a_variable_another_thread_removes_while_secrets_are_read_is_skipped_not_a_crash():
+    """MLflow's telemetry thread sets and removes _MLFLOW_TELEMETRY_SESSION_ID while training logs its
+    params; reading the environment then failed the stage with a KeyError."""
+
+    from collections.abc import Mapping
+
+    class Vanishing(Mapping):  # as os.environ: a Mapping whose items() reads name by name
+        values = {"MLFLOW_TRACKING_PASSWORD": "s3cret-value-1"}
+
+        def __iter__(self):  # lists a name that is gone by the time it is read
+            yield from [*self.values, "_MLFLOW_TELEMETRY_SESSION_ID"]
+
+        def __getitem__(self, name):
+            return self.values[name]
+
+        def __len__(self):
+            return len(self.values) + 1
+
+    environ = Vanishing()
+    assert redact.secret_values(environ) == ["s3cret-value-1"]
