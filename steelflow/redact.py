@@ -87,7 +87,9 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """The secret values of the environment, longest first (so a secret inside another goes with it)."""
     environ = os.environ if environ is None else environ
     found: set[str] = set()
-    for name, value in environ.items():
+    # by name, then .get: another thread (MLflow's telemetry) may remove a variable while we read them
+    for name in list(environ):
+        value = environ.get(name)
         if not value:
             continue
         if _SECRET_NAME.search(name) and name not in _NOT_SECRET:

@@ -22,6 +22,7 @@ from steelflow import atomic, paper, paths
 from steelflow.config import ModelConfig, Params, RobustConfig, TrainConfig
 from steelflow.models import create_model, list_models
 from steelflow.models.summary import count_params
+from steelflow.reports import data_label, is_synthetic
 from steelflow.steps.evaluate import EvaluateResult, evaluate, holdout_lines, table1_lines
 from steelflow.tracking import NullTracker
 from steelflow.training.loop import TrainResult, train
@@ -130,6 +131,14 @@ def tables(accuracy: dict[str, dict[str, dict[str, float]]], n_params: dict[str,
     lines = [
         f"# Reproducing CASI-Net's Table 1 ({p.model.image_size} × {p.model.image_size}, "
         f"{p.train.epochs} epochs max, input stage `{p.model.input_norm}`)",
+        "",
+        f"Ours: trained and evaluated on {data_label(p.data.source)}."
+        + (
+            " **Not comparable with the paper's rows, which are on NEU-CLS**: set `data.source` to NEU-CLS "
+            "to reproduce them."
+            if is_synthetic(p.data.source)
+            else ""
+        ),
         "",
     ]
     rows: dict[str, dict[str, float]] = {}

@@ -2,10 +2,11 @@
 
 Reads ``models/model.pt``, the caches (shard sets) ``data/cache/splits/test/`` and
 ``data/cache/corrupted/<condition>/``, and params sections ``evaluate`` and ``corrupt`` (which conditions,
-in which order). Writes ``metrics/evaluate.json`` (per condition: accuracy, macro precision / recall / F1,
-one-vs-rest AUROC; plus a summary), ``reports/evaluation.json`` (also per-class metrics and the confusion
-matrix of every condition), ``reports/robustness.md`` (our
-accuracies in the layout of the paper's Table 1, with the paper's numbers beside them),
+in which order). Writes ``metrics/summary.json`` (the headline numbers, :data:`HEADLINE`: the one metrics
+file DVC shows by default), ``metrics/evaluate.json`` (per condition: accuracy, macro precision / recall /
+F1, one-vs-rest AUROC; plus a summary), ``reports/evaluation.json`` (also per-class metrics and the
+confusion matrix of every condition), ``reports/robustness.md`` (our accuracies in the layout of the
+paper's Table 1, with the paper's numbers beside them unless our data are synthetic),
 ``reports/predictions.csv`` (clean test set, for ``dvc plots``' confusion template) and, under
 ``reports/plots/``, accuracy per condition, the clean confusion matrix, and the coordinate-attention
 picture (paper, Fig. 7).
@@ -29,7 +30,9 @@ from steelflow.reports import (
     accuracy_bars,
     attention_figure,
     confusion_figure,
+    data_label,
     holdout_lines,
+    is_synthetic,
     robustness_table,
     table1_lines,
 )
@@ -60,6 +63,9 @@ __all__ = [
     "training_label",
 ]
 SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc_ovr_macro")
+# metrics/summary.json: numbers only (what `dvc metrics diff` can subtract), few enough for one line of
+# `dvc metrics show`; mCE and relative mCE when the evaluation has graded corruptions to compute them
+HEADLINE = ("clean_accuracy", "worst_accuracy", "holdout_worst_accuracy", "mce", "relative_mce")
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,19 @@ def evaluate(
     model_path: Path = paths.MODEL,
     cache_dir: Path = paths.CACHE,
     metrics_path: Path = paths.EVALUATE_METRICS,
+    summary_path: Path = paths.SUMMARY_METRICS,
     details_path: Path = paths.EVALUATION_DETAILS,
     robustness_path: Path = paths.ROBUSTNESS_MD,
     predictions_path: Path = paths.PREDICTIONS,
     plots_dir: Path = paths.PLOTS,
     device: str = "auto",
     tracker: Tracker | None = None,
+    data_source: str | None = None,
 ) -> EvaluateResult:
-    """Score the model on every evaluation set and write the metrics, the robustness table and the plots."""
+    """Score the model on every evaluation set and write the metrics, the robustness table and the plots.
+
+    ``data_source`` (``data.source``) labels our rows; on synthetic data the paper's NEU-CLS numbers are
+    left out of the table and the plot (they would say nothing about these images)."""
     tracker = tracker or NullTracker()
     dev = pick_device(device)
     model, meta = load_trained(model_path, dev)
@@ -105,22 +116,23 @@ def evaluate(
     summary = {"variant": meta.variant, "training": training_label(meta), **summarize(accuracy, holdout)}
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
-    atomic.write_json(
-        metrics_path,
-        {
-            "summary": summary,
-            "conditions": {n: {k: m[k] for k in SCALARS} for n, m in per_condition.items()},
-            "holdout": holdout,
-        },
-    )
+    metrics = {
+        "summary": summary,
+        "conditions": {n: {k: m[k] for k in SCALARS} for n, m in per_condition.items()},
+        "holdout": holdout,
+    }
+    atomic.write_json(metrics_path, metrics)
+    atomic.write_json(summary_path, headline(metrics))
     atomic.write_json(details_path, per_condition)
-    rows = {f"steelflow {meta.variant}, {summary['training']}": accuracy}
-    atomic.write_text(robustness_path, robustness_table(meta.variant, rows, holdout))
+    on = f", {data_label(data_source, short=True)}" if data_source else ""
+    rows = {f"steelflow {meta.variant}, {summary['training']}{on}": accuracy}
+    atomic.write_text(robustness_path, robustness_table(meta.variant, rows, holdout, data_source))
     with atomic.atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
-    accuracy_bars(accuracy, paper.TABLE1.get(meta.variant), plots_dir / "accuracy_by_condition.png", holdout)
+    paper_row = None if is_synthetic(data_source) else paper.TABLE1.get(meta.variant)
+    accuracy_bars(accuracy, paper_row, plots_dir / "accuracy_by_condition.png", holdout)
     confusion_figure(
         np.array(per_condition[CLEAN]["confusion_matrix"]),
         meta.classes,
@@ -130,9 +142,22 @@ def evaluate(
         attention_figure(model, clean, cfg.attention_examples, plots_dir / "attention.png", dev)
 
     tracker.log_metrics(metric_names(per_condition, summary))
-    for artifact in (metrics_path, details_path, robustness_path, *sorted(plots_dir.glob("*.png"))):
+    for artifact in (
+        summary_path,
+        metrics_path,
+        details_path,
+        robustness_path,
+        *sorted(plots_dir.glob("*.png")),
+    ):
         tracker.log_artifact(artifact, "evaluation")
     return EvaluateResult(accuracy, summary)
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of :data:`HEADLINE` found in ``metrics`` (``metrics/evaluate.json``'s tree: its summary,
+    then its top level), in that order; a key it lacks (mCE without graded corruptions) is left out."""
+    found = {**{k: v for k, v in metrics.items() if k in HEADLINE}, **metrics.get("summary", {})}
+    return {k: found[k] for k in HEADLINE if _scalar(found.get(k))}
 
 
 def metric_names(per_condition: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, float]:
@@ -154,7 +179,7 @@ def tracked(p: Params, track: bool = True) -> EvaluateResult:
     with tracker(p, "evaluate", track, run_id=last) as t:
         sets = evaluation_sets(p.corrupt)
         t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if cache.exists(path)])
-        return evaluate(p.evaluate, p.corrupt, device=p.train.device, tracker=t)
+        return evaluate(p.evaluate, p.corrupt, device=p.train.device, tracker=t, data_source=p.data.source)
 
 
 def summary(result: EvaluateResult) -> list[str]:
@@ -166,21 +191,29 @@ def summary(result: EvaluateResult) -> list[str]:
     )
     return [
         f"evaluate ({s['training']}): clean accuracy {s['clean_accuracy']:.3f}, worst "
-        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.EVALUATE_METRICS}, "
-        f"{paths.ROBUSTNESS_MD}"
+        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.SUMMARY_METRICS}, "
+        f"{paths.EVALUATE_METRICS}, {paths.ROBUSTNESS_MD}"
     ]
 
 
 STEP = Step(
     "evaluate",
     run=tracked,
-    help="Evaluate on the clean and corrupted test sets → metrics/evaluate.json, "
+    help="Evaluate on the clean and corrupted test sets → metrics/summary.json, metrics/evaluate.json, "
     "reports/robustness.md, plots.",
     sections=("params",),  # the whole tree: the MLflow run's identity tags are made from it
     inputs=(paths.MODEL, paths.MLFLOW_RUN, paths.TEST_CACHE, paths.CACHE_CORRUPTED),
-    params=("evaluate", "corrupt.conditions", "corrupt.holdout"),
-    outs=(paths.ROBUSTNESS_MD, paths.EVALUATION_DETAILS, paths.PLOTS, paths.PREDICTIONS),
-    metrics=(paths.EVALUATE_METRICS,),
+    params=("evaluate", "corrupt.conditions", "corrupt.holdout", "data.source"),
+    notes={"data.source": "synthetic or real: labels our rows, leaves the paper's out on synthetic data"},
+    outs=(
+        paths.EVALUATE_METRICS,
+        paths.ROBUSTNESS_MD,
+        paths.EVALUATION_DETAILS,
+        paths.PLOTS,
+        paths.PREDICTIONS,
+    ),
+    # the headline alone is DVC's metrics file; the full set is an out that `dvc metrics show FILE` reads
+    metrics=(paths.SUMMARY_METRICS,),
     plots=(paths.PLOTS,),
     options=(
         Option("track", bool, True, "log to the training run in MLflow", flag="--track/--no-track", kfp=True),

@@ -164,8 +164,7 @@ STEP = Step(
     sections=("params",),  # the whole tree: the MLflow run records it (params.yaml, lineage params)
     inputs=(paths.CACHE_SPLITS,),
     params=("model", "train", paths.TUNED),
-    outs=(paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_HISTORY),
-    metrics=(paths.TRAIN_METRICS,),
+    outs=(paths.MODEL, paths.MLFLOW_RUN, paths.TRAIN_HISTORY, paths.TRAIN_METRICS),
     notes={
         paths.TUNED: "tune's values as params, not a plain dependency: `dvc exp show` and `dvc params "
         "diff` then show what training used (applied when train.use_tuned is true)",

@@ -7,12 +7,13 @@ sqlite:/// stores used to resolve there, so the MLflow runs, model versions and 
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import SMALL, clone_repo, sh
+from tests.support.helpers import REPO, SMALL, clone_repo, sh
 from tests.support.helpers import run as run_cmd
 
 pytestmark = pytest.mark.integration
@@ -104,11 +105,26 @@ def test_exp_show_lists_the_tuned_values_training_used_and_the_mlflow_run(experi
         exp["name"]: exp["revs"][0]["data"] for baseline in shown for exp in baseline.get("experiments") or []
     }
     assert {"exp-temp", "exp-queued"} <= set(rows)
-    refused = rows["exp-queued"]["metrics"]  # the refused experiment keeps its metrics and its verdict
-    assert "metrics/evaluate.json" in refused and "metrics/train.json" in refused
+    refused = rows["exp-queued"]["metrics"]  # the refused experiment keeps its headline and its verdict
+    assert set(refused) == {"metrics/summary.json", "reports/gates.json"}  # the full sets: outputs
+    assert 0 <= refused["metrics/summary.json"]["data"]["clean_accuracy"] <= 1
     assert refused["reports/gates.json"]["data"]["register"] is False
     data = rows["exp-temp"]
     tuned = data["params"]["reports/tuning/best_params.yaml"]["data"]["params"]
     assert set(tuned) >= {"train.lr", "model.dropout"}
-    run_id = data["metrics"]["metrics/train.json"]["data"]["mlflow_run_id"]
+    run_id = data["metrics"]["reports/gates.json"]["data"]["run_id"]  # the training run the gate judged
     assert _client(experiments).get_run(run_id).data.tags["dvc.exp_name"] == "exp-temp"
+
+
+def test_the_docs_exp_show_line_fits_a_120_column_terminal(experiments):
+    """docs/pipeline.md's `dvc exp show --keep` line, as a reader pastes it: every column it keeps is shown
+    (none collapsed to "…"), within 120 columns."""
+    docs = (REPO / "docs/pipeline.md").read_text()
+    line = next(x for x in docs.splitlines() if x.startswith("$ dvc exp show --drop"))
+    table = sh(*shlex.split(line.removeprefix("$ ")), "--no-pager", cwd=experiments, env={"COLUMNS": "120"})
+    lines = [x for x in table.splitlines() if x.strip()]
+    assert max(map(len, lines)) <= 120 and "…" not in table, table
+    header = next(x for x in lines if "Experiment" in x)
+    for column in ("clean_accuracy", "worst_accuracy", "register", "train.epochs", "params.train.lr"):
+        assert column in header, column
+    assert "exp-temp" in table and "exp-queued" in table

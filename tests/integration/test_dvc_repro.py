@@ -92,17 +92,21 @@ def test_train_runs_with_the_tuned_values(clone):
     assert len(trial_runs) == SMALL["tune"]["n_trials"]
 
 
-def test_metrics_are_declared_for_dvc(clone):
+def test_dvc_metrics_show_prints_the_headline_and_reads_the_full_sets_when_named(clone):
     sh("dvc", "repro", cwd=clone)
-    metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone))
-    files = json.dumps(metrics)
-    for name in (
-        "reports/split.json",
-        "reports/validation.json",
-        "metrics/train.json",
-        "metrics/evaluate.json",
-    ):
-        assert name in files, name
+    files = json.loads(sh("dvc", "metrics", "show", "--json", cwd=clone))[""]["data"]  # "": the workspace
+    assert set(files) == {"metrics/summary.json", "reports/gates.json"}
+    assert set(files["metrics/summary.json"]["data"]) == {
+        "clean_accuracy",
+        "worst_accuracy",
+        "holdout_worst_accuracy",
+    }
+    table = sh("dvc", "metrics", "show", cwd=clone)  # two rows a person reads, not 155 columns
+    assert "clean_accuracy" in table and "conditions." not in table and "counts." not in table, table
+    full = ("reports/split.json", "reports/validation.json", "metrics/train.json", "metrics/evaluate.json")
+    named = json.loads(sh("dvc", "metrics", "show", "--json", *full, cwd=clone))[""]["data"]
+    assert set(named) == set(full)
+    assert "blur_5px" in named["metrics/evaluate.json"]["data"]["conditions"]
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone)
 
 

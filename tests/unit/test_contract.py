@@ -72,6 +72,21 @@ def test_the_drift_the_review_found_is_gone():
         assert key in register, key  # `train` covers train.use_tuned
 
 
+def test_dvc_metrics_show_lists_the_headline_summary_and_the_verdict_and_nothing_wider():
+    """`dvc metrics show` (and `dvc exp show`) show every declared metrics file: the summary and the
+    gate's verdict; the full sets are cached outputs that `dvc metrics show <file>` reads on request."""
+    stages = _dvc()["stages"]
+    declared = [m for stage in stages.values() for m in stage.get("metrics", [])]
+    assert declared == [str(paths.SUMMARY_METRICS), str(paths.GATES_JSON)]
+    assert str(paths.EVALUATE_METRICS) in stages["evaluate"]["outs"]
+    for name, full in (
+        ("validate", paths.VALIDATION_JSON),
+        ("split", paths.SPLIT_JSON),
+        ("train", paths.TRAIN_METRICS),
+    ):
+        assert str(full) in stages[name]["outs"], name
+
+
 def test_the_gate_stage_runs_before_register_and_register_reads_its_verdict():
     stages = _dvc()["stages"]
     names = list(stages)

@@ -14,7 +14,7 @@ from steelflow.config import load_params
 from steelflow.data import cache
 from steelflow.inference import save_trained
 from steelflow.models import create_model
-from steelflow.steps.evaluate import evaluate, robustness_table, score
+from steelflow.steps.evaluate import evaluate, headline, robustness_table, score
 
 CLASSES = ["dent", "rust", "scratch"]
 COUNTS = [4, 5, 6]  # test images per class
@@ -98,6 +98,46 @@ def test_robustness_report_puts_the_papers_numbers_beside_ours(fixed_model):
         assert paper.VARIANT_LABELS[variant] in text
         assert f"{row['luminance_1.0']:.2f}" in text
     assert paper.CITATION in text
+
+
+def test_dvc_shows_a_summary_of_the_headline_numbers_and_the_full_set_stays_beside_it(fixed_model):
+    p = fixed_model
+    evaluate(p.evaluate, p.corrupt)
+    full = json.loads(paths.EVALUATE_METRICS.read_text())
+    shown = json.loads(paths.SUMMARY_METRICS.read_text())
+    # numbers only, one per headline: a line of `dvc metrics show`, not 100 columns (no mCE here: the
+    # default conditions have no graded levels)
+    assert shown == {
+        "clean_accuracy": pytest.approx(5 / 15),
+        "worst_accuracy": full["summary"]["worst_accuracy"],
+        "holdout_worst_accuracy": full["summary"]["holdout_worst_accuracy"],
+    }
+    assert len(full["conditions"]) == 1 + len(p.corrupt.all_conditions)  # the full set, every condition
+
+
+def test_the_summary_takes_mce_and_relative_mce_when_the_evaluation_has_them():
+    summary = {"clean_accuracy": 0.9, "worst_condition": "blur_5px", "worst_accuracy": 0.5, "mce": 0.8}
+    assert headline({"summary": summary, "relative_mce": 1.2, "conditions": {}}) == {
+        "clean_accuracy": 0.9,
+        "worst_accuracy": 0.5,
+        "mce": 0.8,
+        "relative_mce": 1.2,
+    }
+    assert "mce" not in headline({"summary": {**summary, "mce": float("nan")}})  # not a number DVC can diff
+
+
+def test_on_synthetic_data_the_report_leaves_the_papers_neu_cls_rows_out_and_says_why(fixed_model):
+    p = fixed_model
+    evaluate(p.evaluate, p.corrupt, data_source="synthetic")
+    text = Path("reports/robustness.md").read_text()
+    assert "trained and evaluated on synthetic steel images" in text
+    assert "| **steelflow casinet, clean-trained, synthetic images** |" in text
+    assert "paper:" not in text and "the paper's rows" in text and "are left out" in text
+    evaluate(p.evaluate, p.corrupt, data_source="/data/NEU-CLS")
+    text = Path("reports/robustness.md").read_text()
+    assert "trained and evaluated on the images of `/data/NEU-CLS`" in text
+    assert "| **steelflow casinet, clean-trained, data `NEU-CLS`** |" in text
+    assert paper.VARIANT_LABELS["casinet"] in text  # real data: the paper's rows beside ours
 
 
 def test_variants_without_attention_draw_no_attention_picture(project):

@@ -214,3 +214,25 @@ def test_the_runs_table_link_opens_steelflows_view_in_model_training_without_the
         "http://mlflow.example:5000/#/experiments/3/runs?viewStateShareKey=steelflow&workflowType=machine_learning"
     )
     assert experiment_link("sqlite:///mlflow.db", "3") is None
+
+
+def test_a_variable_another_thread_removes_while_secrets_are_read_is_skipped_not_a_crash():
+    """MLflow's telemetry thread sets and removes _MLFLOW_TELEMETRY_SESSION_ID while training logs its
+    params; reading the environment then failed the stage with a KeyError."""
+
+    from collections.abc import Mapping
+
+    class Vanishing(Mapping):  # as os.environ: a Mapping whose items() reads name by name
+        values = {"MLFLOW_TRACKING_PASSWORD": "s3cret-value-1"}
+
+        def __iter__(self):  # lists a name that is gone by the time it is read
+            yield from [*self.values, "_MLFLOW_TELEMETRY_SESSION_ID"]
+
+        def __getitem__(self, name):
+            return self.values[name]
+
+        def __len__(self):
+            return len(self.values) + 1
+
+    environ = Vanishing()
+    assert redact.secret_values(environ) == ["s3cret-value-1"]
