@@ -1,16 +1,18 @@
 """Step 4, corrupt: Fu-style corrupted copies of the test split, one per condition (paper, Table 1).
 
-Reads params sections ``corrupt`` (seed and the list of conditions) and ``data`` (``classes``,
-``cache_size``, ``shard_size``), and ``data/splits/test.csv``. Writes
+Reads params sections ``corrupt`` (seed, the Table 1 and hold-out conditions, and the graded ladders of
+``corrupt.graded``: severity ``s`` of family ``f`` is the condition ``f_s<s>``) and ``data``
+(``classes``, ``cache_size``, ``shard_size``), and ``data/splits/test.csv``. Writes
 ``data/corrupted/<condition>/<class>/<stem>.png``, ``data/corrupted/index.csv`` (condition, path relative
 to ``data/corrupted``, label, sha256 of the source image), the decoded cache
 ``data/cache/corrupted/<condition>/`` (a shard set, :mod:`steelflow.data.shards`) and
-``reports/corruptions.png``, a grid of classes × conditions. The corruption formulas are in
-:mod:`steelflow.data.corruptions`. Each image's randomness comes from (``corrupt.seed``, the image's
-sha256, the condition name), so the output does not depend on order.
+``reports/corruptions.png``, a grid of classes × conditions (without the graded sets). The corruption
+formulas are in :mod:`steelflow.data.corruptions`. Each image's randomness comes from (``corrupt.seed``,
+the image's sha256, the condition name), so the output does not depend on order.
 
 Under Kubeflow each condition is a part, one pod each (:func:`corrupt_part`: the copies and the cache of
-that condition); :func:`corrupt_merge` then writes the index and the grid from every condition's files.
+that condition; a graded family's severities make one part); :func:`corrupt_merge` then writes the index
+and the grid from every condition's files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from steelflow.reports import corruption_grid, grid_picks
 from steelflow.step import Parts, Produces, Step
 
 INDEX_COLUMNS = ["condition", "path", "label", "sha256"]
+GRADED_PART = "graded:"  # part key of a graded family: "graded:noise" (":" is in no condition's name)
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,10 @@ def corrupt(
     and :func:`corrupt_merge` writes the index and the grid, the same files as here.
     """
     test, classes, originals = _test_split(data, test_split, data_root)
-    names = part_keys(data, cfg)
+    names = condition_names(cfg)
     with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
         staged_cache.mkdir()
-        for condition in cfg.all_conditions:
+        for condition in [*cfg.all_conditions, *cfg.graded_conditions]:
             corrupted = _corrupt(originals, test, condition, cfg.seed, staged_images / condition.name)
             _cache(corrupted, test, classes, data, staged_cache, condition.name)
         (staged_images / "index.csv").write_text(_index(test, names).to_csv(index=False))
@@ -66,9 +69,16 @@ def corrupt(
     return CorruptResult(names, len(test))
 
 
+def condition_names(cfg: CorruptConfig) -> list[str]:
+    """Every set corrupt writes: ``corrupt.conditions``, ``corrupt.holdout``, then the graded ladders."""
+    return [c.name for c in cfg.all_conditions] + cfg.graded_names
+
+
 def part_keys(data: DataConfig, cfg: CorruptConfig) -> list[str]:
-    """The parts of a Kubeflow corrupt: one per condition, ``corrupt.conditions`` then ``corrupt.holdout``."""
-    return [c.name for c in cfg.all_conditions]
+    """The parts of a Kubeflow corrupt: one per condition, ``corrupt.conditions`` then ``corrupt.holdout``,
+    then one per graded family (``graded:<family>``, its severities together)."""
+    families = list(cfg.graded.families) if cfg.graded is not None else []
+    return [c.name for c in cfg.all_conditions] + [GRADED_PART + f for f in families]
 
 
 def corrupt_part(
@@ -80,16 +90,30 @@ def corrupt_part(
     out_dir: Path = paths.CORRUPTED,
     cache_dir: Path = paths.CACHE_CORRUPTED,
 ) -> list[Path]:
-    """One condition of a Kubeflow corrupt (its own pod): its copies under ``out_dir/<condition>/`` and
-    its cache in ``cache_dir``. Returns the paths written."""
-    condition = next((c for c in cfg.all_conditions if c.name == key), None)
-    if condition is None:
-        raise DataError(f"corrupt part {key!r}: no such condition in corrupt.conditions or corrupt.holdout")
+    """One condition of a Kubeflow corrupt (its own pod), or every severity of a graded family: the copies
+    under ``out_dir/<condition>/`` and the caches in ``cache_dir``. Returns the paths written."""
+    if (
+        key.startswith(GRADED_PART)
+        and cfg.graded is not None
+        and key[len(GRADED_PART) :] in cfg.graded.families
+    ):
+        conditions = cfg.graded.conditions(key[len(GRADED_PART) :])
+    else:
+        conditions = [c for c in cfg.all_conditions if c.name == key]
+    if not conditions:
+        raise DataError(
+            f"corrupt part {key!r}: no such condition in corrupt.conditions or corrupt.holdout, nor family "
+            "in corrupt.graded"
+        )
     test, classes, originals = _test_split(data, test_split, data_root)
-    with atomic.atomic_path(Path(out_dir) / key) as staged:
-        corrupted = _corrupt(originals, test, condition, cfg.seed, staged)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return [Path(out_dir) / key, _cache(corrupted, test, classes, data, Path(cache_dir), key)]
+    written = []
+    for condition in conditions:
+        with atomic.atomic_path(Path(out_dir) / condition.name) as staged:
+            corrupted = _corrupt(originals, test, condition, cfg.seed, staged)
+        cached = _cache(corrupted, test, classes, data, Path(cache_dir), condition.name)
+        written += [Path(out_dir) / condition.name, cached]
+    return written
 
 
 def corrupt_merge(
@@ -103,10 +127,12 @@ def corrupt_merge(
 ) -> CorruptResult:
     """The fan-in of a Kubeflow corrupt: with every condition's copies in ``out_dir`` (linked in from the
     parts' artifacts), write the index and draw the grid. A condition missing, or one whose folder holds
-    other files than the test split's, stops it."""
+    other files than the test split's, stops it. (``keys``: the parts that ran; the conditions they wrote
+    are read from ``cfg``.)"""
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
-    index = _index(test, keys)
+    names = condition_names(cfg)
+    index = _index(test, names)
     for key, expected in index.groupby("condition", sort=False)["path"]:
         folder = Path(out_dir) / key
         found = {p.relative_to(out_dir).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -117,7 +143,7 @@ def corrupt_merge(
             )
     atomic.write_text(Path(out_dir) / "index.csv", index.to_csv(index=False))
     _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
-    return CorruptResult(list(keys), len(test))
+    return CorruptResult(names, len(test))
 
 
 def _test_split(data: DataConfig, test_split: Path, data_root: Path) -> tuple[pd.DataFrame, list, list]:
