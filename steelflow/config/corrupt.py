@@ -106,7 +106,7 @@ class GradedConfig(Section):
     """
 
     severities: int = Field(default=5, ge=2, le=10, description="levels per family (ImageNet-C: 5)")
-    families: dict[str, dict[str, list[float]]] = Field(min_length=1)
+    families: dict[str, dict[str, list[int | float]]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _ladders(self) -> GradedConfig:
