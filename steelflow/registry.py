@@ -257,7 +257,7 @@ def candidate_gates(
         if champion is not None:
             sets = evaluation_sets(params.corrupt, cache_dir)
             scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
-    mce = metrics["summary"].get("mce")
+    mce = metrics.get("summary", {}).get("mce")
     return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names, mce)
 
 

@@ -90,6 +90,7 @@ def test_user_defined_condition_list(project):
             "corrupt.conditions=[{name: dim, kind: luminance, alpha: 0.2},"
             " {name: shake, kind: blur, length: 3}]",
             "corrupt.holdout=[{name: fog, kind: jpeg, quality: 20}]",
+            "corrupt.graded=null",
         ]
     )
     ingest(params.data)
