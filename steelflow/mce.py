@@ -83,7 +83,10 @@ def graded_summary(
 
 
 def errors_file(
-    summary: dict[str, Any], ladders: dict[str, dict[str, list[float]]], model: dict[str, Any]
+    summary: dict[str, Any],
+    ladders: dict[str, dict[str, list[float]]],
+    model: dict[str, Any],
+    per_class: int | None = None,
 ) -> dict[str, Any]:
     """What ``evaluate`` writes to ``reports/graded_errors.json``: this model's errors per family and
     severity on these ladders; a clean-trained CASI-Net's file is what ``evaluate.mce_baseline`` names."""
@@ -92,13 +95,17 @@ def errors_file(
         "model": model,
         "clean_error": summary["clean_error"],
         "ladders": ladders,
+        "per_class": per_class,
         "families": {f: row["error"] for f, row in summary["families"].items()},
     }
 
 
-def read_baseline(path: str | Path, ladders: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def read_baseline(
+    path: str | Path, ladders: dict[str, dict[str, list[float]]], per_class: int | None = None
+) -> dict[str, Any]:
     """The baseline's graded errors from ``path``; a DataError naming the file when it is missing,
-    unreadable, or measured on other ladders than ``ladders`` (its errors would not be comparable)."""
+    unreadable, or measured on other ladders than ``ladders`` or on another ``per_class`` subset (its
+    errors would not be comparable)."""
     where = f"evaluate.mce_baseline {path}"
     try:
         tree = json.loads(Path(path).read_text())
@@ -117,6 +124,11 @@ def read_baseline(path: str | Path, ladders: dict[str, dict[str, list[float]]]) 
         raise DataError(
             f"{where}: measured on other ladders for {differ} (corrupt.graded changed since): evaluate the "
             "baseline model again on these ladders"
+        )
+    if tree.get("per_class") != per_class:
+        raise DataError(
+            f"{where}: measured on {tree.get('per_class') or 'all'} test images per class, "
+            f"corrupt.graded.per_class is {per_class or 'null (all)'}: evaluate the baseline model again"
         )
     return tree
 

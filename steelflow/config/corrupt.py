@@ -107,6 +107,11 @@ class GradedConfig(Section):
 
     severities: int = Field(default=5, ge=2, le=10, description="levels per family (ImageNet-C: 5)")
     families: dict[str, dict[str, list[int | float]]] = Field(min_length=1)
+    per_class: int | None = Field(
+        default=None,
+        ge=1,
+        description="test images per class in each graded set (the first of each class); null = all",
+    )
 
     @model_validator(mode="after")
     def _ladders(self) -> GradedConfig:

@@ -59,12 +59,17 @@ def corrupt(
     """
     test, classes, originals = _test_split(data, test_split, data_root)
     names = condition_names(cfg)
+    graded_test, graded_originals = _graded_images(cfg, test, classes, originals)
     with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
         staged_cache.mkdir()
-        for condition in [*cfg.all_conditions, *cfg.graded_conditions]:
-            corrupted = _corrupt(originals, test, condition, cfg.seed, staged_images / condition.name)
-            _cache(corrupted, test, classes, data, staged_cache, condition.name)
-        (staged_images / "index.csv").write_text(_index(test, names).to_csv(index=False))
+        for conditions, rows, images_ in [
+            (cfg.all_conditions, test, originals),
+            (cfg.graded_conditions, graded_test, graded_originals),
+        ]:
+            for condition in conditions:
+                corrupted = _corrupt(images_, rows, condition, cfg.seed, staged_images / condition.name)
+                _cache(corrupted, rows, classes, data, staged_cache, condition.name)
+        (staged_images / "index.csv").write_text(_index(test, cfg, classes).to_csv(index=False))
     _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
     return CorruptResult(names, len(test))
 
@@ -92,12 +97,9 @@ def corrupt_part(
 ) -> list[Path]:
     """One condition of a Kubeflow corrupt (its own pod), or every severity of a graded family: the copies
     under ``out_dir/<condition>/`` and the caches in ``cache_dir``. Returns the paths written."""
-    if (
-        key.startswith(GRADED_PART)
-        and cfg.graded is not None
-        and key[len(GRADED_PART) :] in cfg.graded.families
-    ):
-        conditions = cfg.graded.conditions(key[len(GRADED_PART) :])
+    family = key[len(GRADED_PART) :] if key.startswith(GRADED_PART) else None
+    if cfg.graded is not None and family in cfg.graded.families:
+        conditions = cfg.graded.conditions(family)
     else:
         conditions = [c for c in cfg.all_conditions if c.name == key]
     if not conditions:
@@ -106,6 +108,8 @@ def corrupt_part(
             "in corrupt.graded"
         )
     test, classes, originals = _test_split(data, test_split, data_root)
+    if family is not None:
+        test, originals = _graded_images(cfg, test, classes, originals)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for condition in conditions:
@@ -132,7 +136,7 @@ def corrupt_merge(
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
     names = condition_names(cfg)
-    index = _index(test, names)
+    index = _index(test, cfg, classes)
     for key, expected in index.groupby("condition", sort=False)["path"]:
         folder = Path(out_dir) / key
         found = {p.relative_to(out_dir).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -190,8 +194,23 @@ def _cache(
     return path
 
 
-def _index(test: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """``data/corrupted/index.csv``: every test image under every condition, condition by condition."""
+def _graded_images(
+    cfg: CorruptConfig, test: pd.DataFrame, classes: list[str], originals: list[np.ndarray]
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The test images the graded ladders corrupt: all, or the first ``corrupt.graded.per_class`` of each
+    class (in the split's order), which keeps 50 more sets affordable on a CPU."""
+    per_class = cfg.graded.per_class if cfg.graded is not None else None
+    if per_class is None:
+        return test, originals
+    keep = sorted(grid_picks(test["label"].tolist(), classes, per_class))
+    return test.iloc[keep].reset_index(drop=True), [originals[i] for i in keep]
+
+
+def _index(test: pd.DataFrame, cfg: CorruptConfig, classes: list[str]) -> pd.DataFrame:
+    """``data/corrupted/index.csv``: every test image under every condition, condition by condition (the
+    graded ones: the images :func:`_graded_images` picks)."""
+    graded, _ = _graded_images(cfg, test, classes, [None] * len(test))
+    blocks = [([c.name for c in cfg.all_conditions], test), (cfg.graded_names, graded)]
     rows = [
         {
             "condition": name,
@@ -199,8 +218,9 @@ def _index(test: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             "label": row["label"],
             "sha256": row["sha256"],
         }
+        for names, block in blocks
         for name in names
-        for _, row in test.iterrows()
+        for _, row in block.iterrows()
     ]
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 

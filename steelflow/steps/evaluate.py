@@ -113,16 +113,16 @@ def evaluate(
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
     holdout = corrupt_cfg.holdout_names
     summary = {"variant": meta.variant, "training": training_label(meta), **summarize(accuracy, holdout)}
-    graded, ladders = None, {}
+    graded, ladders, per_class = None, {}, None
     if corrupt_cfg.graded is not None:
         graded = _graded(model, meta, corrupt_cfg, cfg.batch_size, dev, cache_dir, accuracy[CLEAN], baseline)
         summary |= {k: graded[k] for k in graded if k.endswith("mce")} | {
             "graded_mean_error": graded["mean_error"]
         }
-        ladders = dict(corrupt_cfg.graded.families)
+        ladders, per_class = dict(corrupt_cfg.graded.families), corrupt_cfg.graded.per_class
     model_info = {"variant": meta.variant, "training": summary["training"], "input_norm": meta.input_norm}
     errors = graded or mce.graded_summary({}, accuracy[CLEAN], {})  # nothing graded: no families
-    atomic.write_json(graded_errors_path, mce.errors_file(errors, ladders, model_info))
+    atomic.write_json(graded_errors_path, mce.errors_file(errors, ladders, model_info, per_class))
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
     atomic.write_json(
@@ -167,7 +167,7 @@ def read_baseline(cfg: EvaluateConfig, corrupt_cfg: CorruptConfig) -> dict[str, 
     ladders; None when no baseline is set or nothing is graded."""
     if cfg.mce_baseline is None or corrupt_cfg.graded is None:
         return None
-    return mce.read_baseline(cfg.mce_baseline, corrupt_cfg.graded.families)
+    return mce.read_baseline(cfg.mce_baseline, corrupt_cfg.graded.families, corrupt_cfg.graded.per_class)
 
 
 def _graded(model, meta, corrupt_cfg, batch_size, dev, cache_dir, clean_accuracy, baseline) -> dict[str, Any]:

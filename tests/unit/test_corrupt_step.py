@@ -48,13 +48,20 @@ def test_every_test_image_under_every_condition(split_done):
 def test_the_graded_block_writes_five_sets_per_family_named_by_severity(split_done):
     graded = split_done.corrupt.graded
     assert graded.severities == 5 and len(graded.families) == 10  # the 3 Table 1 and 7 hold-out families
-    corrupt(split_done.data, split_done.corrupt)
+    two_each = split_done.corrupt.model_copy(update={"graded": graded.model_copy(update={"per_class": 2})})
+    corrupt(split_done.data, two_each)
     test = manifest.read("data/splits/test.csv")
+    first_two = test.groupby("label", sort=False).head(2)  # per_class: the first of each class
+    index = pd.read_csv("data/corrupted/index.csv")
     for family in graded.families:
         folders = sorted(p.name for p in Path("data/cache/corrupted").glob(f"{family}_s*"))
         assert folders == [f"{family}_s{s}" for s in range(1, 6)], family
         for name in folders:
-            assert len(cache.load(cache.condition_path("data/cache", name)).labels) == len(test)
+            cached = cache.load(cache.condition_path("data/cache", name))
+            assert sorted(cached.sha256.tolist()) == sorted(first_two["sha256"]), name
+            assert sorted(index[index["condition"] == name]["sha256"]) == sorted(first_two["sha256"])
+    table1 = split_done.corrupt.conditions[0].name  # the single-level sets keep the whole split
+    assert len(cache.load(cache.condition_path("data/cache", table1)).labels) == len(test)
     grid = Image.open("reports/corruptions.png")  # the grid keeps to the single-level conditions
     n_cols, n_rows = 1 + len(split_done.corrupt.all_conditions), 6 * split_done.corrupt.grid_per_class
     assert grid.width / grid.height == pytest.approx(n_cols / n_rows, rel=0.3)

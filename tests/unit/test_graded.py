@@ -143,6 +143,10 @@ def test_a_baseline_written_by_evaluate_reads_back_and_one_on_other_ladders_is_r
     other = {**BASELINE["ladders"], "jpeg": {"quality": [30, 10, 5]}}
     with pytest.raises(DataError, match=r"other ladders for \['jpeg'\]"):
         mce.read_baseline(path, other)
+    with pytest.raises(
+        DataError, match="measured on all test images per class, corrupt.graded.per_class is 6"
+    ):
+        mce.read_baseline(path, BASELINE["ladders"], per_class=6)
     with pytest.raises(DataError, match="evaluate.mce_baseline .*missing.json: cannot read it"):
         mce.read_baseline(tmp_path / "missing.json", BASELINE["ladders"])
 
