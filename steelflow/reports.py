@@ -268,6 +268,12 @@ def model_card(params: Params, meta: ModelMeta, metrics: dict[str, Any], tags: d
             f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
             if "holdout_worst_condition" in s
             else "."
+        )
+        + (
+            f" mCE over the graded corruptions {s['mce']:.4f}, relative mCE {_num(s.get('relative_mce'))} "
+            "(1 = the clean-trained baseline's)."
+            if s.get("mce") is not None
+            else ""
         ),
         "",
         robustness_table(
