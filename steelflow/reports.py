@@ -78,7 +78,7 @@ def accuracy_bars(
 def severity_lines(graded: dict[str, Any], out: Path) -> None:
     """Accuracy (%) against severity, one line per graded family (severity 0: the clean test set); Table 1
     families solid, hold-out families dashed."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     clean = 100 * (1 - graded["clean_error"])
     for family, row in graded["families"].items():
         style = "--" if row["group"] == "holdout" else "-"
@@ -88,7 +88,7 @@ def severity_lines(graded: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left", ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: lines fall anywhere
     _save(fig, out)
 
 
