@@ -1,10 +1,11 @@
 """Gates: the checks a model must pass to be registered (the gate step) or promoted, and their tables.
 
 Pure functions over accuracies per condition (from ``metrics/evaluate.json`` or a version's tags):
-:func:`check_gates` (``registry.gates``: clean, worst Table 1 condition, worst hold-out, no drop against the
-champion), :func:`quantization_gates` (int8 against fp32), and the table as text (:func:`gate_table`, for
-the terminal) or Markdown (:func:`gate_markdown`, for the Kubeflow UI and ``reports/gates.md``). Finding the
-champion's accuracies is the registry's part (:func:`steelflow.registry.candidate_gates`).
+:func:`check_gates` (``registry.gates``: clean, worst Table 1 condition, worst hold-out, the graded mCE when
+``max_mce`` is set, no drop against the champion), :func:`quantization_gates` (int8 against fp32), and the
+table as text (:func:`gate_table`, for the terminal) or Markdown (:func:`gate_markdown`, for the Kubeflow
+UI and ``reports/gates.md``). Finding the champion's accuracies is the registry's part
+(:func:`steelflow.registry.candidate_gates`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def check_gates(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
     holdout: Collection[str] = (),
+    mce: float | None = None,
 ) -> list[Gate]:
-    """Clean and worst accuracy (over the Table 1 conditions), the worst hold-out accuracy when that gate
-    is set, and no drop against the champion on any condition both were scored on."""
+    """Clean and worst accuracy (over the Table 1 conditions), the worst hold-out accuracy and the mCE over
+    ``corrupt.graded`` (``mce``) when those gates are set, and no drop against the champion on any
+    condition both were scored on."""
     worst = worst_condition(candidate, exclude=holdout)
     out = [
         Gate(
@@ -70,6 +73,15 @@ def check_gates(
                 held[worst_held] >= gates.min_holdout_accuracy,
                 "≥",
             )
+        )
+    if gates.max_mce is not None:
+        if mce is None:
+            raise DataError(
+                "registry.gates.max_mce is set but the model has no mCE: run `steelflow corrupt` and "
+                "`steelflow evaluate` with corrupt.graded and evaluate.mce_baseline"
+            )
+        out.append(
+            Gate("mCE (graded, vs evaluate.mce_baseline)", mce, gates.max_mce, mce <= gates.max_mce, "≤")
         )
     for name, acc in (champion or {}).items():
         drop = acc - candidate.get(name, 0.0)

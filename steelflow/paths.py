@@ -33,6 +33,7 @@ EVALUATE_METRICS = METRICS / "evaluate.json"  # every metric of every condition
 SUMMARY_METRICS = METRICS / "summary.json"  # the headline numbers: what `dvc metrics show` shows
 ROBUSTNESS_MD = REPORTS / "robustness.md"
 EVALUATION_DETAILS = REPORTS / "evaluation.json"  # per-class metrics and confusion matrices
+GRADED_ERRORS = REPORTS / "graded_errors.json"  # errors per graded family and severity: an mCE baseline
 PLOTS = REPORTS / "plots"
 PREDICTIONS = REPORTS / "predictions.csv"  # per test image: actual and predicted class
 MLFLOW_RUN = METRICS / "mlflow_run_id.txt"  # the MLflow run of the last training, which evaluate logs into

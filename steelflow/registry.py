@@ -183,7 +183,8 @@ def _promote(reg, params, version, force, reason, cache_dir) -> PromotionResult:
         if champion is not None and _num(champion) == _num(candidate):
             raise RegistryError(f"{reg.name} version {_num(candidate)} is already the champion")
         scores, local = _comparable(reg, params, candidate, champion, cache_dir, local)
-        gates = check_gates(params.registry.gates, scores[0], scores[1], params.corrupt.holdout_names)
+        mce = float(candidate.tags["mce"]) if "mce" in candidate.tags else None  # register tags it
+        gates = check_gates(params.registry.gates, scores[0], scores[1], params.corrupt.holdout_names, mce)
         passed = all(g.passed for g in gates)
         move = {
             "from_version": _num(champion),
@@ -299,14 +300,16 @@ def candidate_gates(
     if not Path(metrics_path).is_file():
         raise DataError(f"{metrics_path} not found: run `steelflow evaluate` first")
     reg = Registry(params)
-    candidate = _accuracy(json.loads(Path(metrics_path).read_text()))
+    metrics = json.loads(Path(metrics_path).read_text())
+    candidate = _accuracy(metrics)
     with failures(reg):
         champion = reg.champion()
         scores = None
         if champion is not None:
             sets = evaluation_sets(params.corrupt, cache_dir)
             scores = _scored_on(reg, champion, sets, data_hash(sets), params.evaluate.batch_size)
-    return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names)
+    mce = metrics.get("summary", {}).get("mce")
+    return check_gates(params.registry.gates, candidate, scores, params.corrupt.holdout_names, mce)
 
 
 def _comparable(reg, params, candidate, champion, cache_dir, local):

@@ -75,6 +75,23 @@ def accuracy_bars(
     _save(fig, out)
 
 
+def severity_lines(graded: dict[str, Any], out: Path) -> None:
+    """Accuracy (%) against severity, one line per graded family (severity 0: the clean test set); Table 1
+    families solid, hold-out families dashed."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    clean = 100 * (1 - graded["clean_error"])
+    for family, row in graded["families"].items():
+        style = "--" if row["group"] == "holdout" else "-"
+        levels = range(len(row["accuracy"]) + 1)
+        ax.plot(levels, [clean, *(100 * a for a in row["accuracy"])], style, marker="o", label=family)
+    ax.set_xlabel("severity (0 = clean)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: lines fall anywhere
+    _save(fig, out)
+
+
 def confusion_figure(matrix: np.ndarray, classes: list[str], out: Path) -> None:
     """Rows: the true class; columns: the predicted one; counts in the cells."""
     fig, ax = plt.subplots(figsize=(0.8 * len(classes) + 2.5, 0.8 * len(classes) + 2))
@@ -200,6 +217,51 @@ def table1_lines(
     ]
 
 
+def graded_lines(graded: dict[str, Any], baseline: str | None) -> list[str]:
+    """The graded block: accuracy (%) per family and severity, the corruption error (CE) and relative CE
+    of each family against the baseline, and mCE; without a baseline, the mean error, and why no mCE."""
+    n = max((len(r["accuracy"]) for r in graded["families"].values()), default=0)
+    scored = "mce" in graded
+    head = ["family", "group", *(f"s{s}" for s in range(1, n + 1)), "mean error"]
+    head += ["CE", "relative CE"] if scored else []
+    lines = [
+        "## Graded corruptions: accuracy (%) per severity (corrupt.graded)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * 2 + "---:|" * (len(head) - 2),
+    ]
+    for family, row in graded["families"].items():
+        cells = [
+            family,
+            row["group"],
+            *(f"{100 * a:.1f}" for a in row["accuracy"]),
+            f"{row['mean_error']:.3f}",
+        ]
+        cells += [_num(row["ce"]), _num(row["relative_ce"])] if scored else []
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if not scored:
+        lines.append(
+            f"Mean error over families {graded['mean_error']:.3f}. No mCE: it needs a baseline's errors on "
+            "the same ladders (evaluate.mce_baseline: the reports/graded_errors.json of the clean-trained "
+            "CASI-Net)."
+        )
+        return lines
+    model = graded.get("baseline") or {}
+    lines.append(
+        f"**mCE {_num(graded['mce'])}**, relative mCE {_num(graded.get('relative_mce'))} (Table 1 families "
+        f"{_num(graded.get('table1_mce'))} / {_num(graded.get('table1_relative_mce'))}, hold-out "
+        f"{_num(graded.get('holdout_mce'))} / {_num(graded.get('holdout_relative_mce'))}). CE = Σ_s error / "
+        "Σ_s baseline error (ImageNet-C; 1.000 = as the baseline, lower is better); normalised by "
+        f"`{model.get('variant', '?')}`, {model.get('training', '?')}, from `{baseline}`."
+    )
+    return lines
+
+
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def holdout_lines(rows: dict[str, dict[str, float]], holdout: Collection[str]) -> list[str]:
     """The hold-out block: a heading, our rows over the hold-out conditions (the clean set for reference)."""
     columns = [CLEAN, *holdout]
@@ -245,6 +307,12 @@ def model_card(params: Params, meta: ModelMeta, metrics: dict[str, Any], tags: d
             f"; worst hold-out {s['holdout_worst_condition']} {s['holdout_worst_accuracy']:.4f}."
             if "holdout_worst_condition" in s
             else "."
+        )
+        + (
+            f" mCE over the graded corruptions {s['mce']:.4f}, relative mCE {_num(s.get('relative_mce'))} "
+            "(1 = the clean-trained baseline's)."
+            if s.get("mce") is not None
+            else ""
         ),
         "",
         robustness_table(

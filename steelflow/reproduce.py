@@ -115,6 +115,7 @@ def train_and_evaluate(
         model_path=folder / "model.pt",
         metrics_path=folder / "evaluate.json",
         details_path=folder / "evaluation.json",
+        graded_errors_path=folder / "graded_errors.json",
         robustness_path=folder / "robustness.md",
         predictions_path=folder / "predictions.csv",
         plots_dir=folder / "plots",

@@ -38,6 +38,19 @@ def evaluation_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -
     return sets
 
 
+def graded_sets(corrupt_cfg: CorruptConfig, cache_dir: Path = paths.CACHE) -> dict[str, dict[str, Path]]:
+    """Family → its cache shard sets, severity 1 first (``corrupt.graded``; empty when not graded). Apart
+    from :func:`evaluation_sets`: the gates and the champion's re-scoring read the single-level sets only."""
+    if corrupt_cfg.graded is None:
+        return {}
+    return {
+        family: {
+            c.name: cache.condition_path(cache_dir, c.name) for c in corrupt_cfg.graded.conditions(family)
+        }
+        for family in corrupt_cfg.graded.families
+    }
+
+
 def worst_condition(accuracy: dict[str, float], exclude: Collection[str] = ()) -> str:
     """The corrupted set with the lowest accuracy, but ``exclude`` (the clean set when none is left)."""
     corrupted = {k: v for k, v in accuracy.items() if k != CLEAN and k not in exclude}

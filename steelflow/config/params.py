@@ -48,6 +48,12 @@ class Params(Section):
             raise ValueError(
                 "registry.gates.min_holdout_accuracy is set but corrupt.holdout lists no condition"
             )
+        mce = self.registry is not None and self.registry.gates.max_mce is not None
+        if mce and (self.corrupt.graded is None or self.evaluate.mce_baseline is None):
+            raise ValueError(
+                "registry.gates.max_mce is set but mCE is not measured: it needs corrupt.graded and "
+                "evaluate.mce_baseline"
+            )
         return self
 
     def raw(self) -> dict[str, Any]:

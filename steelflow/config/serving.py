@@ -51,6 +51,12 @@ class GatesConfig(Section):
     min_holdout_accuracy: float | None = Field(
         default=None, ge=0, le=1, description="worst accuracy over corrupt.holdout; null = no such gate"
     )
+    max_mce: float | None = Field(
+        default=None,
+        gt=0,
+        description="mean corruption error over corrupt.graded, relative to evaluate.mce_baseline "
+        "(1.0: as the baseline); null = no such gate",
+    )
 
 
 class ServingConfig(Section):

@@ -89,3 +89,9 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     batch_size: int = Field(default=64, ge=1)
     attention_examples: int = Field(default=1, ge=1, le=4, description="test images per class in the picture")
+    mce_baseline: str | None = Field(
+        default=None,
+        description="a graded-errors JSON (reports/graded_errors.json of `steelflow evaluate` on the "
+        "paper-faithful clean-trained model, on the same ladders) that normalises mCE; null = no mCE, "
+        "the mean error per family is reported instead",
+    )

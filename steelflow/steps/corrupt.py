@@ -1,16 +1,18 @@
 """Step 4, corrupt: Fu-style corrupted copies of the test split, one per condition (paper, Table 1).
 
-Reads params sections ``corrupt`` (seed and the list of conditions) and ``data`` (``classes``,
-``cache_size``, ``shard_size``), and ``data/splits/test.csv``. Writes
+Reads params sections ``corrupt`` (seed, the Table 1 and hold-out conditions, and the graded ladders of
+``corrupt.graded``: severity ``s`` of family ``f`` is the condition ``f_s<s>``) and ``data``
+(``classes``, ``cache_size``, ``shard_size``), and ``data/splits/test.csv``. Writes
 ``data/corrupted/<condition>/<class>/<stem>.png``, ``data/corrupted/index.csv`` (condition, path relative
 to ``data/corrupted``, label, sha256 of the source image), the decoded cache
 ``data/cache/corrupted/<condition>/`` (a shard set, :mod:`steelflow.data.shards`) and
-``reports/corruptions.png``, a grid of classes × conditions. The corruption formulas are in
-:mod:`steelflow.data.corruptions`. Each image's randomness comes from (``corrupt.seed``, the image's
-sha256, the condition name), so the output does not depend on order.
+``reports/corruptions.png``, a grid of classes × conditions (without the graded sets). The corruption
+formulas are in :mod:`steelflow.data.corruptions`. Each image's randomness comes from (``corrupt.seed``,
+the image's sha256, the condition name), so the output does not depend on order.
 
 Under Kubeflow each condition is a part, one pod each (:func:`corrupt_part`: the copies and the cache of
-that condition); :func:`corrupt_merge` then writes the index and the grid from every condition's files.
+that condition; a graded family's severities make one part); :func:`corrupt_merge` then writes the index
+and the grid from every condition's files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from steelflow.reports import corruption_grid, grid_picks
 from steelflow.step import Parts, Produces, Step
 
 INDEX_COLUMNS = ["condition", "path", "label", "sha256"]
+GRADED_PART = "graded:"  # part key of a graded family: "graded:noise" (":" is in no condition's name)
 
 
 @dataclass(frozen=True)
@@ -55,20 +58,32 @@ def corrupt(
     and :func:`corrupt_merge` writes the index and the grid, the same files as here.
     """
     test, classes, originals = _test_split(data, test_split, data_root)
-    names = part_keys(data, cfg)
+    names = condition_names(cfg)
+    graded_test, graded_originals = _graded_images(cfg, test, classes, originals)
     with atomic.atomic_path(out_dir) as staged_images, atomic.atomic_path(cache_dir) as staged_cache:
         staged_cache.mkdir()
-        for condition in cfg.all_conditions:
-            corrupted = _corrupt(originals, test, condition, cfg.seed, staged_images / condition.name)
-            _cache(corrupted, test, classes, data, staged_cache, condition.name)
-        (staged_images / "index.csv").write_text(_index(test, names).to_csv(index=False))
+        for conditions, rows, images_ in [
+            (cfg.all_conditions, test, originals),
+            (cfg.graded_conditions, graded_test, graded_originals),
+        ]:
+            for condition in conditions:
+                corrupted = _corrupt(images_, rows, condition, cfg.seed, staged_images / condition.name)
+                _cache(corrupted, rows, classes, data, staged_cache, condition.name)
+        (staged_images / "index.csv").write_text(_index(test, cfg, classes).to_csv(index=False))
     _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
     return CorruptResult(names, len(test))
 
 
+def condition_names(cfg: CorruptConfig) -> list[str]:
+    """Every set corrupt writes: ``corrupt.conditions``, ``corrupt.holdout``, then the graded ladders."""
+    return [c.name for c in cfg.all_conditions] + cfg.graded_names
+
+
 def part_keys(data: DataConfig, cfg: CorruptConfig) -> list[str]:
-    """The parts of a Kubeflow corrupt: one per condition, ``corrupt.conditions`` then ``corrupt.holdout``."""
-    return [c.name for c in cfg.all_conditions]
+    """The parts of a Kubeflow corrupt: one per condition, ``corrupt.conditions`` then ``corrupt.holdout``,
+    then one per graded family (``graded:<family>``, its severities together)."""
+    families = list(cfg.graded.families) if cfg.graded is not None else []
+    return [c.name for c in cfg.all_conditions] + [GRADED_PART + f for f in families]
 
 
 def corrupt_part(
@@ -80,16 +95,29 @@ def corrupt_part(
     out_dir: Path = paths.CORRUPTED,
     cache_dir: Path = paths.CACHE_CORRUPTED,
 ) -> list[Path]:
-    """One condition of a Kubeflow corrupt (its own pod): its copies under ``out_dir/<condition>/`` and
-    its cache in ``cache_dir``. Returns the paths written."""
-    condition = next((c for c in cfg.all_conditions if c.name == key), None)
-    if condition is None:
-        raise DataError(f"corrupt part {key!r}: no such condition in corrupt.conditions or corrupt.holdout")
+    """One condition of a Kubeflow corrupt (its own pod), or every severity of a graded family: the copies
+    under ``out_dir/<condition>/`` and the caches in ``cache_dir``. Returns the paths written."""
+    family = key[len(GRADED_PART) :] if key.startswith(GRADED_PART) else None
+    if cfg.graded is not None and family in cfg.graded.families:
+        conditions = cfg.graded.conditions(family)
+    else:
+        conditions = [c for c in cfg.all_conditions if c.name == key]
+    if not conditions:
+        raise DataError(
+            f"corrupt part {key!r}: no such condition in corrupt.conditions or corrupt.holdout, nor family "
+            "in corrupt.graded"
+        )
     test, classes, originals = _test_split(data, test_split, data_root)
-    with atomic.atomic_path(Path(out_dir) / key) as staged:
-        corrupted = _corrupt(originals, test, condition, cfg.seed, staged)
+    if family is not None:
+        test, originals = _graded_images(cfg, test, classes, originals)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return [Path(out_dir) / key, _cache(corrupted, test, classes, data, Path(cache_dir), key)]
+    written = []
+    for condition in conditions:
+        with atomic.atomic_path(Path(out_dir) / condition.name) as staged:
+            corrupted = _corrupt(originals, test, condition, cfg.seed, staged)
+        cached = _cache(corrupted, test, classes, data, Path(cache_dir), condition.name)
+        written += [Path(out_dir) / condition.name, cached]
+    return written
 
 
 def corrupt_merge(
@@ -103,10 +131,12 @@ def corrupt_merge(
 ) -> CorruptResult:
     """The fan-in of a Kubeflow corrupt: with every condition's copies in ``out_dir`` (linked in from the
     parts' artifacts), write the index and draw the grid. A condition missing, or one whose folder holds
-    other files than the test split's, stops it."""
+    other files than the test split's, stops it. (``keys``: the parts that ran; the conditions they wrote
+    are read from ``cfg``.)"""
     test = manifest.read(test_split)
     classes = manifest.class_names(test["label"], data.classes)
-    index = _index(test, keys)
+    names = condition_names(cfg)
+    index = _index(test, cfg, classes)
     for key, expected in index.groupby("condition", sort=False)["path"]:
         folder = Path(out_dir) / key
         found = {p.relative_to(out_dir).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -117,7 +147,7 @@ def corrupt_merge(
             )
     atomic.write_text(Path(out_dir) / "index.csv", index.to_csv(index=False))
     _grid(data, cfg, test, classes, data_root, out_dir, grid_path)
-    return CorruptResult(list(keys), len(test))
+    return CorruptResult(names, len(test))
 
 
 def _test_split(data: DataConfig, test_split: Path, data_root: Path) -> tuple[pd.DataFrame, list, list]:
@@ -164,8 +194,23 @@ def _cache(
     return path
 
 
-def _index(test: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """``data/corrupted/index.csv``: every test image under every condition, condition by condition."""
+def _graded_images(
+    cfg: CorruptConfig, test: pd.DataFrame, classes: list[str], originals: list[np.ndarray]
+) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The test images the graded ladders corrupt: all, or the first ``corrupt.graded.per_class`` of each
+    class (in the split's order), which keeps 50 more sets affordable on a CPU."""
+    per_class = cfg.graded.per_class if cfg.graded is not None else None
+    if per_class is None:
+        return test, originals
+    keep = sorted(grid_picks(test["label"].tolist(), classes, per_class))
+    return test.iloc[keep].reset_index(drop=True), [originals[i] for i in keep]
+
+
+def _index(test: pd.DataFrame, cfg: CorruptConfig, classes: list[str]) -> pd.DataFrame:
+    """``data/corrupted/index.csv``: every test image under every condition, condition by condition (the
+    graded ones: the images :func:`_graded_images` picks)."""
+    graded, _ = _graded_images(cfg, test, classes, [None] * len(test))
+    blocks = [([c.name for c in cfg.all_conditions], test), (cfg.graded_names, graded)]
     rows = [
         {
             "condition": name,
@@ -173,8 +218,9 @@ def _index(test: pd.DataFrame, names: list[str]) -> pd.DataFrame:
             "label": row["label"],
             "sha256": row["sha256"],
         }
+        for names, block in blocks
         for name in names
-        for _, row in test.iterrows()
+        for _, row in block.iterrows()
     ]
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 

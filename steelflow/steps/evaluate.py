@@ -2,14 +2,18 @@
 
 Reads ``models/model.pt``, the caches (shard sets) ``data/cache/splits/test/`` and
 ``data/cache/corrupted/<condition>/``, and params sections ``evaluate`` and ``corrupt`` (which conditions,
-in which order). Writes ``metrics/summary.json`` (the headline numbers, :data:`HEADLINE`: the one metrics
-file DVC shows by default), ``metrics/evaluate.json`` (per condition: accuracy, macro precision / recall /
-F1, one-vs-rest AUROC; plus a summary), ``reports/evaluation.json`` (also per-class metrics and the
-confusion matrix of every condition), ``reports/robustness.md`` (our accuracies in the layout of the
-paper's Table 1, with the paper's numbers beside them unless our data are synthetic),
+in which order, and the graded ladders). Writes ``metrics/summary.json`` (the headline numbers,
+:data:`HEADLINE`: the one metrics file DVC shows by default), ``metrics/evaluate.json`` (per condition:
+accuracy, macro precision / recall / F1, one-vs-rest AUROC; per graded family and severity: accuracy, and
+the corruption error against ``evaluate.mce_baseline``; plus a summary with ``mce`` and ``relative_mce``),
+``reports/evaluation.json`` (also per-class metrics and the confusion matrix of every condition),
+``reports/graded_errors.json`` (this model's errors on the ladders: an mCE baseline when the model is the
+clean-trained CASI-Net, :mod:`steelflow.mce`), ``reports/robustness.md`` (our accuracies in the layout of
+the paper's Table 1, with the paper's numbers beside them unless our data are synthetic, then the graded
+table),
 ``reports/predictions.csv`` (clean test set, for ``dvc plots``' confusion template) and, under
-``reports/plots/``, accuracy per condition, the clean confusion matrix, and the coordinate-attention
-picture (paper, Fig. 7).
+``reports/plots/``, accuracy per condition, accuracy against severity per graded family, the clean
+confusion matrix, and the coordinate-attention picture (paper, Fig. 7).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from steelflow import atomic, paper, paths
+from steelflow import atomic, mce, paper, paths
 from steelflow.config import CorruptConfig, EvaluateConfig, Params
 from steelflow.data import cache
 from steelflow.inference import load_trained, pick_device
@@ -31,15 +35,18 @@ from steelflow.reports import (
     attention_figure,
     confusion_figure,
     data_label,
+    graded_lines,
     holdout_lines,
     is_synthetic,
     robustness_table,
+    severity_lines,
     table1_lines,
 )
 from steelflow.runs import tracker
 from steelflow.scoring import (
     CLEAN,
     evaluation_sets,
+    graded_sets,
     score,
     scored_sets,
     summarize,
@@ -72,6 +79,7 @@ HEADLINE = ("clean_accuracy", "worst_accuracy", "holdout_worst_accuracy", "mce",
 class EvaluateResult:
     accuracy: dict[str, float]  # condition → accuracy, the clean set first
     summary: dict[str, Any]
+    graded: dict[str, Any] | None = None  # corrupt.graded: per family and severity, mCE (steelflow.mce)
 
 
 def evaluate(
@@ -82,6 +90,7 @@ def evaluate(
     metrics_path: Path = paths.EVALUATE_METRICS,
     summary_path: Path = paths.SUMMARY_METRICS,
     details_path: Path = paths.EVALUATION_DETAILS,
+    graded_errors_path: Path = paths.GRADED_ERRORS,
     robustness_path: Path = paths.ROBUSTNESS_MD,
     predictions_path: Path = paths.PREDICTIONS,
     plots_dir: Path = paths.PLOTS,
@@ -95,6 +104,8 @@ def evaluate(
     left out of the table and the plot (they would say nothing about these images)."""
     tracker = tracker or NullTracker()
     dev = pick_device(device)
+    # read first: a wrong baseline file fails before minutes of scoring
+    baseline = read_baseline(cfg, corrupt_cfg)
     model, meta = load_trained(model_path, dev)
     sets = evaluation_sets(corrupt_cfg, cache_dir)
 
@@ -114,25 +125,41 @@ def evaluate(
     accuracy = {name: m["accuracy"] for name, m in per_condition.items()}
     holdout = corrupt_cfg.holdout_names
     summary = {"variant": meta.variant, "training": training_label(meta), **summarize(accuracy, holdout)}
+    graded, ladders, per_class = None, {}, None
+    if corrupt_cfg.graded is not None:
+        graded = _graded(model, meta, corrupt_cfg, cfg.batch_size, dev, cache_dir, accuracy[CLEAN], baseline)
+        summary |= {k: graded[k] for k in graded if k.endswith("mce")} | {
+            "graded_mean_error": graded["mean_error"]
+        }
+        ladders, per_class = dict(corrupt_cfg.graded.families), corrupt_cfg.graded.per_class
+    model_info = {"variant": meta.variant, "training": summary["training"], "input_norm": meta.input_norm}
+    errors = graded or mce.graded_summary({}, accuracy[CLEAN], {})  # nothing graded: no families
+    atomic.write_json(graded_errors_path, mce.errors_file(errors, ladders, model_info, per_class))
     # DVC metrics stay scalar (readable in `dvc metrics show`); per-class metrics and confusion
     # matrices go to the detailed report beside them.
     metrics = {
         "summary": summary,
         "conditions": {n: {k: m[k] for k in SCALARS} for n, m in per_condition.items()},
         "holdout": holdout,
+        **({"graded": graded_metrics(graded)} if graded is not None else {}),
     }
     atomic.write_json(metrics_path, metrics)
     atomic.write_json(summary_path, headline(metrics))
     atomic.write_json(details_path, per_condition)
     on = f", {data_label(data_source, short=True)}" if data_source else ""
     rows = {f"steelflow {meta.variant}, {summary['training']}{on}": accuracy}
-    atomic.write_text(robustness_path, robustness_table(meta.variant, rows, holdout, data_source))
+    table = robustness_table(meta.variant, rows, holdout, data_source)
+    if graded is not None:
+        table += "\n" + "\n".join(graded_lines(graded, cfg.mce_baseline)) + "\n"
+    atomic.write_text(robustness_path, table)
     with atomic.atomic_path(predictions_path) as tmp:
         predictions.to_csv(tmp, index=False)
 
     plots_dir = Path(plots_dir)
     paper_row = None if is_synthetic(data_source) else paper.TABLE1.get(meta.variant)
     accuracy_bars(accuracy, paper_row, plots_dir / "accuracy_by_condition.png", holdout)
+    if graded is not None:
+        severity_lines(graded, plots_dir / "accuracy_by_severity.png")
     confusion_figure(
         np.array(per_condition[CLEAN]["confusion_matrix"]),
         meta.classes,
@@ -141,16 +168,11 @@ def evaluate(
     if hasattr(model, "attention_maps"):
         attention_figure(model, clean, cfg.attention_examples, plots_dir / "attention.png", dev)
 
-    tracker.log_metrics(metric_names(per_condition, summary))
-    for artifact in (
-        summary_path,
-        metrics_path,
-        details_path,
-        robustness_path,
-        *sorted(plots_dir.glob("*.png")),
-    ):
+    tracker.log_metrics(metric_names(per_condition, summary, graded))
+    written = [summary_path, metrics_path, details_path, graded_errors_path, robustness_path]
+    for artifact in (*written, *sorted(plots_dir.glob("*.png"))):
         tracker.log_artifact(artifact, "evaluation")
-    return EvaluateResult(accuracy, summary)
+    return EvaluateResult(accuracy, summary, graded)
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
@@ -160,12 +182,52 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: found[k] for k in HEADLINE if _scalar(found.get(k))}
 
 
-def metric_names(per_condition: dict[str, dict[str, Any]], summary: dict[str, Any]) -> dict[str, float]:
-    """MLflow metric names: ``eval/<condition>/<metric>`` and ``eval/<summary key>``. The "/" makes the
-    MLflow UI group the charts per condition instead of one flat section of dozens."""
-    return {
-        f"eval/{name}/{k}": v for name, m in per_condition.items() for k, v in m.items() if _scalar(v)
-    } | {f"eval/{k}": v for k, v in summary.items() if _scalar(v)}
+def read_baseline(cfg: EvaluateConfig, corrupt_cfg: CorruptConfig) -> dict[str, Any] | None:
+    """The mCE baseline's errors (``evaluate.mce_baseline``), checked against ``corrupt.graded``'s
+    ladders; None when no baseline is set or nothing is graded."""
+    if cfg.mce_baseline is None or corrupt_cfg.graded is None:
+        return None
+    return mce.read_baseline(cfg.mce_baseline, corrupt_cfg.graded.families, corrupt_cfg.graded.per_class)
+
+
+def _graded(model, meta, corrupt_cfg, batch_size, dev, cache_dir, clean_accuracy, baseline) -> dict[str, Any]:
+    """Accuracy per graded family and severity, and the corruption errors
+    (:func:`steelflow.mce.graded_summary`)."""
+    accuracy = {
+        family: [
+            float((p.argmax(1) == d.labels).mean())
+            for _, d, p in scored_sets(model, meta, sets, batch_size, dev)
+        ]
+        for family, sets in graded_sets(corrupt_cfg, cache_dir).items()
+    }
+    groups = {family: corrupt_cfg.graded_group(family) for family in accuracy}
+    return mce.graded_summary(accuracy, clean_accuracy, groups, baseline)
+
+
+def graded_metrics(graded: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``metrics/evaluate.json``'s ``graded``: family → accuracy at ``s1`` ... ``s5``, mean error, and CE and
+    relative CE when there is a baseline (flat, for ``dvc metrics show``)."""
+    out = {}
+    for family, row in graded["families"].items():
+        cells: dict[str, float | None] = {f"s{s}": a for s, a in enumerate(row["accuracy"], 1)}
+        cells["mean_error"] = row["mean_error"]
+        cells |= {k: row[k] for k in ("ce", "relative_ce") if k in row}
+        out[family] = cells
+    return out
+
+
+def metric_names(
+    per_condition: dict[str, dict[str, Any]], summary: dict[str, Any], graded: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """MLflow metric names: ``eval/<condition>/<metric>``, ``eval/graded/<family>/<s1..s5|ce|...>`` and
+    ``eval/<summary key>`` (``eval/mce``, ...). The "/" makes the MLflow UI group the charts per condition
+    instead of one flat section of dozens."""
+    families = graded_metrics(graded) if graded is not None else {}
+    return (
+        {f"eval/{name}/{k}": v for name, m in per_condition.items() for k, v in m.items() if _scalar(v)}
+        | {f"eval/graded/{f}/{k}": v for f, cells in families.items() for k, v in cells.items() if _scalar(v)}
+        | {f"eval/{k}": v for k, v in summary.items() if _scalar(v)}
+    )
 
 
 def _scalar(v: Any) -> bool:
@@ -177,7 +239,9 @@ def tracked(p: Params, track: bool = True) -> EvaluateResult:
     (``metrics/mlflow_run_id.txt``)."""
     last = paths.MLFLOW_RUN.read_text().strip() if paths.MLFLOW_RUN.is_file() else None
     with tracker(p, "evaluate", track, run_id=last) as t:
-        sets = evaluation_sets(p.corrupt)
+        sets = evaluation_sets(p.corrupt) | {
+            n: f for g in graded_sets(p.corrupt).values() for n, f in g.items()
+        }
         t.log_datasets([(name, path, "evaluation") for name, path in sets.items() if cache.exists(path)])
         return evaluate(p.evaluate, p.corrupt, device=p.train.device, tracker=t, data_source=p.data.source)
 
@@ -189,11 +253,22 @@ def summary(result: EvaluateResult) -> list[str]:
         if "holdout_worst_condition" in s
         else ""
     )
+    graded = ""
+    if s.get("mce") is not None:
+        graded = f", mCE {s['mce']:.3f} (relative {_or_dash(s.get('relative_mce'))})"
+    elif "graded_mean_error" in s:
+        graded = (
+            f", graded mean error {s['graded_mean_error']:.3f} (no mCE: evaluate.mce_baseline is not set)"
+        )
     return [
         f"evaluate ({s['training']}): clean accuracy {s['clean_accuracy']:.3f}, worst "
-        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held} → {paths.SUMMARY_METRICS}, "
+        f"{s['worst_condition']} {s['worst_accuracy']:.3f}{held}{graded} → {paths.SUMMARY_METRICS}, "
         f"{paths.EVALUATE_METRICS}, {paths.ROBUSTNESS_MD}"
     ]
+
+
+def _or_dash(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
 
 
 STEP = Step(
@@ -203,12 +278,13 @@ STEP = Step(
     "reports/robustness.md, plots.",
     sections=("params",),  # the whole tree: the MLflow run's identity tags are made from it
     inputs=(paths.MODEL, paths.MLFLOW_RUN, paths.TEST_CACHE, paths.CACHE_CORRUPTED),
-    params=("evaluate", "corrupt.conditions", "corrupt.holdout", "data.source"),
+    params=("evaluate", "corrupt.conditions", "corrupt.holdout", "corrupt.graded", "data.source"),
     notes={"data.source": "synthetic or real: labels our rows, leaves the paper's out on synthetic data"},
     outs=(
         paths.EVALUATE_METRICS,
         paths.ROBUSTNESS_MD,
         paths.EVALUATION_DETAILS,
+        paths.GRADED_ERRORS,
         paths.PLOTS,
         paths.PREDICTIONS,
     ),

@@ -97,6 +97,7 @@ def _register(params, reg, model_path, run_id_path, metrics_path, cache_dir, car
         "run_id": run_id,
         "eval_data_hash": eval_hash,
         **{f"accuracy.{name}": f"{acc:.6f}" for name, acc in accuracy.items()},
+        **({"mce": f"{metrics['summary']['mce']:.6f}"} if metrics["summary"].get("mce") is not None else {}),
     }
     atomic.write_text(card_path, model_card(params, meta, metrics, tags))
     if gated and params.registry.challenger == "gated":

@@ -30,7 +30,8 @@ def split_done(project):
 def test_every_test_image_under_every_condition(split_done):
     result = corrupt(split_done.data, split_done.corrupt)
     test = manifest.read("data/splits/test.csv")
-    names = [c.name for c in split_done.corrupt.all_conditions]  # the Table 1 six, then the hold-out ones
+    # the Table 1 six, the hold-out ones, then each graded family at five severities
+    names = [c.name for c in split_done.corrupt.all_conditions] + split_done.corrupt.graded_names
     assert split_done.corrupt.holdout and result.conditions == names and result.n_images == len(test)
     index = pd.read_csv("data/corrupted/index.csv")
     assert len(index) == len(test) * len(names)
@@ -42,6 +43,28 @@ def test_every_test_image_under_every_condition(split_done):
         assert cached.images.shape[0] == len(test)
         assert cached.sha256.tolist() == test["sha256"].tolist()
         assert cached.classes == cache.load(cache.split_path("data/cache", "test")).classes
+
+
+def test_the_graded_block_writes_five_sets_per_family_named_by_severity(split_done):
+    graded = split_done.corrupt.graded
+    assert graded.severities == 5 and len(graded.families) == 10  # the 3 Table 1 and 7 hold-out families
+    two_each = split_done.corrupt.model_copy(update={"graded": graded.model_copy(update={"per_class": 2})})
+    corrupt(split_done.data, two_each)
+    test = manifest.read("data/splits/test.csv")
+    first_two = test.groupby("label", sort=False).head(2)  # per_class: the first of each class
+    index = pd.read_csv("data/corrupted/index.csv")
+    for family in graded.families:
+        folders = sorted(p.name for p in Path("data/cache/corrupted").glob(f"{family}_s*"))
+        assert folders == [f"{family}_s{s}" for s in range(1, 6)], family
+        for name in folders:
+            cached = cache.load(cache.condition_path("data/cache", name))
+            assert sorted(cached.sha256.tolist()) == sorted(first_two["sha256"]), name
+            assert sorted(index[index["condition"] == name]["sha256"]) == sorted(first_two["sha256"])
+    table1 = split_done.corrupt.conditions[0].name  # the single-level sets keep the whole split
+    assert len(cache.load(cache.condition_path("data/cache", table1)).labels) == len(test)
+    grid = Image.open("reports/corruptions.png")  # the grid keeps to the single-level conditions
+    n_cols, n_rows = 1 + len(split_done.corrupt.all_conditions), 6 * split_done.corrupt.grid_per_class
+    assert grid.width / grid.height == pytest.approx(n_cols / n_rows, rel=0.3)
 
 
 def test_corrupted_images_differ_from_the_originals_and_keep_size(split_done):
@@ -74,6 +97,7 @@ def test_user_defined_condition_list(project):
             "corrupt.conditions=[{name: dim, kind: luminance, alpha: 0.2},"
             " {name: shake, kind: blur, length: 3}]",
             "corrupt.holdout=[{name: fog, kind: jpeg, quality: 20}]",
+            "corrupt.graded=null",
         ]
     )
     ingest(params.data)

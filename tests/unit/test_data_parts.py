@@ -160,11 +160,13 @@ def test_corrupt_in_parts_writes_the_files_of_one_corrupt_byte_for_byte(split_do
     params = load_params()
     text = params_json(params)
     names = [c.name for c in params.corrupt.all_conditions]
-    assert plan("corrupt", text) == names  # one part per condition, the Table 1 six then the hold-out ones
+    families = [f"graded:{f}" for f in params.corrupt.graded.families]
+    # one part per condition, the Table 1 six then the hold-out ones, then one per graded family
+    assert plan("corrupt", text) == names + families
     corrupt(params.data, params.corrupt)
     merged = in_parts("corrupt", text, tmp_path / "kfp", split_done)["corrupted"]
     for rel in ("data/corrupted", "data/cache/corrupted"):
-        assert assert_same_files(Path(rel), merged / rel) >= len(names)
+        assert assert_same_files(Path(rel), merged / rel) >= len(names) + 5 * len(families)
     grid = "reports/corruptions.png"
     assert (merged / grid).read_bytes() == Path(grid).read_bytes()  # drawn from the files, both ways
     assert "data:image/png;base64," in (tmp_path / "kfp/merged/grid").read_text()

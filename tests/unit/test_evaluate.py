@@ -12,11 +12,13 @@ import torch
 from steelflow import paper, paths, scoring
 from steelflow.config import load_params
 from steelflow.data import cache
+from steelflow.errors import DataError
 from steelflow.inference import save_trained
 from steelflow.models import create_model
-from steelflow.steps.evaluate import evaluate, headline, robustness_table, score
+from steelflow.steps.evaluate import evaluate, headline, metric_names, robustness_table, score
 
 CLASSES = ["dent", "rust", "scratch"]
+TWO_FAMILIES = "{noise: {snr_db: [42.5, 35, 27.5, 20, 12.5]}, jpeg: {quality: [20, 14, 10, 7, 5]}}"
 COUNTS = [4, 5, 6]  # test images per class
 
 
@@ -44,8 +46,9 @@ def _write_sets(conditions: list[str]) -> None:
 
 @pytest.fixture
 def fixed_model(project):
-    p = load_params()
-    _write_sets([c.name for c in p.corrupt.all_conditions])
+    # two graded families (one Table 1, one hold-out) keep the test short: each set is one more pass
+    p = load_params(overrides=[f"corrupt.graded.families={TWO_FAMILIES}"])
+    _write_sets([c.name for c in p.corrupt.all_conditions] + p.corrupt.graded_names)
     meta = {"variant": "casinet", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}
     save_trained(_always(1), meta, Path("models/model.pt"))
     return p
@@ -140,8 +143,67 @@ def test_on_synthetic_data_the_report_leaves_the_papers_neu_cls_rows_out_and_say
     assert paper.VARIANT_LABELS["casinet"] in text  # real data: the paper's rows beside ours
 
 
+def test_graded_sets_are_reported_per_family_and_severity_without_an_mce_when_no_baseline_is_set(fixed_model):
+    p = fixed_model
+    result = evaluate(p.evaluate, p.corrupt)
+    families = list(p.corrupt.graded.families)
+    assert list(result.graded["families"]) == families
+    metrics = json.loads(Path("metrics/evaluate.json").read_text())
+    assert metrics["graded"]["noise"] == {
+        **{f"s{s}": pytest.approx(5 / 15) for s in range(1, 6)},
+        "mean_error": pytest.approx(10 / 15),
+    }
+    assert "mce" not in metrics["summary"] and metrics["summary"]["graded_mean_error"] == pytest.approx(
+        10 / 15
+    )
+    assert set(metrics["conditions"]) == {"original", *(c.name for c in p.corrupt.all_conditions)}
+    errors = json.loads(Path("reports/graded_errors.json").read_text())  # what a baseline file holds
+    assert errors["model"]["training"] == "clean-trained" and errors["ladders"]["jpeg"] == {
+        "quality": [20, 14, 10, 7, 5]
+    }
+    assert errors["families"]["jpeg"] == pytest.approx([10 / 15] * 5)
+    assert "No mCE: it needs a baseline" in Path("reports/robustness.md").read_text()
+    assert Path("reports/plots/accuracy_by_severity.png").stat().st_size > 5_000
+
+
+def test_with_a_baseline_evaluate_reports_mce_in_metrics_mlflow_names_and_the_report(fixed_model, tmp_path):
+    p = fixed_model
+    evaluate(p.evaluate, p.corrupt)  # a first model's errors (2/3 everywhere) become the baseline
+    baseline = tmp_path / "baseline.json"
+    tree = json.loads(Path("reports/graded_errors.json").read_text())
+    tree["families"]["noise"] = [1.0] * 5  # a baseline that got noise all wrong: CE 2/3 there
+    baseline.write_text(json.dumps(tree))
+    cfg = p.evaluate.model_copy(update={"mce_baseline": str(baseline)})
+    result = evaluate(cfg, p.corrupt)
+    summary = json.loads(Path("metrics/evaluate.json").read_text())["summary"]
+    assert summary["mce"] == pytest.approx((2 / 3 + 1) / 2)  # noise, jpeg
+    # relative: this model loses nothing to any corruption (every set 1/3 right, as clean); the baseline
+    # lost something on noise alone, the only family with a relative CE: 0 / (5 × 1/3)
+    assert summary["relative_mce"] == pytest.approx(0.0)
+    assert summary["table1_mce"] == pytest.approx(2 / 3)  # noise
+    assert summary["holdout_mce"] == pytest.approx(1.0)  # jpeg
+    names = metric_names({}, result.summary, result.graded)
+    assert names["eval/mce"] == summary["mce"] and names["eval/graded/noise/ce"] == pytest.approx(2 / 3)
+    assert names["eval/graded/jpeg/s3"] == pytest.approx(5 / 15)
+    text = Path("reports/robustness.md").read_text()
+    assert "| noise | table1 | 33.3 | 33.3 | 33.3 | 33.3 | 33.3 | 0.667 | 0.667 | 0.000 |" in text
+    assert "| jpeg | holdout | 33.3 | 33.3 | 33.3 | 33.3 | 33.3 | 0.667 | 1.000 | – |" in text
+    assert f"**mCE {summary['mce']:.3f}**" in text
+
+
+def test_a_baseline_measured_on_other_ladders_stops_evaluate_before_scoring(fixed_model, tmp_path):
+    p = fixed_model
+    evaluate(p.evaluate, p.corrupt)
+    tree = json.loads(Path("reports/graded_errors.json").read_text())
+    tree["ladders"]["noise"] = {"snr_db": [40, 30, 20, 10, 0]}
+    (tmp_path / "old.json").write_text(json.dumps(tree))
+    cfg = p.evaluate.model_copy(update={"mce_baseline": str(tmp_path / "old.json")})
+    with pytest.raises(DataError, match=r"other ladders for \['noise'\]"):
+        evaluate(cfg, p.corrupt)
+
+
 def test_variants_without_attention_draw_no_attention_picture(project):
-    p = load_params()
+    p = load_params(overrides=["corrupt.graded=null"])
     _write_sets([c.name for c in p.corrupt.all_conditions])
     meta = {"variant": "blfe_mlp", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}
     save_trained(_always(2, "blfe_mlp"), meta, Path("models/model.pt"))
@@ -181,7 +243,7 @@ def test_hold_out_conditions_get_a_block_of_their_own_without_paper_rows():
 
 def test_a_set_too_large_for_memory_is_streamed_to_the_same_scores(project, monkeypatch):
     """A random network (its scores differ image by image): streamed and in-memory evaluation agree."""
-    p = load_params()
+    p = load_params(overrides=["corrupt.graded=null"])
     _write_sets([c.name for c in p.corrupt.all_conditions])
     torch.manual_seed(0)
     meta = {"variant": "casinet", "image_size": 16, "dropout": 0.0, "classes": CLASSES, "in_chans": 1}

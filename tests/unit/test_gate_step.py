@@ -52,6 +52,17 @@ def test_a_model_below_the_gates_gets_a_refusal_that_register_obeys(project):
     assert json.loads(paths.REGISTRATION.read_text())["registered"] is False
 
 
+@pytest.mark.parametrize(("mce", "passed"), [(0.7, True), (0.9, False)])
+def test_the_mce_gate_reads_the_evaluated_mce(project, mce, passed):
+    metrics = json.loads(paths.EVALUATE_METRICS.read_text())
+    paths.EVALUATE_METRICS.write_text(json.dumps({**metrics, "summary": {"mce": mce}}))
+    lenient = [f"registry.gates.{k}=0.0" for k in ("min_clean_accuracy", "min_worst_accuracy")]
+    result = gate(_params(*lenient, "registry.gates.max_mce=0.8", "evaluate.mce_baseline=base.json"))
+    gate_ = next(g for g in result.gates if g.name.startswith("mCE"))
+    assert gate_.value == mce and result.passed is passed
+    assert "| mCE (graded, vs evaluate.mce_baseline) |" in paths.GATES_MD.read_text()
+
+
 def test_registry_fail_on_gate_makes_a_refusal_fail_the_step(project):
     with pytest.raises(GateFailed):
         gate(_params("registry.fail_on_gate=true"))
