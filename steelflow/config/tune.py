@@ -143,7 +143,8 @@ class TuneConfig(Section):
         if self.objective == "pareto" and self.pruner.kind in ("median", "hyperband"):
             raise ValueError(
                 f"tune.pruner.kind {self.pruner.kind!r} needs a single objective (Optuna's pruners do); "
-                "with tune.objective pareto use successive_halving (on Pareto rank) or none"
+                "with tune.objective pareto set tune.pruner.kind to successive_halving (on Pareto rank) "
+                "or none"
             )
         return self
 
@@ -152,7 +153,8 @@ class TuneConfig(Section):
         if self.grace_seconds <= self.heartbeat_seconds:
             raise ValueError(
                 f"grace_seconds ({self.grace_seconds}) must exceed "
-                f"heartbeat_seconds ({self.heartbeat_seconds})"
+                f"heartbeat_seconds ({self.heartbeat_seconds}): set tune.grace_seconds to "
+                f"{6 * self.heartbeat_seconds}"
             )
         return self
 
