@@ -181,19 +181,19 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
         raise ConfigError(
             "tune needs a validation split to score trials, but split.val is 0: set split.val to 0.2"
         )
-    for name in ("train", "val"):
-        if not cache.exists(Path(cache_dir) / name):
-            raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
     objective = objective_of(params)
-    note = fidelity.rung_note(cfg, objective.budget)  # a small budget scales the rungs instead of failing
-    if note:
-        progress.say(note)
     if objective.needs_robust and not any(getattr(params.train.robust, f).p for f in ROBUST_FAMILIES):
         raise ConfigError(
             f"tune.objective {cfg.objective!r} scores trials under train.robust's families, "
             f"but every one has p 0: set tune.objective to accuracy, or train.robust.{ROBUST_FAMILIES[0]}.p "
             "to 0.5"
         )
+    for name in ("train", "val"):
+        if not cache.exists(Path(cache_dir) / name):
+            raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
+    note = fidelity.rung_note(cfg, objective.budget)  # a small budget scales the rungs instead of failing
+    if note:
+        progress.say(note)
     ref = StudyRef(
         name=study_name(params),
         storage_url=storage_url(cfg),

@@ -110,7 +110,8 @@ def finished_line(t: FrozenTrial, position: int, total: int, left: int, worker: 
     if t.state == TrialState.COMPLETE:
         how = f"complete: {scores} after {epochs} epochs"
     elif "diverged" in attrs:
-        how = f"pruned at {epochs} epochs, diverged: {attrs['diverged']}"
+        at = f" at {epochs} epochs" if epochs else " in its first epoch"
+        how = f"pruned{at}, diverged: {attrs['diverged']}"
     elif t.state == TrialState.PRUNED:
         how = f"pruned at {epochs} epochs: {scores}" if scores else f"pruned at {epochs} epochs"
     else:

@@ -20,9 +20,10 @@ from steelflow import config
 from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.data.augment import family_views
+from steelflow.errors import DataError
 from steelflow.steps import tune as tuning
 from steelflow.tuning import objective as fidelity
-from tests.support.helpers import repo_params, write_params
+from tests.support.helpers import REPO, repo_params, write_params
 
 runner = CliRunner()
 LR = {"train.lr": FloatDistribution(1e-4, 1.0, log=True)}
@@ -116,6 +117,38 @@ def test_a_budget_below_the_first_rung_tunes_with_one_line_saying_so_and_a_line_
     assert trial_lines[3].endswith("; the study is done [study trial 1]")
     assert "\x1b" not in result.output and "\r" not in result.output
     assert yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("refused", "fix"),
+    [
+        (["tune.objective=pareto", "tune.pruner.kind=median"], "tune.pruner.kind=successive_halving"),
+        (["tune.grace_seconds=5"], "tune.grace_seconds=60"),
+    ],
+)
+def test_a_refused_tune_setting_names_the_key_and_a_value_that_works(refused, fix):
+    with pytest.raises(ConfigError) as e:
+        load_params(REPO / "params.yaml", refused)
+    key, value = fix.split("=")
+    assert f"set {key} to {value}" in str(e.value)
+    load_params(REPO / "params.yaml", [*refused, fix])  # the value named is accepted
+
+
+@pytest.mark.parametrize(
+    ("refused", "fix"),
+    [
+        (["split.val=0"], "split.val=0.2"),
+        ([f"train.robust.{f}.p=0" for f in config.ROBUST_FAMILIES], "train.robust.overlay.p=0.5"),
+    ],
+)
+def test_a_study_the_params_cannot_score_names_the_key_and_a_value_that_works(project, refused, fix):
+    """Refused before any data is read: the fix named gets past the check to the missing split cache."""
+    with pytest.raises(ConfigError) as e:
+        tuning.prepare(load_params(REPO / "params.yaml", refused), cache_dir=project / "no-cache")
+    key, value = fix.split("=")
+    assert f"set {key} to {value}" in str(e.value) or f"or {key} to {value}" in str(e.value)
+    with pytest.raises(DataError, match="run `steelflow split` first"):
+        tuning.prepare(load_params(REPO / "params.yaml", [*refused, fix]), cache_dir=project / "no-cache")
 
 
 # --- the Pareto rung rule and the pick --------------------------------------------------------------
@@ -376,8 +409,9 @@ def test_a_study_with_no_top_rung_trial_fails_and_writes_nothing(project):
         _trial(0, 0.9, 0.9, epochs=8, state=TrialState.PRUNED, last_rung=8),
         _trial(1, 0.9, 0.9, epochs=24, values=[0.9, 0.9], last_rung=24),  # complete, yet short of 40
     ]
-    with pytest.raises(tuning.TuningFailed, match="reached the top rung"):
+    with pytest.raises(tuning.TuningFailed, match="reached the top rung") as e:
         _report_on(project, trials, objective="pareto")
+    assert "raise tune.n_trials to 6, or set tune.pruner.kind to none" in str(e.value)
     assert not (project / "reports/tuning/best_params.yaml").exists()
 
 
