@@ -59,7 +59,10 @@ class PrunerConfig(Section):
 
     kind: Literal["successive_halving", "hyperband", "median", "none"] = "successive_halving"
     min_epochs: int = Field(
-        default=1, ge=1, description="successive_halving/hyperband: the first rung (epochs every trial gets)"
+        default=1,
+        ge=1,
+        description="successive_halving/hyperband: the first rung (epochs every trial gets); a trial budget "
+        "not above it scales the rungs down to it",
     )
     reduction_factor: int = Field(
         default=3, ge=2, description="successive_halving/hyperband: 1 in this many trials climbs each rung"

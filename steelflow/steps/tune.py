@@ -191,7 +191,7 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
     for name in ("train", "val"):
         if not cache.exists(Path(cache_dir) / name):
             raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
-    note = fidelity.rung_note(cfg, objective.budget)  # a small budget scales the rungs instead of failing
+    note = fidelity.rung_note(cfg, objective)  # a small budget scales the rungs instead of failing
     if note:
         progress.say(note)
     ref = StudyRef(

@@ -76,8 +76,8 @@ def test_a_budget_at_or_below_the_first_rung_scales_the_rungs_down_to_it():
     assert fidelity.Objective.of(cfg, train_epochs=2).rungs == (1,)  # `-S train.epochs=2`
     assert fidelity.Objective.of(cfg, train_epochs=8).rungs == (2, 6)
     assert fidelity.Objective.of(cfg, train_epochs=9).rungs == (8,)  # below the budget: as set
-    assert fidelity.rung_note(cfg, 9) is None
-    assert fidelity.rung_note(cfg, 8) == (
+    assert fidelity.rung_note(cfg, fidelity.Objective.of(cfg, train_epochs=9)) is None
+    assert fidelity.rung_note(cfg, fidelity.Objective.of(cfg, train_epochs=8)) == (
         "tune: a trial's budget (8 epochs, train.epochs) is not above tune.pruner.min_epochs (8): "
         "the rungs are scaled to 2, 6 and the top rung 8 epochs"
     )
@@ -87,11 +87,12 @@ def test_a_one_epoch_budget_turns_pruning_off_and_says_so():
     cfg = _cfg(pruner={"kind": "hyperband", "min_epochs": 8}, max_epochs=1)
     objective = fidelity.Objective.of(cfg, train_epochs=40)
     assert objective.rungs == () and objective.last_rung(1) == 1
-    assert fidelity.rung_note(cfg, 1) == (
+    assert fidelity.rung_note(cfg, objective) == (
         "tune: a trial's budget (1 epoch, tune.max_epochs) is not above tune.pruner.min_epochs (8): "
         "pruning is off, every trial runs the whole budget"
     )
-    assert fidelity.rung_note(_cfg(pruner={"kind": "median"}, max_epochs=1), 1) is None  # no rungs to scale
+    median = _cfg(pruner={"kind": "median"}, max_epochs=1)
+    assert fidelity.rung_note(median, fidelity.Objective.of(median, 40)) is None  # no rungs to scale
 
 
 def test_a_budget_below_the_first_rung_tunes_with_one_line_saying_so_and_a_line_per_trial(project):
