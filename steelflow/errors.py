@@ -52,9 +52,14 @@ class ValidationFailed(SteelflowError):
 
 
 class TrainingDiverged(SteelflowError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite. ``reason`` says where (loss, epoch, batch, lr); the message adds
+    ``where`` (the last good checkpoint), which a caller whose checkpoint is temporary leaves out."""
 
     exit_code = 5
+
+    def __init__(self, reason: str, where: str = ""):
+        super().__init__(f"{reason}; {where}" if where else reason)
+        self.reason = reason
 
 
 class TuningFailed(SteelflowError):

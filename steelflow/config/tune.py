@@ -59,7 +59,10 @@ class PrunerConfig(Section):
 
     kind: Literal["successive_halving", "hyperband", "median", "none"] = "successive_halving"
     min_epochs: int = Field(
-        default=1, ge=1, description="successive_halving/hyperband: the first rung (epochs every trial gets)"
+        default=1,
+        ge=1,
+        description="successive_halving/hyperband: the first rung (epochs every trial gets); a trial budget "
+        "not above it scales the rungs down to it",
     )
     reduction_factor: int = Field(
         default=3, ge=2, description="successive_halving/hyperband: 1 in this many trials climbs each rung"
@@ -143,7 +146,8 @@ class TuneConfig(Section):
         if self.objective == "pareto" and self.pruner.kind in ("median", "hyperband"):
             raise ValueError(
                 f"tune.pruner.kind {self.pruner.kind!r} needs a single objective (Optuna's pruners do); "
-                "with tune.objective pareto use successive_halving (on Pareto rank) or none"
+                "with tune.objective pareto set tune.pruner.kind to successive_halving (on Pareto rank) "
+                "or none"
             )
         return self
 
@@ -152,7 +156,8 @@ class TuneConfig(Section):
         if self.grace_seconds <= self.heartbeat_seconds:
             raise ValueError(
                 f"grace_seconds ({self.grace_seconds}) must exceed "
-                f"heartbeat_seconds ({self.heartbeat_seconds})"
+                f"heartbeat_seconds ({self.heartbeat_seconds}): set tune.grace_seconds to "
+                f"{6 * self.heartbeat_seconds}"
             )
         return self
 

@@ -51,7 +51,15 @@ from steelflow.errors import DataError, TuningFailed
 from steelflow.step import FanOut, Option, Produces, Step
 from steelflow.tracking import data_version
 from steelflow.tuning import objective as fidelity
-from steelflow.tuning.report import METRIC, baseline_of, draw_plots, plain, print_trial
+from steelflow.tuning.report import (
+    METRIC,
+    announce,
+    baseline_of,
+    draw_plots,
+    finished_line,
+    plain,
+    position,
+)
 from steelflow.tuning.result import TuneResult
 from steelflow.tuning.study import (
     FINISHED,
@@ -170,21 +178,22 @@ def prepare(params: Params, cache_dir: Path = paths.CACHE / "splits") -> StudyRe
     cfg = tune_cfg(params)
     check_search_space(params)
     if params.split.val == 0:
-        raise ConfigError("tune needs a validation split to score trials, but split.val is 0")
-    for name in ("train", "val"):
-        if not cache.exists(Path(cache_dir) / name):
-            raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
-    objective = objective_of(params)
-    if cfg.pruner.kind in ("successive_halving", "hyperband") and cfg.pruner.min_epochs >= objective.budget:
         raise ConfigError(
-            f"tune.pruner.min_epochs ({cfg.pruner.min_epochs}) must be below a trial's budget "
-            f"({objective.budget} epochs: tune.max_epochs, or train.epochs when null)"
+            "tune needs a validation split to score trials, but split.val is 0: set split.val to 0.2"
         )
+    objective = objective_of(params)
     if objective.needs_robust and not any(getattr(params.train.robust, f).p for f in ROBUST_FAMILIES):
         raise ConfigError(
             f"tune.objective {cfg.objective!r} scores trials under train.robust's families, "
-            "but every one has p 0"
+            f"but every one has p 0: set tune.objective to accuracy, or train.robust.{ROBUST_FAMILIES[0]}.p "
+            "to 0.5"
         )
+    for name in ("train", "val"):
+        if not cache.exists(Path(cache_dir) / name):
+            raise DataError(f"{Path(cache_dir) / name} not found: run `steelflow split` first")
+    note = fidelity.rung_note(cfg, objective)  # a small budget scales the rungs instead of failing
+    if note:
+        progress.say(note)
     ref = StudyRef(
         name=study_name(params),
         storage_url=storage_url(cfg),
@@ -212,21 +221,27 @@ def work(ref: StudyRef, index: int, n_workers: int = 1) -> None:
     study, storage = open_study(ref, cfg, worker=index)
     logger = TrialLogger(params, ref) if ref.mlflow_parent_run else None
     db = Database(cfg.grace_seconds)
-    while True:  # the deadline is checked after each trial, so every worker runs at least one
-        db(optuna.storages.fail_stale_trials, study)  # a dead worker's trial → FAIL, and a retry queued
-        claimed = db(claim, study, storage)
-        if claimed is None:
-            running = db(study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or time.time() >= deadline:
-                return  # nothing queued, nothing that may still fail and come back as a retry
-            time.sleep(min(cfg.heartbeat_seconds, 5))
-            continue
-        frozen = run_trial(*claimed, study, storage, params, cfg, ref, db)
-        print_trial(frozen, index)
-        if logger is not None:
-            logger.log(frozen)
-        if time.time() >= deadline:
-            return
+    worker = f", worker {index}" if n_workers > 1 else ""
+    with progress.overall("tuning", cfg.n_trials) as bar:
+        while True:  # the deadline is checked after each trial, so every worker runs at least one
+            db(optuna.storages.fail_stale_trials, study)  # a dead worker's trial → FAIL, and a retry queued
+            claimed = db(claim, study, storage)
+            if claimed is None:
+                running = db(study.get_trials, deepcopy=False, states=(TrialState.RUNNING,))
+                if not running or time.time() >= deadline:
+                    return  # nothing queued, nothing that may still fail and come back as a retry
+                time.sleep(min(cfg.heartbeat_seconds, 5))
+                continue
+            at, total = position(db(study.get_trials, deepcopy=False), claimed[0].number, cfg.n_trials)
+            bar(at - 1, f"tuning: trial {at}/{total}")
+            frozen = run_trial(*claimed, study, storage, params, cfg, ref, db, on_start=announce(at, total))
+            done = sum(t.state in FINISHED for t in counted(db(study.get_trials, deepcopy=False)))
+            progress.say(finished_line(frozen, at, total, cfg.n_trials - done, worker))
+            bar(done, f"tuning: {done}/{total} trials")
+            if logger is not None:
+                logger.log(frozen)
+            if time.time() >= deadline:
+                return
 
 
 def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneResult:
@@ -254,7 +269,8 @@ def report(params: Params, ref: StudyRef, out_dir: Path = paths.TUNING) -> TuneR
     if not top:
         raise TuningFailed(
             f"no trial of study {ref.name!r} reached the top rung ({objective.budget} epochs; {counts}): "
-            "raise tune.n_trials, or lower tune.pruner.reduction_factor"
+            f"raise tune.n_trials to {cfg.n_trials * objective.reduction_factor}, or set tune.pruner.kind "
+            "to none (every trial runs the whole budget)"
         )
     best = fidelity.pick_best(top, objective, cfg.max_clean_drop, cfg.min_improvement)
     best, test = fidelity.guard_baseline(

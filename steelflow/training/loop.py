@@ -345,8 +345,8 @@ def _fit_epoch(
         loss = (summed + weight * spread) * (world.size / sizes[i])
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr}); "
-                f"the last good checkpoint is {checkpoint_path} (epoch {state.epoch})"
+                f"loss is {loss.item()} at epoch {epoch}, batch {i + 1} (train.lr={cfg.lr})",
+                f"the last good checkpoint is {checkpoint_path} (epoch {state.epoch})",
             )
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()

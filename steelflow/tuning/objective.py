@@ -4,7 +4,9 @@ Multi-fidelity: every trial trains on the full schedule of ``tune.max_epochs`` (
 null), so a trial that survives every rung *is* the full training run with its values. Rungs sit at
 ``min_epochs × reduction_factor^k`` epochs; at each one a trial continues only if it ranks in the top
 ``1 / reduction_factor`` of the trials that reached that rung (asynchronous successive halving, Optuna's
-``SuccessiveHalvingPruner``; ``HyperbandPruner`` runs several such brackets).
+``SuccessiveHalvingPruner``; ``HyperbandPruner`` runs several such brackets). A budget at or below
+``min_epochs`` (a quick ``-S train.epochs=2``) scales the rungs down to it (:func:`first_rung`) rather
+than refusing the study; at one epoch there is no rung, and no pruning.
 
 Scores (``tune.objective``), each the best so far over the epochs a trial ran, so that one lucky or
 unlucky epoch on a small validation split does not decide a rung:
@@ -65,8 +67,8 @@ class Objective:
         p = cfg.pruner
         rungs: list[int] = []
         if p.kind in ("successive_halving", "hyperband"):
-            epoch = p.min_epochs
-            while epoch < budget:
+            epoch = first_rung(cfg, budget)
+            while epoch and epoch < budget:
                 rungs.append(epoch)
                 epoch *= p.reduction_factor
         return cls(cfg.objective, f"val_robust_{cfg.robust_score}", budget, tuple(rungs), p.reduction_factor)
@@ -112,6 +114,30 @@ class Objective:
             return epochs
         reached = [r for r in (*self.rungs, self.budget) if r <= epochs]
         return reached[-1] if reached else 0
+
+
+def first_rung(cfg: TuneConfig, budget: int) -> int | None:
+    """The first rung of successive halving: ``tune.pruner.min_epochs``, or, when a trial's budget is at
+    or below it (a quick ``-S train.epochs=2``), the budget divided by the reduction factor (at least 1),
+    so the rungs follow the budget down; None when the budget is one epoch (no rung fits: no pruning)."""
+    p = cfg.pruner
+    if p.min_epochs < budget:
+        return p.min_epochs
+    return max(1, budget // p.reduction_factor) if budget > 1 else None
+
+
+def rung_note(cfg: TuneConfig, objective: Objective) -> str | None:
+    """The one line that says the rungs were scaled to a small budget (None when they were not)."""
+    p, budget = cfg.pruner, objective.budget
+    if p.kind not in ("successive_halving", "hyperband") or p.min_epochs < budget:
+        return None
+    source = "tune.max_epochs" if cfg.max_epochs else "train.epochs"
+    said = f"tune: a trial's budget ({budget} epoch{'s' * (budget != 1)}, {source}) is not above "
+    said += f"tune.pruner.min_epochs ({p.min_epochs}): "
+    if not objective.rungs:
+        return said + "pruning is off, every trial runs the whole budget"
+    shown = ", ".join(str(r) for r in objective.rungs)
+    return said + f"the rungs are scaled to {shown} and the top rung {budget} epochs"
 
 
 def pareto_promotable(

@@ -1,14 +1,18 @@
-"""What a study's report is made of: the baseline trial's record, the plots, one line per trial."""
+"""What a study's report is made of: the baseline trial's record, the plots, a line before and after
+each trial (which of how many, how it ended, how many are left)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from steelflow import progress
 from steelflow.tuning import objective as fidelity
+from steelflow.tuning.study import counted
 
 METRIC = {
     "accuracy": "best clean validation accuracy over {budget} epochs",
@@ -75,22 +79,46 @@ def draw_plots(study: optuna.Study, objective: fidelity.Objective, chosen: int, 
         plt.close(fig)
 
 
-def print_trial(t: FrozenTrial, worker: int) -> None:
-    shown = ", ".join(f"{k}={fmt(v)}" for k, v in t.params.items())
-    if fidelity.CLEAN in t.user_attrs:
-        robust = t.user_attrs.get(fidelity.ROBUST)
-        value = f"val acc {t.user_attrs[fidelity.CLEAN]:.3f}" + (
-            f", robust {robust:.3f}" if robust is not None else ""
-        )
-        value += f" after {t.user_attrs.get(fidelity.EPOCHS)} epochs"
+def position(trials: list[FrozenTrial], number: int, n_trials: int) -> tuple[int, int]:
+    """Trial ``number``'s place in the study (a retried trial not counted twice), and of how many."""
+    at = 1 + sum(t.number < number for t in counted(trials))
+    return at, max(n_trials, at)
+
+
+def announce(position: int, total: int) -> Callable[[dict[str, Any], bool], None]:
+    """What a trial calls with its values before it trains: the line that says this is tuning."""
+    return lambda values, baseline: progress.say(started_line(position, total, values, baseline))
+
+
+def started_line(position: int, total: int, values: dict[str, Any], baseline: bool) -> str:
+    """The line before a trial's epoch lines: that this is tuning, which trial of how many, its values."""
+    shown = ", ".join(f"{k}={fmt(v)}" for k, v in values.items())
+    what = "the baseline, hand-set: " if baseline else ""
+    return f"tune: trial {position}/{total} starts, {total - position} after it ({what}{shown})"
+
+
+def finished_line(t: FrozenTrial, position: int, total: int, left: int, worker: str = "") -> str:
+    """The line after a trial: how it ended (complete, pruned at a rung, diverged, failed), its scores,
+    and how many trials of the study are left."""
+    attrs = t.user_attrs
+    scores = ""
+    if fidelity.CLEAN in attrs:
+        robust = attrs.get(fidelity.ROBUST)
+        scores = f"val acc {attrs[fidelity.CLEAN]:.3f}"
+        scores += f", robust {robust:.3f}" if robust is not None else ""
+    epochs = attrs.get(fidelity.EPOCHS, 0)
+    if t.state == TrialState.COMPLETE:
+        how = f"complete: {scores} after {epochs} epochs"
+    elif "diverged" in attrs:
+        at = f" at {epochs} epochs" if epochs else " in its first epoch"
+        how = f"pruned{at}, diverged: {attrs['diverged']}"
+    elif t.state == TrialState.PRUNED:
+        how = f"pruned at {epochs} epochs: {scores}" if scores else f"pruned at {epochs} epochs"
     else:
-        value = ""
-    if t.state == TrialState.FAIL:
-        value = t.user_attrs.get("error", "")
-    elif "diverged" in t.user_attrs:
-        value = f"diverged: {t.user_attrs['diverged']}"
-    what = "the baseline, hand-set: " if fidelity.is_baseline(t) else ""
-    print(f"tune: trial {t.number} {t.state.name} {value} ({what}{shown}) [worker {worker}]", flush=True)
+        how = f"failed: {attrs.get('error') or t.state.name.lower()}"
+    rest = "the study is done" if left <= 0 else f"{left} trial{'s' * (left != 1)} left"
+    where = f" [study trial {t.number}{worker}]"
+    return f"tune: trial {position}/{total} {how}; {rest}{where}"
 
 
 def fmt(v: Any) -> str:

@@ -203,17 +203,19 @@ def _serialize_sqlite(engine: Any) -> None:
 def _pruner(cfg: TuneConfig, objective: fidelity.Objective) -> optuna.pruners.BasePruner:
     """Optuna's pruner for one objective; pareto's rung rule is :func:`fidelity.pareto_promotable`."""
     p = cfg.pruner
-    if objective.kind == "pareto":
+    if objective.kind == "pareto" or (p.kind in ("successive_halving", "hyperband") and not objective.rungs):
         return optuna.pruners.NopPruner()
     if p.kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_epochs)
     if p.kind == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=p.min_epochs, reduction_factor=p.reduction_factor, min_early_stopping_rate=0
+            min_resource=objective.rungs[0], reduction_factor=p.reduction_factor, min_early_stopping_rate=0
         )
     if p.kind == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_epochs, max_resource=objective.budget, reduction_factor=p.reduction_factor
+            min_resource=objective.rungs[0],
+            max_resource=objective.budget,
+            reduction_factor=p.reduction_factor,
         )
     return optuna.pruners.NopPruner()
 

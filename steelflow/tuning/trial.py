@@ -14,7 +14,7 @@ import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,11 @@ def run_trial(
     cfg: TuneConfig,
     ref: StudyRef,
     db: Database,
+    on_start: Callable[[dict[str, Any], bool], None] | None = None,
 ) -> FrozenTrial:
     """One trial: training on the full schedule, pruned at a rung it does not climb; told COMPLETE, PRUNED
-    or FAIL (PRUNED too when its loss diverges). Its curve, scores and last rung are user attributes."""
+    or FAIL (PRUNED too when its loss diverges). Its curve, scores and last rung are user attributes.
+    ``on_start(values, baseline)`` is told the trial's values before it trains."""
     db(trial.set_user_attr, "worker", who())
     started = time.perf_counter()
     state, value, interrupted = TrialState.FAIL, None, False
@@ -76,6 +78,8 @@ def run_trial(
     with heartbeat(storage, trial_id, cfg.heartbeat_seconds):
         try:
             values = {key: db(suggest, trial, key, spec) for key, spec in cfg.space.items()}
+            if on_start is not None:
+                on_start(values, bool(trial.user_attrs.get(fidelity.BASELINE)))
             trial_params = with_overrides(
                 params, {**values, "train.epochs": objective.budget, "train.patience": 0}
             )
@@ -127,7 +131,8 @@ def run_trial(
             db(trial.set_user_attr, "pruned", str(e))
         except TrainingDiverged as e:  # a bad region, not a broken trial: pruned, so the sampler learns it
             state = TrialState.PRUNED
-            db(trial.set_user_attr, "diverged", str(e)[:1000])
+            # its reason only: the checkpoint it names lived in the trial's temporary folder, now gone
+            db(trial.set_user_attr, "diverged", e.reason[:1000])
         except Exception as e:  # out of memory, a bad value: recorded FAIL, and the study goes on
             db(trial.set_user_attr, "error", redact(f"{type(e).__name__}: {e}")[:1000])
         except KeyboardInterrupt:

@@ -31,10 +31,22 @@ OPEN_GATES = {
 def experiments(tmp_path_factory) -> Path:
     """One experiment run with --temp (gates open: it registers), then one queued and run by the queue
     worker with 2 epochs and a gate it fails (it must not move @challenger): its gate stage writes the
-    refusal, register registers nothing, and the experiment succeeds with its metrics and verdict."""
-    tuned = {**SMALL, "train": {**SMALL["train"], "use_tuned": True}, "registry": {"gates": OPEN_GATES}}
+    refusal, register registers nothing, and the experiment succeeds with its metrics and verdict.
+
+    Tuning keeps params.yaml's budget (``tune.max_epochs: null`` = train.epochs; first rung at 8 epochs),
+    so a quick experiment's few epochs are below the first rung: the rungs follow the budget down (or, at
+    one epoch, pruning is off), with one line saying so, instead of a refusal."""
+    tune = {**SMALL["tune"], "max_epochs": None, "pruner": {"kind": "successive_halving", "min_epochs": 8}}
+    tuned = {
+        **SMALL,
+        "train": {**SMALL["train"], "use_tuned": True},
+        "tune": tune,
+        "registry": {"gates": OPEN_GATES},
+    }
     clone = clone_repo(tmp_path_factory.mktemp("exps"), tuned)
-    sh("dvc", "exp", "run", "--temp", "-n", "exp-temp", cwd=clone)
+    out = sh("dvc", "exp", "run", "--temp", "-n", "exp-temp", cwd=clone)
+    assert "the rungs are scaled to 1 and the top rung 2 epochs" in out, out  # train.epochs: 2
+    assert "tune: trial 2/2 starts, 0 after it" in out and "; the study is done" in out, out
     sh(
         "dvc", "exp", "run", "--queue", "-n", "exp-queued",
         "-S", "train.epochs=1", "-S", "registry.gates.min_clean_accuracy=0.99",
@@ -48,6 +60,8 @@ def experiments(tmp_path_factory) -> Path:
     out = logs.stdout + logs.stderr
     assert "Running stage 'gate'" in out and "Running stage 'register'" in out, out
     assert "nothing registered" in out, out
+    # the README's `-S train.epochs=1`: a one-epoch budget has no room for a rung
+    assert "(1 epoch, train.epochs) is not above tune.pruner.min_epochs (8): pruning is off" in out, out
     sh("dvc", "queue", "stop", "--kill", cwd=clone)
     return clone
 

@@ -122,6 +122,18 @@ def test_paper_profile_is_valid_and_paper_faithful():
     assert p.split.test == 0.3 and len(p.data.classes) == 6
 
 
+def test_quick_profile_is_valid_and_lowers_what_makes_a_real_dataset_slow():
+    """profiles/quick.yaml ("my data, ten minutes"): the same pipeline as params.yaml, smaller where the
+    time goes (image side, epochs, trials and each trial's epochs), with no rung to scale."""
+    quick, default = load_params(REPO / "profiles" / "quick.yaml"), load_params(REPO / "params.yaml")
+    assert quick.data.source.endswith("NEU-CLS") and len(quick.data.classes) == 6
+    assert quick.model.image_size == quick.data.cache_size <= 48
+    assert quick.train.epochs < default.train.epochs and quick.tune.n_trials < default.tune.n_trials
+    assert quick.tune.max_epochs < quick.train.epochs
+    assert quick.tune.pruner.min_epochs < quick.tune.max_epochs  # rungs as written: no scaling line
+    assert quick.model.variant == default.model.variant and quick.corrupt == default.corrupt
+
+
 def test_robust_training_params_name_the_key_and_the_range():
     p = load_params(REPO / "params.yaml")
     assert p.train.robust.enabled and p.model.input_norm != "none"  # the default profile trains robustly

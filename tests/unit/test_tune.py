@@ -364,7 +364,11 @@ def test_a_bad_region_and_a_diverging_trial_are_pruned_without_stopping_the_stud
     diverged = trials[3]  # pruned, not failed: TPE models pruned trials as bad, failed ones it ignores
     assert diverged.user_attrs["diverged"].startswith("loss is"), diverged.user_attrs
     assert "error" not in diverged.user_attrs and "diverged" not in trials[2].user_attrs
-    assert "trial 3 PRUNED diverged: loss is" in " ".join(result.output.split())
+    # its line says where it diverged, and names no checkpoint: it lived in the trial's deleted temp folder
+    shown = [line for line in result.output.splitlines() if "[study trial 3]" in line]
+    assert shown[0].startswith("tune: trial 4/6 pruned "), shown
+    assert ", diverged: loss is " in shown[0] and "checkpoint" not in shown[0], shown
+    assert "checkpoint" not in diverged.user_attrs["diverged"]
     best = yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())
     assert best["params"]["train.lr"] == 0.02
 
@@ -378,6 +382,10 @@ def test_no_completed_trial_is_an_error_and_writes_nothing(split_project):
     result = runner.invoke(app, ["tune", "--no-track"])
     assert result.exit_code == 6, result.output
     assert "no trial" in result.output and "completed" in result.output
+    # each trial's line says it diverged, and names no checkpoint (it was in the trial's deleted temp folder)
+    shown = [line for line in result.output.splitlines() if line.startswith("tune: trial 1/2 ")]
+    assert shown[1].startswith("tune: trial 1/2 pruned in its first epoch, diverged: loss is nan at epoch 1")
+    assert "checkpoint" not in result.output
     assert not Path("reports/tuning/best_params.yaml").exists()
 
 

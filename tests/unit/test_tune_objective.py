@@ -20,9 +20,10 @@ from steelflow import config
 from steelflow.cli import app
 from steelflow.config import ConfigError, load_params
 from steelflow.data.augment import family_views
+from steelflow.errors import DataError
 from steelflow.steps import tune as tuning
 from steelflow.tuning import objective as fidelity
-from tests.support.helpers import repo_params, write_params
+from tests.support.helpers import REPO, repo_params, write_params
 
 runner = CliRunner()
 LR = {"train.lr": FloatDistribution(1e-4, 1.0, log=True)}
@@ -70,17 +71,85 @@ def test_a_pareto_study_refuses_optunas_single_objective_pruners():
         _cfg(objective="pareto", pruner={"kind": "median"})
 
 
-def test_a_first_rung_at_or_past_the_budget_is_named_before_any_trial(project):
+def test_a_budget_at_or_below_the_first_rung_scales_the_rungs_down_to_it():
+    cfg = _cfg(pruner={"kind": "successive_halving", "min_epochs": 8, "reduction_factor": 3})
+    assert fidelity.Objective.of(cfg, train_epochs=2).rungs == (1,)  # `-S train.epochs=2`
+    assert fidelity.Objective.of(cfg, train_epochs=8).rungs == (2, 6)
+    assert fidelity.Objective.of(cfg, train_epochs=9).rungs == (8,)  # below the budget: as set
+    assert fidelity.rung_note(cfg, fidelity.Objective.of(cfg, train_epochs=9)) is None
+    assert fidelity.rung_note(cfg, fidelity.Objective.of(cfg, train_epochs=8)) == (
+        "tune: a trial's budget (8 epochs, train.epochs) is not above tune.pruner.min_epochs (8): "
+        "the rungs are scaled to 2, 6 and the top rung 8 epochs"
+    )
+
+
+def test_a_one_epoch_budget_turns_pruning_off_and_says_so():
+    cfg = _cfg(pruner={"kind": "hyperband", "min_epochs": 8}, max_epochs=1)
+    objective = fidelity.Objective.of(cfg, train_epochs=40)
+    assert objective.rungs == () and objective.last_rung(1) == 1
+    assert fidelity.rung_note(cfg, objective) == (
+        "tune: a trial's budget (1 epoch, tune.max_epochs) is not above tune.pruner.min_epochs (8): "
+        "pruning is off, every trial runs the whole budget"
+    )
+    median = _cfg(pruner={"kind": "median"}, max_epochs=1)
+    assert fidelity.rung_note(median, fidelity.Objective.of(median, 40)) is None  # no rungs to scale
+
+
+def test_a_budget_below_the_first_rung_tunes_with_one_line_saying_so_and_a_line_per_trial(project):
+    """The README's quick experiment (`-S train.epochs=...` under params.yaml's min_epochs 8) completes;
+    without a terminal the trials show as plain lines, no bar's control characters."""
     tree = repo_params()
-    tree["tune"] |= {"max_epochs": 2, "pruner": {"kind": "successive_halving", "min_epochs": 2}}
+    tree["tune"] |= {"max_epochs": 2, "pruner": {"kind": "successive_halving", "min_epochs": 8}}
     write_params(project, tree)
     for step in ("ingest", "validate", "split"):
         assert runner.invoke(app, [step]).exit_code == 0
     result = runner.invoke(app, ["tune", "--no-track"])
-    assert result.exit_code == ConfigError.exit_code
-    assert "tune.pruner.min_epochs (2) must be below a trial's budget (2 epochs" in " ".join(
-        result.output.split()
-    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line for line in lines if "tune.pruner.min_epochs" in line] == [
+        "tune: a trial's budget (2 epochs, tune.max_epochs) is not above tune.pruner.min_epochs (8): "
+        "the rungs are scaled to 1 and the top rung 2 epochs"
+    ]
+    trial_lines = [line for line in lines if line.startswith("tune: trial ")]
+    assert trial_lines[0].startswith("tune: trial 1/2 starts, 1 after it (the baseline, hand-set: train.lr=")
+    assert trial_lines[1].startswith("tune: trial 1/2 complete: val acc ")
+    assert trial_lines[1].endswith("after 2 epochs; 1 trial left [study trial 0]")
+    assert trial_lines[2].startswith("tune: trial 2/2 starts, 0 after it (train.lr=")
+    assert trial_lines[3].endswith("; the study is done [study trial 1]")
+    assert "\x1b" not in result.output and "\r" not in result.output
+    assert yaml.safe_load(Path("reports/tuning/best_params.yaml").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("refused", "fix"),
+    [
+        (["tune.objective=pareto", "tune.pruner.kind=median"], "tune.pruner.kind=successive_halving"),
+        (["tune.grace_seconds=5"], "tune.grace_seconds=60"),
+    ],
+)
+def test_a_refused_tune_setting_names_the_key_and_a_value_that_works(refused, fix):
+    with pytest.raises(ConfigError) as e:
+        load_params(REPO / "params.yaml", refused)
+    key, value = fix.split("=")
+    assert f"set {key} to {value}" in str(e.value)
+    load_params(REPO / "params.yaml", [*refused, fix])  # the value named is accepted
+
+
+@pytest.mark.parametrize(
+    ("refused", "fix"),
+    [
+        (["split.val=0"], "split.val=0.2"),
+        ([f"train.robust.{f}.p=0" for f in config.ROBUST_FAMILIES], "train.robust.overlay.p=0.5"),
+    ],
+)
+def test_a_study_the_params_cannot_score_names_the_key_and_a_value_that_works(project, refused, fix):
+    """Refused before any data is read: the fix named gets past the check to the missing split cache."""
+    with pytest.raises(ConfigError) as e:
+        tuning.prepare(load_params(REPO / "params.yaml", refused), cache_dir=project / "no-cache")
+    key, value = fix.split("=")
+    assert f"set {key} to {value}" in str(e.value) or f"or {key} to {value}" in str(e.value)
+    with pytest.raises(DataError, match="run `steelflow split` first"):
+        tuning.prepare(load_params(REPO / "params.yaml", [*refused, fix]), cache_dir=project / "no-cache")
 
 
 # --- the Pareto rung rule and the pick --------------------------------------------------------------
@@ -341,8 +410,9 @@ def test_a_study_with_no_top_rung_trial_fails_and_writes_nothing(project):
         _trial(0, 0.9, 0.9, epochs=8, state=TrialState.PRUNED, last_rung=8),
         _trial(1, 0.9, 0.9, epochs=24, values=[0.9, 0.9], last_rung=24),  # complete, yet short of 40
     ]
-    with pytest.raises(tuning.TuningFailed, match="reached the top rung"):
+    with pytest.raises(tuning.TuningFailed, match="reached the top rung") as e:
         _report_on(project, trials, objective="pareto")
+    assert "raise tune.n_trials to 6, or set tune.pruner.kind to none" in str(e.value)
     assert not (project / "reports/tuning/best_params.yaml").exists()
 
 
