@@ -564,7 +564,9 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
     parts = ["ingest-part"] * PIPELINE_PARAMS["data"]["parts"]
     assert kubelet.ran[: 4 + len(parts)] == ["settings", "ingest-plan", *parts, "ingest-merge", "validate"]
     corrupt = yaml.safe_load((REPO / "params.yaml").read_text())["corrupt"]
+    # a corrupt part per Table 1 or hold-out condition, and one per graded family
     conditions = [c["name"] for c in corrupt["conditions"] + corrupt["holdout"]]
+    conditions += [f"graded:{f}" for f in (corrupt.get("graded") or {}).get("families", {})]
     assert kubelet.ran.index("split") < kubelet.ran.index("corrupt-part")
     assert sorted(kubelet.ran) == sorted(
         ["settings", "ingest-plan", *parts, "ingest-merge", "validate", "split", "corrupt-plan",

@@ -85,6 +85,8 @@ def test_one_run_holds_training_and_evaluation(tracked_run):
     conditions = [
         c["name"] for c in repo_params()["corrupt"]["conditions"] + repo_params()["corrupt"]["holdout"]
     ]
+    graded = (repo_params()["corrupt"].get("graded") or {}).get("families", {})
+    conditions += [f"{family}_s{s}" for family in graded for s in range(1, 6)]  # the graded ladders' sets
     assert set(inputs) == {"train", "val", "original", *conditions}
     from steelflow.data import shards
 
