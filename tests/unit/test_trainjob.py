@@ -5,13 +5,11 @@ here: those tests end in ``_mocked_cluster``), and the pipeline compiled with th
 from __future__ import annotations
 
 import copy
-import functools
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
@@ -24,9 +22,10 @@ from steelflow.errors import ConfigError, PipelineError
 from steelflow.training.torchrun import train_command
 from steelflow.trainjob import manifest
 from steelflow.trainjob.cluster import Cluster, TimedOut
+from tests.support import crds
 from tests.support.helpers import REPO, deep_update, repo_params, write_params
 
-CRD = REPO / "pipelines" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"
+CRD = crds.CRDS / "trainer.kubeflow.org_trainjobs.yaml"
 WORKDIR = "s3://steelflow/trainjobs"
 ON = {"kubeflow": {"trainer": {"enabled": True, "workdir": WORKDIR}}}
 RUN = "0d6f3a1e-7c41-4b8e-9a55-2f1c3e5d7b90"  # a Kubeflow Pipelines run id
@@ -43,33 +42,12 @@ def params(**changes: Any) -> config.Params:
 # --- the manifest against the CRD ---------------------------------------------------------------------
 
 
-@functools.cache
 def crd() -> dict:
-    return next(d for d in yaml.safe_load_all(CRD.read_text()) if d)
-
-
-@functools.cache
-def validator() -> jsonschema.Validator:
-    """The CRD's openAPIV3Schema, strict: the API server (``fieldValidation=Strict``, which the launcher
-    asks for) refuses a field the schema does not declare, so the copy here does too."""
-    (version,) = crd()["spec"]["versions"]
-    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
-
-
-def _strict(schema: Any) -> Any:
-    if isinstance(schema, list):
-        return [_strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _strict(v) for k, v in schema.items()}
-    open_ended = "additionalProperties" in out or out.get("x-kubernetes-preserve-unknown-fields")
-    if out.get("type") == "object" and "properties" in out and not open_ended:
-        out["additionalProperties"] = False
-    return out
+    return crds.crd(CRD)
 
 
 def problems(job: dict) -> list[str]:
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator().iter_errors(job)]
+    return crds.problems(CRD, job)
 
 
 def test_the_vendored_crd_is_the_trainjob_of_kubeflow_trainer_v2_3_with_its_source_and_licence():
