@@ -5,10 +5,10 @@ section), never the whole tree. Loading fails early, before any work, with the d
 fault and what was allowed there.
 
 By job: :mod:`~steelflow.config.section` (the base class), the schema by section (``data``, ``corrupt``,
-``model``, ``robust``, ``train``, ``serving``, ``tune``, ``kubeflow``; :mod:`~steelflow.config.params` the
-whole tree), :mod:`~steelflow.config.registries` (named variants: corruption kinds, augmentation
-families, input stages), :mod:`~steelflow.config.tree` (dotted keys and ``--set``),
-:mod:`~steelflow.config.loading` (params.yaml, the environment, tuned values) and
+``model``, ``robust``, ``train``, ``serving``, ``tune``, ``kubeflow``, ``deploy``;
+:mod:`~steelflow.config.params` the whole tree), :mod:`~steelflow.config.registries` (named variants:
+corruption kinds, augmentation families, input stages), :mod:`~steelflow.config.tree` (dotted keys and
+``--set``), :mod:`~steelflow.config.loading` (params.yaml, the environment, tuned values) and
 :mod:`~steelflow.config.messages` (validation errors as one line). Every public name is importable from
 here.
 """
@@ -30,6 +30,7 @@ from steelflow.config.corrupt import (
     StripesCondition,
 )
 from steelflow.config.data import DataConfig, QualityConfig, SplitConfig, SyntheticConfig, ValidateConfig
+from steelflow.config.deploy import DeployConfig
 from steelflow.config.kubeflow import GpuConfig, KubeflowConfig, SecretEnv, Toleration, TrainerConfig
 from steelflow.config.loading import (
     DEFAULT_PARAMS,
@@ -82,6 +83,7 @@ __all__ = [
     "CorruptConfig",
     "DataConfig",
     "DefocusFamily",
+    "DeployConfig",
     "ElasticCondition",
     "EvaluateConfig",
     "GammaFamily",

@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from steelflow.config.corrupt import CorruptConfig
 from steelflow.config.data import DataConfig, SplitConfig, ValidateConfig
+from steelflow.config.deploy import DeployConfig
 from steelflow.config.kubeflow import KubeflowConfig
 from steelflow.config.model import ModelConfig
 from steelflow.config.section import Section
@@ -38,6 +39,7 @@ class Params(Section):
     registry: RegistryConfig | None = None
     kubeflow: KubeflowConfig | None = None
     predict: PredictConfig = PredictConfig()
+    deploy: DeployConfig = DeployConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
