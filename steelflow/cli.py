@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from steelflow import config, paths, redact
+from steelflow.cli_deploy import after_rollback, deploy
 from steelflow.cli_pipeline import pipeline_app
 from steelflow.cli_shards import shards_app
 from steelflow.cli_trainjob import trainjob_app
@@ -102,8 +103,13 @@ def rollback(
     """Move 'champion' back to the version the current champion replaced."""
     from steelflow.registry import rollback as run
 
-    was, now = run(_params(params, set_), reason=reason)
+    p = _params(params, set_)
+    was, now = run(p, reason=reason)
     out.print(f"rollback: champion {was} → {now}")
+    after_rollback(p)  # a manifest written before serves a version that is no longer the champion
+
+
+app.command()(deploy)
 
 
 @app.command("relocate-artifacts")
