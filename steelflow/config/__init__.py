@@ -5,7 +5,7 @@ section), never the whole tree. Loading fails early, before any work, with the d
 fault and what was allowed there.
 
 By job: :mod:`~steelflow.config.section` (the base class), the schema by section (``data``, ``corrupt``,
-``model``, ``robust``, ``train``, ``serving``, ``tune``, ``kubeflow``, ``deploy``;
+``model``, ``robust``, ``train``, ``serving``, ``tune``, ``kubeflow``, ``deploy``, ``monitor``;
 :mod:`~steelflow.config.params` the whole tree), :mod:`~steelflow.config.registries` (named variants:
 corruption kinds, augmentation families, input stages), :mod:`~steelflow.config.tree` (dotted keys and
 ``--set``), :mod:`~steelflow.config.loading` (params.yaml, the environment, tuned values) and
@@ -41,6 +41,7 @@ from steelflow.config.loading import (
     with_tuned,
 )
 from steelflow.config.model import INPUT_STAGES, ModelConfig
+from steelflow.config.monitor import MEASURES, MonitorConfig
 from steelflow.config.params import ENV_OVERRIDES, Params
 from steelflow.config.registries import Registry
 from steelflow.config.robust import (
@@ -72,6 +73,7 @@ __all__ = [
     "ENV_OVERRIDES",
     "FAMILIES",
     "INPUT_STAGES",
+    "MEASURES",
     "ROBUST_FAMILIES",
     "TUNABLE_SECTIONS",
     "AugmentConfig",
@@ -95,6 +97,7 @@ __all__ = [
     "LuminanceCondition",
     "MlflowConfig",
     "ModelConfig",
+    "MonitorConfig",
     "MotionBlurFamily",
     "NoiseCondition",
     "NoiseFamily",

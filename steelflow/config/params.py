@@ -11,6 +11,7 @@ from steelflow.config.data import DataConfig, SplitConfig, ValidateConfig
 from steelflow.config.deploy import DeployConfig
 from steelflow.config.kubeflow import KubeflowConfig
 from steelflow.config.model import ModelConfig
+from steelflow.config.monitor import MonitorConfig
 from steelflow.config.section import Section
 from steelflow.config.serving import MlflowConfig, PredictConfig, RegistryConfig
 from steelflow.config.train import EvaluateConfig, TrainConfig
@@ -40,6 +41,7 @@ class Params(Section):
     kubeflow: KubeflowConfig | None = None
     predict: PredictConfig = PredictConfig()
     deploy: DeployConfig = DeployConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
