@@ -140,20 +140,28 @@ def predict(
     found = image_files(inputs, params.predict.outside_links)
     files = found.files
     model = load_model(params, model_uri)
-    frames = []
-    done = 0
-    for chunk in _chunks(files, params.predict.batch_size):
-        frames.append(_classify(model, chunk))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(files))
-    frame = pd.concat(frames, ignore_index=True)
+    frame = classify(model, files, params.predict.batch_size, progress)
     with atomic.atomic_path(out_path) as tmp:
         if fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
     return PredictResult(frame, Path(out_path), found.outside)
+
+
+def classify(
+    model: Any, files: list[Path], batch_size: int, progress: Callable[[int, int], None] | None = None
+) -> pd.DataFrame:
+    """One row per file (path, label, p_<class>…, error), ``batch_size`` files read at a time;
+    ``progress(done, total)`` after every batch."""
+    frames = []
+    done = 0
+    for chunk in _chunks(files, batch_size):
+        frames.append(_classify(model, chunk))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(files))
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_model(params: Params, model_uri: str | None) -> Any:
