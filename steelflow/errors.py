@@ -19,6 +19,7 @@ with ``--debug``. The codes, one per kind of failure, so a script or CI job can 
 | 12 | :class:`OutputError` | an output cannot be written (read-only folder, full disk) |
 | 13 | :class:`PredictionsFailed` | some files could not be classified (every other row was written) |
 | 14 | :class:`TrainingFailed` | a process of a distributed training died (killed, out of memory, crashed) |
+| 15 | :class:`DriftDetected` | ``steelflow monitor``: a batch drifted from the reference (retrain cue) |
 
 :class:`ServerUnreachable` is no user-facing error: the MLflow clients' retry helper
 (:mod:`steelflow.tracking.retry`) raises it when a server stayed away for its whole budget, and each
@@ -114,6 +115,13 @@ class TrainingFailed(SteelflowError):
     """A process of a multi-process training died; the message names its rank and how it ended."""
 
     exit_code = 14
+
+
+class DriftDetected(SteelflowError):
+    """A monitored batch differs from the reference on some measure; drift.json says which. Not a failure
+    of steelflow: the exit code a scheduler starts retraining (or a look at the camera) on."""
+
+    exit_code = 15
 
 
 class ServerUnreachable(Exception):  # noqa: N818 (what the caller reports: the server is not there)
