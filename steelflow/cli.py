@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from steelflow import config, paths, redact
 from steelflow.cli_deploy import after_rollback, deploy
+from steelflow.cli_monitor import monitor
 from steelflow.cli_pipeline import pipeline_app
 from steelflow.cli_shards import shards_app
 from steelflow.cli_trainjob import trainjob_app
@@ -110,6 +111,7 @@ def rollback(
 
 
 app.command()(deploy)
+app.command()(monitor)
 
 
 @app.command("relocate-artifacts")
