@@ -1,0 +1,214 @@
+"""Drift watch on real NEU-CLS: false alarms on clean batches, detection of each corruption, time per batch.
+
+Half of NEU-CLS (stratified by class, seeded) is the reference, measured as ``steelflow monitor
+--build-reference`` measures it (:func:`steelflow.monitor.measures.quality`); batches of ``--batch-size``
+are drawn from the other half: clean (``--batches`` of them: the false-alarm rate, goal ≤
+``monitor.false_alarm_rate`` + 2 points) and the same batches under every condition of params.yaml's
+``corrupt.conditions`` and ``corrupt.holdout`` (the detection rate, goal ≥ 95 %). The thresholds are
+calibrated once for the batch size, as ``steelflow monitor`` calibrates them. Seconds per batch: the real
+path on files (measure 64 files, calibrate, judge, draw the page), median of three.
+
+Quality measures only by default; ``--model URI`` (a pyfunc trained on NEU-CLS: models:/…, runs:/…, or a
+folder) adds its confidence. Writes benchmarks/results/monitor.json.
+
+    .venv/bin/python benchmarks/bench_monitor.py [--batches 200] [--batch-size 64] [--per-class 150]
+        [--model URI] [--out monitor.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from steelflow.config import load_params  # noqa: E402
+from steelflow.data import corruptions, images, quality  # noqa: E402
+from steelflow.monitor import drift, measures, report  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "NEU-CLS"))
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--per-class", type=int, default=150, help="pool images per class (the rest: reference)"
+    )
+    parser.add_argument("--model", help="a pyfunc URI trained on NEU-CLS: adds the confidence measure")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="monitor.json")
+    args = parser.parse_args()
+
+    p = load_params(REPO / "params.yaml")
+    cfg = p.monitor
+    files = sorted(Path(args.data).glob("*.bmp"))
+    rng = np.random.default_rng(args.seed)
+    ref_files, pool = [], []
+    for prefix in sorted({f.name.split("_")[0] for f in files}):
+        group = [f for f in files if f.name.split("_")[0] == prefix]
+        order = rng.permutation(len(group))
+        half = len(group) // 2
+        ref_files += [group[i] for i in order[:half]]
+        pool += [group[i] for i in order[half:][: args.per_class]]
+    model = _model(args.model)
+    wanted = [m for m in cfg.measures if model is not None or m != "confidence"]
+    ref_table = measures.quality(ref_files, p.data)
+    if model is not None:
+        ref_table["confidence"] = _confidence(model, [images.load(f, 1) for f in ref_files])
+    reference = {m: ref_table[m].to_numpy() for m in wanted}
+
+    conditions = [*p.corrupt.conditions, *p.corrupt.holdout]
+    clean = [images.load(f, 1) for f in pool]
+    shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in pool]
+    pool_measures = {"clean": _measure(clean, model)}
+    for c in conditions:
+        started = time.perf_counter()
+        bad = [
+            corruptions.apply(img, c, corruptions.rng_for(args.seed, s, c.name))
+            for img, s in zip(clean, shas, strict=True)
+        ]
+        pool_measures[c.name] = _measure(bad, model)
+        print(f"  measured {c.name} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    calibration = drift.calibrate(
+        reference, args.batch_size, cfg.false_alarm_rate, cfg.calibration_batches, cfg.seed
+    )
+    draws = [rng.choice(len(pool), args.batch_size, replace=False) for _ in range(args.batches)]
+    rates: dict[str, dict] = {}
+    for name, table in pool_measures.items():
+        flags = np.array(
+            [
+                [v.drifted for v in drift.judge({m: table[m][idx] for m in wanted}, reference, calibration)]
+                for idx in draws
+            ]
+        )
+        rates[name] = {
+            "flagged": float(flags.any(axis=1).mean()),
+            "by_measure": dict(zip(wanted, flags.mean(axis=0).round(4).tolist(), strict=True)),
+        }
+    seconds = _seconds_per_batch(pool, draws[:3], p, reference, cfg)
+    detection = {k: v["flagged"] for k, v in rates.items() if k != "clean"}
+    result = {
+        "data": args.data,
+        "reference_images": len(ref_files),
+        "pool_images": len(pool),
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "measures": wanted,
+        "model": args.model,
+        "false_alarm_rate_param": cfg.false_alarm_rate,
+        "calibration": {
+            "batches": calibration.batches,
+            "tail": calibration.tail,
+            "resampled_rate": calibration.false_alarm_rate,
+        },
+        "false_alarm_rate": rates["clean"]["flagged"],
+        "false_alarm_goal_met": rates["clean"]["flagged"] <= cfg.false_alarm_rate + 0.02,
+        "detection_rate": detection,
+        "detection_goal_met": {k: v >= 0.95 for k, v in detection.items()},
+        "by_measure": {k: v["by_measure"] for k, v in rates.items()},
+        "seconds_per_batch": seconds,
+        "machine": platform.platform(),
+    }
+    print(
+        f"false alarms: {result['false_alarm_rate']:.3f} over {args.batches} clean batches "
+        f"of {args.batch_size} "
+        f"(param {cfg.false_alarm_rate}; resampled {calibration.false_alarm_rate:.3f})"
+    )
+    for name, rate in detection.items():
+        print(f"  detected {name:<18} {rate:6.1%}   {rates[name]['by_measure']}")
+    print(f"seconds per batch (quality measures, on files): {seconds:.2f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / args.out).write_text(json.dumps(result, indent=2))
+    print(f"→ {RESULTS / args.out}")
+
+
+def _measure(grays: list[np.ndarray], model) -> dict[str, np.ndarray]:
+    rows = [quality.measure(g) for g in grays]
+    out = {k: np.array([r[k] for r in rows]) for k in ("brightness", "sharpness", "entropy")}
+    out["size"] = np.array([np.sqrt(g.shape[0] * g.shape[1]) for g in grays]).round(3)
+    out["mode"] = np.array(["L"] * len(grays))  # a corrupted grayscale image is stored as grayscale
+    if model is not None:
+        out["confidence"] = _confidence(model, grays)
+    return out
+
+
+def _model(uri: str | None):
+    if uri is None:
+        return None
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(uri)
+
+
+def _confidence(model, grays: list[np.ndarray]) -> np.ndarray:
+    import pandas as pd
+
+    cells = []
+    for g in grays:
+        buffer = io.BytesIO()
+        Image.fromarray(g).save(buffer, format="PNG")
+        cells.append(buffer.getvalue())
+    rows = model.predict(pd.DataFrame({"image": cells}))
+    return rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(float).max(axis=1)
+
+
+def _seconds_per_batch(pool, draws, p, reference, cfg) -> float:
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for b, idx in enumerate(draws):
+            folder = Path(tmp) / str(b)
+            folder.mkdir()
+            for i in idx:
+                (folder / pool[i].name).write_bytes(pool[i].read_bytes())
+            started = time.perf_counter()
+            table = measures.quality(sorted(folder.iterdir()), p.data)
+            batch = {m: table[m].to_numpy() for m in reference}
+            cal = drift.calibrate(
+                reference, len(idx), cfg.false_alarm_rate, cfg.calibration_batches, cfg.seed
+            )
+            verdicts = drift.judge(batch, reference, cal)
+            result = {
+                "drifted": any(v.drifted for v in verdicts),
+                "batch": str(folder),
+                "images": len(idx),
+                "reference": "bench",
+                "reference_images": len(next(iter(reference.values()))),
+                "model": None,
+                "false_alarm_rate": cfg.false_alarm_rate,
+                "calibration": {
+                    "batches": cal.batches,
+                    "tail": cal.tail,
+                    "false_alarm_rate": cal.false_alarm_rate,
+                },
+                "measures": {
+                    v.measure: {
+                        "test": v.test,
+                        "statistic": v.statistic,
+                        "threshold": v.threshold,
+                        "drifted": v.drifted,
+                    }
+                    for v in verdicts
+                },
+            }
+            report.page(result, batch, reference)
+            times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+if __name__ == "__main__":
+    main()
