@@ -41,9 +41,11 @@ run: setup
 plots: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/steelflow plots
 
+# Two pytest-xdist workers: the suite waits on servers, builds and child processes about half the time.
+# A test file's tests stay on one worker (tests/conftest.py): its fixtures are made once.
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest --durations=25
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 # The contributor's loop, about a minute: no real servers or tools, no training or tuning for real.
 test-fast: setup

@@ -563,7 +563,7 @@ def test_every_step_runs_in_the_image_and_registers_a_model_outside_it(pipeline_
     # settings turns the run's typed parameters into params overrides before anything else runs
     parts = ["ingest-part"] * PIPELINE_PARAMS["data"]["parts"]
     assert kubelet.ran[: 4 + len(parts)] == ["settings", "ingest-plan", *parts, "ingest-merge", "validate"]
-    corrupt = yaml.safe_load((REPO / "params.yaml").read_text())["corrupt"]
+    corrupt = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), PIPELINE_PARAMS)["corrupt"]
     # a corrupt part per Table 1 or hold-out condition, and one per graded family
     conditions = [c["name"] for c in corrupt["conditions"] + corrupt["holdout"]]
     conditions += [f"graded:{f}" for f in (corrupt.get("graded") or {}).get("families", {})]
