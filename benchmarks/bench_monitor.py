@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from steelflow.config import load_params  # noqa: E402
 from steelflow.data import corruptions, images, quality  # noqa: E402
-from steelflow.monitor import drift, measures, report  # noqa: E402
+from steelflow.monitor import drift, measures, report, watch  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -178,32 +178,10 @@ def _seconds_per_batch(pool, draws, p, reference, cfg) -> float:
             started = time.perf_counter()
             table = measures.quality(sorted(folder.iterdir()), p.data)
             batch = {m: table[m].to_numpy() for m in reference}
-            cal = drift.calibrate(
-                reference, len(idx), cfg.false_alarm_rate, cfg.calibration_batches, cfg.seed
-            )
-            verdicts = drift.judge(batch, reference, cal)
-            result = {
-                "drifted": any(v.drifted for v in verdicts),
+            result = watch.judged(batch, reference, cfg) | {
                 "batch": str(folder),
-                "images": len(idx),
                 "reference": "bench",
-                "reference_images": len(next(iter(reference.values()))),
                 "model": None,
-                "false_alarm_rate": cfg.false_alarm_rate,
-                "calibration": {
-                    "batches": cal.batches,
-                    "tail": cal.tail,
-                    "false_alarm_rate": cal.false_alarm_rate,
-                },
-                "measures": {
-                    v.measure: {
-                        "test": v.test,
-                        "statistic": v.statistic,
-                        "threshold": v.threshold,
-                        "drifted": v.drifted,
-                    }
-                    for v in verdicts
-                },
             }
             report.page(result, batch, reference)
             times.append(time.perf_counter() - started)

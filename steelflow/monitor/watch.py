@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from steelflow import atomic, paths
-from steelflow.config import ConfigError, Params
+from steelflow.config import ConfigError, MonitorConfig, Params
 from steelflow.data import manifest
 from steelflow.errors import DataError
 from steelflow.monitor import drift, measures
@@ -106,18 +106,30 @@ def monitor(params: Params, batch_dir: Path, model_uri: str | None, use_model: b
         reference["confidence"] = reference[column]
     ref_values = {m: reference[m].to_numpy() for m in wanted}
     batch_values = {m: batch[m].to_numpy() for m in wanted}
-    calibration = drift.calibrate(
-        ref_values, len(files), cfg.false_alarm_rate, cfg.calibration_batches, cfg.seed
-    )
-    verdicts = drift.judge(batch_values, ref_values, calibration)
-    result = {
-        "drifted": any(v.drifted for v in verdicts),
+    result = judged(batch_values, ref_values, cfg) | {
         "batch": str(batch_dir),
-        "images": len(files),
         "reference": str(cfg.reference),
-        "reference_images": len(reference),
         "model": model,
         "confidence": cfg.confidence if "confidence" in wanted else None,
+    }
+    json_path, html_path = out_dir / "drift.json", out_dir / "drift.html"
+    atomic.write_text(html_path, page(result, batch_values, ref_values))
+    atomic.write_json(json_path, result)
+    return MonitorResult(result, json_path, html_path)
+
+
+def judged(
+    batch: dict[str, np.ndarray], reference: dict[str, np.ndarray], cfg: MonitorConfig
+) -> dict[str, Any]:
+    """The verdict on one batch's measures against the reference's (``monitor``'s rate, calibration
+    batches and seed): drifted or not, the calibration, and each measure's statistic and threshold."""
+    images = len(next(iter(batch.values())))
+    calibration = drift.calibrate(reference, images, cfg.false_alarm_rate, cfg.calibration_batches, cfg.seed)
+    verdicts = drift.judge(batch, reference, calibration)
+    return {
+        "drifted": any(v.drifted for v in verdicts),
+        "images": images,
+        "reference_images": len(next(iter(reference.values()))),
         "false_alarm_rate": cfg.false_alarm_rate,
         "calibration": {
             "batches": calibration.batches,
@@ -131,15 +143,11 @@ def monitor(params: Params, batch_dir: Path, model_uri: str | None, use_model: b
                 "statistic": round(v.statistic, 6),
                 "threshold": round(v.threshold, 6),
                 "drifted": v.drifted,
-                **_medians(v.measure, batch_values[v.measure], ref_values[v.measure]),
+                **_medians(v.measure, batch[v.measure], reference[v.measure]),
             }
             for v in verdicts
         },
     }
-    json_path, html_path = out_dir / "drift.json", out_dir / "drift.html"
-    atomic.write_text(html_path, page(result, batch_values, ref_values))
-    atomic.write_json(json_path, result)
-    return MonitorResult(result, json_path, html_path)
 
 
 def read_reference(path: Path) -> tuple[pd.DataFrame, dict[str, Any] | None]:
