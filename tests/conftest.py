@@ -21,22 +21,32 @@ def kind_of(path: Path) -> str:
 
 
 # Files whose tests share the PostgreSQL server's state (test_tune_kill restarts it; test_tune's studies live
-# in its `test` database): under `pytest -n` they run on one worker, one file after another.
+# in its `test` database): under `pytest -n N --dist loadfile` one worker runs them, one after another.
 POSTGRES_FILES = ("test_auth.py", "test_secrets.py", "test_team.py", "test_tune_kill.py", "test_tune.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks each test with its kind, so that `-m unit`, `-m "data or model"` or `-m "not integration"` pick
-    by kind; every test under tests/integration/ is an integration test whether or not it says so.
-
-    Each test also gets an xdist group (`make test` runs `pytest -n 2 --dist loadgroup`): its file, so that
-    a module's fixtures (a pipeline run, a built image) are made once, on one worker; the files of
-    :data:`POSTGRES_FILES` share one group."""
+    by kind; every test under tests/integration/ is an integration test whether or not it says so."""
     for item in items:
         item.add_marker(kind_of(item.path))
-        group = "postgres" if item.path.name in POSTGRES_FILES else item.nodeid.partition("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test` runs `pytest -n 2 --dist loadfile`: a file's tests on one worker, so that its module
+    fixtures (a pipeline run, a built image) are made once; the :data:`POSTGRES_FILES` count as one file.
+    (xdist's `loadgroup` would say this with markers, but its groups are lost under pytest 9.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Files(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "postgres" if Path(file).name in POSTGRES_FILES else file
+
+    return Files(config, log)
 
 
 # Where MLflow keeps its process-wide tracking and registry URIs (private: no public way to read them back)
