@@ -45,7 +45,7 @@ plots: setup
 # A test file's tests stay on one worker (tests/conftest.py): its fixtures are made once.
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 --dist loadfile --durations=25
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # The contributor's loop, about a minute: no real servers or tools, no training or tuning for real.
 test-fast: setup
