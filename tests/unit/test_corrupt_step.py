@@ -47,7 +47,7 @@ def test_every_test_image_under_every_condition(split_done):
 
 def test_the_graded_block_writes_five_sets_per_family_named_by_severity(split_done):
     graded = split_done.corrupt.graded
-    assert graded.severities == 5 and len(graded.families) == 10  # the 3 Table 1 and 7 hold-out families
+    assert graded.severities == 5 and len(graded.families) >= 2  # SMALL keeps two of params.yaml's ten
     two_each = split_done.corrupt.model_copy(update={"graded": graded.model_copy(update={"per_class": 2})})
     corrupt(split_done.data, two_each)
     test = manifest.read("data/splits/test.csv")
