@@ -21,6 +21,8 @@ class Replace(dict):
 yaml.SafeDumper.add_representer(Replace, yaml.SafeDumper.represent_dict)
 
 
+_REPO_GRADED = yaml.safe_load((REPO / "params.yaml").read_text())["corrupt"]["graded"]["families"]
+
 # Small enough for seconds, large enough to stratify 70/30 and hold out a validation split. Two graded
 # families of the ten (a Table 1 one and a hold-out one): every graded code path, a fifth of the sets.
 SMALL = {
@@ -32,7 +34,7 @@ SMALL = {
     "corrupt": {
         "graded": {
             "families": Replace(
-                noise={"snr_db": [42.5, 35, 27.5, 20, 12.5]}, posterize={"bits": [5, 4, 3, 2, 1]}
+                {f: _REPO_GRADED[f] for f in ("noise", "posterize")}  # params.yaml's own ladders
             )
         }
     },
