@@ -21,6 +21,8 @@ from typing import Any
 from steelflow import config, paths, redact
 from steelflow.config import Params
 from steelflow.errors import PipelineError
+from steelflow.tracking import run_name
+from steelflow.tracking.tree import pipeline_run
 from steelflow.workspace import params_json
 
 
@@ -33,6 +35,11 @@ class LocalRun:
     registered: str | None  # the version it registered (alias challenger)
     gates: str  # the gate table (Markdown), empty when the run stopped before the gate
     log: Path  # everything kfp.local and the tasks printed (run.log in the run's folder)
+    mlflow_run_id: str  # the parent run every task's MLflow run nests under
+
+
+class _TaskFailed(Exception):
+    """A task of a local run failed: its message is kept, the parent run ends FAILED."""
 
 
 def pipeline_for(params: Params, image_tag: str | None = None) -> tuple[Any, str]:
@@ -144,12 +151,19 @@ def run_local(
         # ParallelFor run in threads and put them back out of order, leaving this process's print indented
         own_print = builtins.print
         failure = None
+        # one MLflow parent run holding the params; every task's run nests under it (MLFLOW_RUN_ID, which
+        # the tasks' subprocesses inherit)
+        tree = params.raw()
+        parent = pipeline_run(params.mlflow, tree, run_name(tree, "pipeline"), {"kfp.runner": "local"})
         try:
-            with routed(log, verbose) as stream, loop_inputs_kept():
+            with parent as parent_id, routed(log, verbose) as stream, loop_inputs_kept():
                 try:
                     pipeline(params=text, overrides=[])
                 except RuntimeError as e:
                     failure = (_plain(str(e)), *stream.failed(str(e)))
+                    raise _TaskFailed from None  # the parent run ends FAILED; reported below
+        except _TaskFailed:
+            pass
         finally:
             builtins.print = own_print
     seconds = time.perf_counter() - started
@@ -171,6 +185,7 @@ def run_local(
         registered=after if after != before else None,
         gates=gates.read_text() if gates.is_file() else "",
         log=log,
+        mlflow_run_id=parent_id,
     )
 
 

@@ -398,6 +398,27 @@ def reproduce(
     out.print(result.table)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_step
+def repro(ctx: typer.Context) -> None:
+    """`dvc repro` under one MLflow parent run (params.yaml's params): each stage's run nests under it.
+    Arguments go to `dvc repro` (e.g. `steelflow repro -f train`)."""
+    import subprocess
+
+    from steelflow.errors import PipelineError
+    from steelflow.tracking import run_name
+    from steelflow.tracking.tree import pipeline_run
+
+    p = _params(config.DEFAULT_PARAMS, None)
+    tree = p.raw()
+    with pipeline_run(p.mlflow, tree, run_name(tree, "repro"), {"dvc.command": "repro"}) as parent:
+        out.print(f"repro: MLflow parent run {parent}; `dvc repro {' '.join(ctx.args)}`".rstrip())
+        code = subprocess.call([sys.executable, "-m", "dvc", "repro", *ctx.args])
+        if code != 0:
+            raise PipelineError(f"repro: `dvc repro` failed (exit {code}); the parent run {parent} is FAILED")
+    out.print(f"repro: done; every stage that ran is a child of MLflow run {parent}")
+
+
 @app.command()
 @_step
 def plots(

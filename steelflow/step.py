@@ -123,6 +123,9 @@ class Step:
     answer: Callable[[Any], Any] | None = None  # the task's output value (a condition of the graph)
     answer_type: Any = None  # bool, str, …
     refusal: type[Exception] | None = None  # raised by ``run``: the answer is False, the task succeeds
+    # opens its own MLflow run (train, tune), which nests under MLFLOW_RUN_ID by itself; any other step gets
+    # a small run of its own under a parent run (:func:`steelflow.runs.step_run`)
+    tracks: bool = False
     gpu: bool = False  # runs on the GPU image, on GPU nodes
     cache: bool = True  # False: its result depends on more than its inputs (a server's state, a study)
     retries: bool = False  # talks to servers (MLflow, the study's database, S3): retried
@@ -141,6 +144,12 @@ class Step:
     def outputs(self) -> tuple[Path, ...]:
         """Every file or folder the step writes: what a Kubeflow component keeps in its artifact."""
         return self.uncached + self.outs + self.metrics
+
+    @property
+    def numbers(self) -> tuple[Path, ...]:
+        """The JSON files whose numbers are the step's results: its DVC metrics and its Metrics artifacts."""
+        found = (*self.metrics, *(p.metrics for p in self.produces if p.metrics is not None))
+        return tuple(dict.fromkeys(found))
 
     @property
     def modules(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from steelflow import config
 from steelflow.console import FLAG, ParamsOpt, SetOpt, guard, load, out, warn
+from steelflow.runs import step_run
 from steelflow.step import Step
 
 
@@ -24,7 +25,10 @@ def command(step: Step) -> click.Command:
     """The click command of ``step``."""
 
     def run(params: Path = config.DEFAULT_PARAMS, set_: list[str] | None = None, **options: Any) -> None:
-        result = step.call(load(params, set_), **options)
+        loaded = load(params, set_)
+        with step_run(step, loaded, options) as record:  # a run of its own under a pipeline's parent run
+            result = step.call(loaded, **options)
+            record(result)
         for line in step.lines(result):
             if line.startswith("warning: "):
                 warn(line.removeprefix("warning: "))

@@ -34,6 +34,7 @@ from steelflow import config, paths, redact, steps
 from steelflow.config import Params
 from steelflow.data import shards
 from steelflow.errors import DataError
+from steelflow.runs import step_run
 from steelflow.step import Produces
 from steelflow.tracking import git_state, scoped_environ, tracking_uri
 
@@ -102,44 +103,61 @@ def run_component(name: str, arguments: dict[str, Any], phase: str = "") -> Any:
     step = steps.get(name)
     inputs = [arguments[a].path for a in step.consumes if a in arguments]
     inputs += [part.path for part in arguments.get("parts", ())]  # the fan-in: every part's files
-    with workspace(arguments["params"], inputs=inputs) as ws:
-        fan, parts = step.fan_out, step.parts
-        if phase == "plan":
-            return list(parts.keys(*step.arguments(ws.params)))
-        if phase == "part":
-            written = parts.part(*step.arguments(ws.params), arguments["key"])
-            ws.keep(arguments["part"].path, *written)
-            return None
-        if phase == "start":
-            ref = fan.start(*step.arguments(ws.params))
-            ref.save(arguments["study"].path)
-            return ref.worker_indices()
-        if phase == "worker":
-            fan.work(fan.load(arguments["study"].path), arguments["worker"])
-            return None
-        if phase == "finish":
-            result = fan.finish(*step.arguments(ws.params), fan.load(arguments["study"].path))
-        elif phase == "merge":
-            sections = step.arguments(ws.params)
-            result = parts.merge(*sections, parts.keys(*sections))
-        elif phase == "trainjob":  # the step runs elsewhere: a Kubeflow Trainer TrainJob (kubeflow.trainer)
-            from steelflow.trainjob import launch
-
-            print(*launch(ws.params, arguments["pipeline_run"], arguments["image"]).lines(), sep="\n")
-            result = None  # what the step would have written is in the workspace now; the artifacts follow
-        else:
-            options = {o.name: o.kfp for o in step.options if o.kfp is not None}
-            refusal = (step.refusal,) if step.refusal else ()
-            try:
-                result = step.call(ws.params, **options)
-            except refusal as e:  # an answer, not a failure: the graph's condition acts on it
-                print(f"{name}: {e}")
-                result = None
+    options = {o.name: o.kfp for o in step.options if o.kfp is not None}
+    label = " ".join(filter(None, (name, phase, str(arguments.get("key", arguments.get("worker", ""))))))
+    with (
+        workspace(arguments["params"], inputs=inputs) as ws,
+        step_run(step, ws.params, options, label) as record,  # under a pipeline's parent run
+    ):
+        result = _run_phase(step, ws, arguments, phase, options)
+        if phase in ("plan", "part", "start", "worker"):
+            return result
         for line in step.lines(result) if result is not None else ():
             print(line)
         for out in step.produces:
             ws.produce(out, arguments[out.name], step.outputs, result)
+        record(result)
     return step.answer(result) if step.answer else None
+
+
+def _run_phase(
+    step: Any, ws: Workspace, arguments: dict[str, Any], phase: str, options: dict[str, Any]
+) -> Any:
+    """One phase of a step in its workspace (see :func:`run_component`): a plan's keys, a fan-out's worker
+    indices, nothing for a part or a worker, else the step's result."""
+    name = step.name
+    fan, parts = step.fan_out, step.parts
+    if phase == "plan":
+        return list(parts.keys(*step.arguments(ws.params)))
+    if phase == "part":
+        written = parts.part(*step.arguments(ws.params), arguments["key"])
+        ws.keep(arguments["part"].path, *written)
+        return None
+    if phase == "start":
+        ref = fan.start(*step.arguments(ws.params))
+        ref.save(arguments["study"].path)
+        return ref.worker_indices()
+    if phase == "worker":
+        fan.work(fan.load(arguments["study"].path), arguments["worker"])
+        return None
+    if phase == "finish":
+        result = fan.finish(*step.arguments(ws.params), fan.load(arguments["study"].path))
+    elif phase == "merge":
+        sections = step.arguments(ws.params)
+        result = parts.merge(*sections, parts.keys(*sections))
+    elif phase == "trainjob":  # the step runs elsewhere: a Kubeflow Trainer TrainJob (kubeflow.trainer)
+        from steelflow.trainjob import launch
+
+        print(*launch(ws.params, arguments["pipeline_run"], arguments["image"]).lines(), sep="\n")
+        result = None  # what the step would have written is in the workspace now; the artifacts follow
+    else:
+        refusal = (step.refusal,) if step.refusal else ()
+        try:
+            result = step.call(ws.params, **options)
+        except refusal as e:  # an answer, not a failure: the graph's condition acts on it
+            print(f"{name}: {e}")
+            result = None
+    return result
 
 
 @contextlib.contextmanager

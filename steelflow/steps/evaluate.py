@@ -168,7 +168,13 @@ def evaluate(
     if hasattr(model, "attention_maps"):
         attention_figure(model, clean, cfg.attention_examples, plots_dir / "attention.png", dev)
 
-    tracker.log_metrics(metric_names(per_condition, summary, graded))
+    named = metric_names(per_condition, summary, graded)
+    for name, path in sets.items():  # each set's metrics linked to the model and that dataset (MLflow 3)
+        mine = {k: v for k, v in named.items() if k.startswith(f"eval/{name}/")}
+        if mine:
+            tracker.log_metrics(mine, data=(name, path))
+    rest = {k: v for k, v in named.items() if not any(k.startswith(f"eval/{n}/") for n in sets)}
+    tracker.log_metrics(rest)
     written = [summary_path, metrics_path, details_path, graded_errors_path, robustness_path]
     for artifact in (*written, *sorted(plots_dir.glob("*.png"))):
         tracker.log_artifact(artifact, "evaluation")

@@ -41,6 +41,7 @@ from steelflow.scoring import CLEAN, data_hash, evaluation_sets
 from steelflow.serving.package import pyfunc_model, serving_graph
 from steelflow.step import Option, Produces, Step
 from steelflow.tracking import identity_tags
+from steelflow.tracking.tree import parent_kept
 
 
 def register(
@@ -163,7 +164,7 @@ def _leave_run(reg: Registry) -> None:
     ended the registration. The run is no longer active in this process either way."""
     if mlflow.active_run() is None:
         return
-    with reg.own_retries(), contextlib.suppress(Exception):
+    with reg.own_retries(), contextlib.suppress(Exception), parent_kept():
         mlflow.end_run(status="FINISHED")
 
 

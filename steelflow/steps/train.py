@@ -160,6 +160,7 @@ def summary(result: TrainResult) -> list[str]:
 STEP = Step(
     "train",
     run=train,
+    tracks=True,
     help="Train the model on the cached splits → models/model.pt, metrics/train.json (tracked in MLflow).",
     sections=("params",),  # the whole tree: the MLflow run records it (params.yaml, lineage params)
     inputs=(paths.CACHE_SPLITS,),

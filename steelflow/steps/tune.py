@@ -379,6 +379,7 @@ def _baseline_note(result: TuneResult) -> str:
 STEP = Step(
     "tune",
     run=tune,
+    tracks=True,
     help="Search tune.space with Optuna → reports/tuning/best_params.yaml (train.use_tuned applies it).",
     # the whole tree: each trial trains a variant of it, and the study records it
     sections=("params",),

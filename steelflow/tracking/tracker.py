@@ -20,6 +20,7 @@ from steelflow import project, redact
 from steelflow.config import MlflowConfig, flatten_tree
 from steelflow.data import shards
 from steelflow.errors import ServerUnreachable, SteelflowError, TrackingError
+from steelflow.tracking import tree as run_tree
 from steelflow.tracking.retry import RetryBudget
 
 T = TypeVar("T")
@@ -28,7 +29,9 @@ T = TypeVar("T")
 class Tracker(Protocol):
     run_id: str | None
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, data: tuple[str, Path] | None = None
+    ) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def log_model(self, model: Any, input_example: Any) -> None: ...
     def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None: ...
@@ -39,7 +42,9 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, data: tuple[str, Path] | None = None
+    ) -> None:
         pass
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
@@ -94,12 +99,28 @@ class MlflowTracker:
                 self._run = self._call("opening the run", mlflow.start_run, run_id=run_id)
             else:
                 name, tags = redact.redact(run_name), redact.tree(tags)
-                self._run = self._call("opening the run", mlflow.start_run, run_name=name, tags=tags)
+                self._run = self._call("opening the run", self._open, client, name, tags)
                 self._call("logging the params", mlflow.log_params, redact.tree(run_params(params)))
             self.run_id = self._run.info.run_id
         except BaseException:
             self._end_failed()  # never leave a half-opened run active in this process
             raise
+
+    def _open(self, client: Any, name: str, tags: dict[str, str]) -> Any:
+        """A new run: top-level, or under ``MLFLOW_RUN_ID`` (:mod:`steelflow.tracking.tree`). Never a bare
+        ``start_run()`` under that variable: MLflow would log into the parent itself."""
+        parent = run_tree.parent_id()
+        if parent is None:
+            return self._mlflow.start_run(run_name=name, tags=tags)
+        where = run_tree.place(client, parent)
+        if where.adopt:  # the task run Kubeflow's integration made for this step: log into it
+            run = self._mlflow.start_run(run_id=where.adopt)
+            self._mlflow.set_tags({**tags, "mlflow.runName": name})
+            return run
+        child = client.create_run(
+            where.experiment_id, run_name=name, tags={**tags, run_tree.PARENT_TAG: where.parent}
+        )
+        return self._mlflow.start_run(run_id=child.info.run_id)
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args)`` within the retry budget; MLflow's errors → one clear error naming the server (local
@@ -123,7 +144,7 @@ class MlflowTracker:
         timeout): the error that ended the step is the one to report, not this one."""
         if self._mlflow.active_run() is None:
             return
-        with self._budget.requests(), contextlib.suppress(Exception):
+        with self._budget.requests(), contextlib.suppress(Exception), run_tree.parent_kept():
             self._mlflow.end_run(status="FAILED")  # pops the run first: not active here even if this fails
 
     def __enter__(self) -> MlflowTracker:
@@ -142,16 +163,37 @@ class MlflowTracker:
         except BaseException:
             self._end_failed()
             raise
-        with self._budget.requests(), contextlib.suppress(Exception):
+        with self._budget.requests(), contextlib.suppress(Exception), run_tree.parent_kept():
             self._mlflow.end_run(status="FINISHED")  # the status is set; this leaves the run locally
         link = run_link(self.uri, self._run.info.experiment_id, self.run_id)
         if link:  # MLflow's own line is off (steelflow.redact.install): it shows the URI's password
             runs = experiment_link(self.uri, self._run.info.experiment_id)
             print(f"🏃 View run {self._run.info.run_name} at: {link}\n🧪 All runs: {runs}", flush=True)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(
+        self, metrics: dict[str, float], step: int | None = None, data: tuple[str, Path] | None = None
+    ) -> None:
+        """Metrics of the run; with ``data`` (name, shard set), measured on it by the run's logged model:
+        MLflow 3 links them to that model (its ``model_id``) and the dataset, so the model's page shows its
+        evaluation dataset by dataset."""
         values = {_metric_key(k): float(v) for k, v in metrics.items()}
-        self._call("logging metrics", self._mlflow.log_metrics, values, step=step)
+        link: dict[str, Any] = {}
+        if data is not None:
+            link = {"dataset": dataset(*data), "model_id": self.model_id()}
+        self._call("logging metrics", self._mlflow.log_metrics, values, step=step, **link)
+
+    def model_id(self) -> str | None:
+        """The id of the model this run logged (``train``'s ``model``; MLflow 3's LoggedModel), or None."""
+        if getattr(self, "_model_id", None) is None:
+            found = self._call(
+                "finding the run's model",
+                self._mlflow.search_logged_models,
+                experiment_ids=[self._run.info.experiment_id],
+                filter_string=f"source_run_id = '{self.run_id}' AND name = 'model'",
+                output_format="list",
+            )
+            self._model_id = found[0].model_id if found else None
+        return self._model_id
 
     def log_datasets(self, datasets: list[tuple[str, Path, str]]) -> None:
         """``(name, cache shard set, context)`` → MLflow datasets (the run's Datasets panel), each with its

@@ -22,6 +22,7 @@ from steelflow import paths
 from steelflow.config import Params
 from steelflow.redact import hide_password, redact
 from steelflow.tracking import GuardedClient, ensure_experiment, run_params, run_tags
+from steelflow.tracking import tree as run_tree
 from steelflow.tuning import objective as fidelity
 from steelflow.tuning.result import TuneResult
 from steelflow.tuning.study import FINISHED, StudyRef, load_study, tune_cfg
@@ -53,13 +54,25 @@ class ParentRun:
             "optuna.storage": hide_password(ref.storage_url),
         }
         tags.pop("device", None)  # trials may run anywhere; each trial's run says where
-        run = self._client.create_run(exp_id, run_name=f"tune {ref.name}", tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = self._create(exp_id, f"tune {ref.name}", tags)
         from mlflow.entities import Param
 
         flat = run_params({"tune": tree["tune"], "model": tree["model"], "train": tree["train"]})
         self._client.log_batch(self.run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
         self.ref = dataclasses.replace(ref, mlflow_parent_run=self.run_id)
+
+    def _create(self, exp_id: str, name: str, tags: dict[str, str]) -> str:
+        """The study's run: top-level, or under ``MLFLOW_RUN_ID`` (:mod:`steelflow.tracking.tree`)."""
+        parent = run_tree.parent_id()
+        if parent is not None:
+            where = run_tree.place(self._client, parent)
+            if where.adopt:  # the task run Kubeflow's integration made for this step
+                self._client.set_tag(where.adopt, "mlflow.runName", name)
+                for key, value in tags.items():
+                    self._client.set_tag(where.adopt, key, value)
+                return where.adopt
+            exp_id, tags = where.experiment_id, {**tags, run_tree.PARENT_TAG: where.parent}
+        return self._client.create_run(exp_id, run_name=name, tags=tags).info.run_id
 
     def close(self, result: TuneResult | None, out_dir: Path, ok: bool) -> None:
         from mlflow.entities import Metric
