@@ -9,10 +9,13 @@ calibrated once for the batch size, as ``steelflow monitor`` calibrates them. Se
 path on files (measure 64 files, calibrate, judge, draw the page), median of three.
 
 Quality measures only by default; ``--model URI`` (a pyfunc trained on NEU-CLS: models:/…, runs:/…, or a
-folder) adds its confidence. Writes benchmarks/results/monitor.json.
+saved pyfunc folder) adds its confidence (``monitor.confidence``). Give it with ``--split`` (that model's
+test split, ``data/splits/test.csv``): only the images listed there are used, so the reference and the
+batches are images the model was not fitted to, as ``monitor.reference_split`` keeps them in a project.
+Writes benchmarks/results/monitor.json.
 
     .venv/bin/python benchmarks/bench_monitor.py [--batches 200] [--batch-size 64] [--per-class 150]
-        [--model URI] [--out monitor.json]
+        [--model URI --split PROJECT/data/splits/test.csv] [--out monitor.json]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +53,7 @@ def main() -> None:
         "--per-class", type=int, default=150, help="pool images per class (the rest: reference)"
     )
     parser.add_argument("--model", help="a pyfunc URI trained on NEU-CLS: adds the confidence measure")
+    parser.add_argument("--split", help="a split CSV (the model's test split): use only the images it lists")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="monitor.json")
     args = parser.parse_args()
@@ -56,6 +61,11 @@ def main() -> None:
     p = load_params(REPO / "params.yaml")
     cfg = p.monitor
     files = sorted(Path(args.data).glob("*.bmp"))
+    if args.split:  # by file name: a project's split rows name its copy of each image
+        listed = {Path(p).name for p in pd.read_csv(args.split)["path"]}
+        files = [f for f in files if f.name in listed]
+        if not files:
+            raise SystemExit(f"{args.split}: lists none of the images in {args.data}")
     rng = np.random.default_rng(args.seed)
     ref_files, pool = [], []
     for prefix in sorted({f.name.split("_")[0] for f in files}):
@@ -68,20 +78,20 @@ def main() -> None:
     wanted = [m for m in cfg.measures if model is not None or m != "confidence"]
     ref_table = measures.quality(ref_files, p.data)
     if model is not None:
-        ref_table["confidence"] = _confidence(model, [images.load(f, 1) for f in ref_files])
+        ref_table["confidence"] = _confidence(model, [images.load(f, 1) for f in ref_files], cfg.confidence)
     reference = {m: ref_table[m].to_numpy() for m in wanted}
 
     conditions = [*p.corrupt.conditions, *p.corrupt.holdout]
     clean = [images.load(f, 1) for f in pool]
     shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in pool]
-    pool_measures = {"clean": _measure(clean, model)}
+    pool_measures = {"clean": _measure(clean, model, cfg.confidence)}
     for c in conditions:
         started = time.perf_counter()
         bad = [
             corruptions.apply(img, c, corruptions.rng_for(args.seed, s, c.name))
             for img, s in zip(clean, shas, strict=True)
         ]
-        pool_measures[c.name] = _measure(bad, model)
+        pool_measures[c.name] = _measure(bad, model, cfg.confidence)
         print(f"  measured {c.name} ({time.perf_counter() - started:.1f} s)", flush=True)
 
     calibration = drift.calibrate(
@@ -100,7 +110,7 @@ def main() -> None:
             "flagged": float(flags.any(axis=1).mean()),
             "by_measure": dict(zip(wanted, flags.mean(axis=0).round(4).tolist(), strict=True)),
         }
-    seconds = _seconds_per_batch(pool, draws[:3], p, reference, cfg)
+    seconds = _seconds_per_batch(pool, draws[:3], p, reference, cfg, model)
     detection = {k: v["flagged"] for k, v in rates.items() if k != "clean"}
     result = {
         "data": args.data,
@@ -110,6 +120,8 @@ def main() -> None:
         "batches": args.batches,
         "measures": wanted,
         "model": args.model,
+        "split": args.split,
+        "confidence": cfg.confidence if model is not None else None,
         "false_alarm_rate_param": cfg.false_alarm_rate,
         "calibration": {
             "batches": calibration.batches,
@@ -131,19 +143,19 @@ def main() -> None:
     )
     for name, rate in detection.items():
         print(f"  detected {name:<18} {rate:6.1%}   {rates[name]['by_measure']}")
-    print(f"seconds per batch (quality measures, on files): {seconds:.2f}")
+    print(f"seconds per batch ({', '.join(wanted)}; on files): {seconds:.2f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / args.out).write_text(json.dumps(result, indent=2))
     print(f"→ {RESULTS / args.out}")
 
 
-def _measure(grays: list[np.ndarray], model) -> dict[str, np.ndarray]:
+def _measure(grays: list[np.ndarray], model, confidence: str) -> dict[str, np.ndarray]:
     rows = [quality.measure(g) for g in grays]
     out = {k: np.array([r[k] for r in rows]) for k in ("brightness", "sharpness", "entropy")}
     out["size"] = np.array([np.sqrt(g.shape[0] * g.shape[1]) for g in grays]).round(3)
     out["mode"] = np.array(["L"] * len(grays))  # a corrupted grayscale image is stored as grayscale
     if model is not None:
-        out["confidence"] = _confidence(model, grays)
+        out["confidence"] = _confidence(model, grays, confidence)
     return out
 
 
@@ -155,19 +167,25 @@ def _model(uri: str | None):
     return mlflow.pyfunc.load_model(uri)
 
 
-def _confidence(model, grays: list[np.ndarray]) -> np.ndarray:
-    import pandas as pd
-
+def _confidence(model, grays: list[np.ndarray], kind: str) -> np.ndarray:
+    """``monitor.confidence`` of the model's answer for each image, as :func:`measures.confidence` takes it
+    (the images go in as PNG bytes, what ``steelflow predict`` sends)."""
     cells = []
     for g in grays:
         buffer = io.BytesIO()
         Image.fromarray(g).save(buffer, format="PNG")
         cells.append(buffer.getvalue())
-    rows = model.predict(pd.DataFrame({"image": cells}))
-    return rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(float).max(axis=1)
+    answers = []
+    for start in range(0, len(cells), 64):
+        rows = model.predict(pd.DataFrame({"image": cells[start : start + 64]}))
+        p = rows[[c for c in rows.columns if c.startswith("p_")]].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(p > 0, p * np.log2(p), 0.0).sum(axis=1)
+        answers.append(pd.DataFrame({"max_softmax": p.max(axis=1), "prediction_entropy": entropy + 0.0}))
+    return pd.concat(answers)[measures.CONFIDENCE[kind]].to_numpy()
 
 
-def _seconds_per_batch(pool, draws, p, reference, cfg) -> float:
+def _seconds_per_batch(pool, draws, p, reference, cfg, model) -> float:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         for b, idx in enumerate(draws):
@@ -176,12 +194,16 @@ def _seconds_per_batch(pool, draws, p, reference, cfg) -> float:
             for i in idx:
                 (folder / pool[i].name).write_bytes(pool[i].read_bytes())
             started = time.perf_counter()
-            table = measures.quality(sorted(folder.iterdir()), p.data)
+            files = sorted(folder.iterdir())
+            table = measures.quality(files, p.data)
+            if model is not None:  # as `steelflow monitor` runs it: every file read and classified
+                answers = measures.confidence(model, files, p.predict.batch_size)
+                table["confidence"] = answers[measures.CONFIDENCE[cfg.confidence]].to_numpy()
             batch = {m: table[m].to_numpy() for m in reference}
             result = watch.judged(batch, reference, cfg) | {
                 "batch": str(folder),
                 "reference": "bench",
-                "model": None,
+                "model": None if model is None else {"uri": "bench"},
             }
             report.page(result, batch, reference)
             times.append(time.perf_counter() - started)

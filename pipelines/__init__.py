@@ -1,4 +1,5 @@
-"""Kubeflow Pipelines: compile ``steel_defect_pipeline``, run it locally with kfp.local, or submit it.
+"""Kubeflow Pipelines: compile ``steel_defect_pipeline`` (and the drift watch's one-task pipeline, for a
+recurring run: :mod:`pipelines.monitor`), run it locally with kfp.local, or submit it.
 
 What ``steelflow pipeline compile | run --local | submit`` call. A run's params are a params file (plus
 ``dotted.key=value`` overrides), validated here before anything is compiled or sent.
@@ -60,6 +61,27 @@ def compile_pipeline(
 ) -> Path:
     """Write the pipeline's IR YAML to ``out`` (atomically)."""
     return _compile(config.load_params(params_path, list(overrides)), Path(out), image_tag)
+
+
+def compile_monitor_pipeline(
+    out: str | Path = paths.KFP_MONITOR_PACKAGE,
+    params_path: str | Path = config.DEFAULT_PARAMS,
+    overrides: Iterable[str] = (),
+    image_tag: str | None = None,
+) -> Path:
+    """Write the drift watch's IR YAML to ``out`` (atomically): ``steelflow monitor`` as one task."""
+    from kfp import compiler
+
+    from pipelines.monitor import define_monitor_pipeline
+    from steelflow import atomic
+
+    params = config.load_params(params_path, list(overrides))
+    tag = _version() if image_tag == "git" else image_tag
+    pipeline = define_monitor_pipeline(params, params_json(params), tag)
+    check_no_secrets(params)
+    with atomic.atomic_path(Path(out)) as tmp:
+        compiler.Compiler().compile(pipeline, str(tmp))
+    return Path(out)
 
 
 def check_shared_stores(params: Params) -> None:

@@ -25,6 +25,9 @@ def pipeline_compile(
     params: ParamsOpt = config.DEFAULT_PARAMS,
     set_: SetOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="IR YAML to write")] = paths.KFP_PACKAGE,
+    monitor_output: Annotated[
+        Path, typer.Option("--monitor-output", help="IR YAML of the drift watch (`steelflow monitor`)")
+    ] = paths.KFP_MONITOR_PACKAGE,
     image_tag: Annotated[
         str | None,
         typer.Option(
@@ -33,10 +36,13 @@ def pipeline_compile(
         ),
     ] = None,
 ) -> None:
-    """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`)."""
-    from pipelines import compile_pipeline
+    """Write the pipeline's IR YAML (upload it in the Kubeflow UI, or use `pipeline submit`), and the drift
+    watch's (a one-task pipeline for a recurring run)."""
+    from pipelines import compile_monitor_pipeline, compile_pipeline
 
     out.print(f"pipeline compile: {compile_pipeline(output, params, set_ or [], image_tag)}")
+    watch = compile_monitor_pipeline(monitor_output, params, set_ or [], image_tag)
+    out.print(f"pipeline compile: drift watch → {watch}")
 
 
 @pipeline_app.command("diagram")

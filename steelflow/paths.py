@@ -51,5 +51,6 @@ ONNX_MODEL = MODELS / "model.onnx"
 ONNX_REPORT = REPORTS / "onnx.json"  # parity and CPU latency of the ONNX export against eager PyTorch
 
 KFP_PACKAGE = Path("pipelines/steel_defect_pipeline.yaml")  # `steelflow pipeline compile` writes the IR here
+KFP_MONITOR_PACKAGE = Path("pipelines/monitor_pipeline.yaml")  # ...and the drift watch's beside it
 KFP_LOCAL = REPORTS / "kfp-local"  # `steelflow pipeline run --local`: <run>/<task>/<artifact>
 PIPELINE_DIAGRAM = Path("docs/pipeline.png")  # `steelflow pipeline diagram`, shown in the README

@@ -160,6 +160,44 @@ def _run_phase(
     return result
 
 
+def run_monitor(arguments: dict[str, Any]) -> bool:
+    """The drift watch as its Kubeflow task (``components/monitor.py``): :func:`steelflow.monitor.check` on
+    the folder ``batch`` against the reference file ``reference`` (each a path the pod sees, a mounted
+    volume, or ``s3://``: downloaded first), with ``model`` (empty: the champion). Fills ``verdict`` (every
+    statistic, threshold and ``drifted`` as metrics) and ``report`` (drift.html); returns whether it drifted.
+    A drifted batch with ``fail_on_drift`` raises the CLI's exit-15 error instead, so the task fails (and
+    kfp keeps no artifact of a failed task: the MLflow run holds both files)."""
+    from steelflow.data import s3
+    from steelflow.monitor import check
+
+    with workspace(arguments["params"], arguments.get("overrides") or ()) as ws:
+        p, cfg = ws.params, ws.params.monitor
+        batch = arguments["batch"]
+        if s3.is_s3(batch):
+            folder = ws.root / "incoming"
+            s3.download(batch, folder, p.data.s3_retries, p.predict.outside_links)
+            batch = folder
+        reference, target = arguments["reference"], ws.root / cfg.reference
+        if s3.is_s3(reference):
+            s3.get(reference, target, p.data.s3_retries)
+        elif not Path(reference).is_file():
+            raise DataError(f"{reference}: no reference file here (write it with --build-reference)")
+        else:
+            _copy(Path(reference), target)
+        outcome = check(p, Path(batch), arguments.get("model") or None, use_model=True, tracked=True)
+        print(*outcome.warnings, *outcome.lines(), sep="\n")
+        verdict = arguments["verdict"]
+        verdict.log_metric("drifted", float(bool(outcome.drifted)))
+        for name, m in outcome.result["measures"].items():
+            verdict.log_metric(f"{name}.statistic", m["statistic"])
+            verdict.log_metric(f"{name}.threshold", m["threshold"])
+            verdict.log_metric(f"{name}.drifted", float(m["drifted"]))
+        _copy(outcome.html_path, Path(arguments["report"].path))
+        if outcome.drifted and arguments["fail_on_drift"]:
+            raise outcome.alarm()
+        return bool(outcome.drifted)
+
+
 @contextlib.contextmanager
 def workspace(
     params_text: str, overrides: Iterable[str] = (), inputs: Iterable[str] = ()

@@ -5,6 +5,6 @@
 :mod:`~steelflow.monitor.watch` (``steelflow monitor``: the reference, the verdict, MLflow).
 """
 
-from steelflow.monitor.watch import MonitorResult, build_reference, monitor, track
+from steelflow.monitor.watch import MonitorResult, build_reference, check, monitor, track
 
-__all__ = ["MonitorResult", "build_reference", "monitor", "track"]
+__all__ = ["MonitorResult", "build_reference", "check", "monitor", "track"]

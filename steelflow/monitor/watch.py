@@ -12,6 +12,9 @@ Reads params sections ``monitor``, ``data`` (decoding limits), ``predict`` (``ba
   does not decode) is a :class:`DataError` naming it, raised before anything is written.
 
 :func:`track` logs a verdict to MLflow as a run tagged with the model version, and tags the version.
+:func:`check` is both, what every way of running the watch calls: ``steelflow monitor``, its DVC stage
+(``monitor/dvc.yaml``) and its Kubeflow task (:func:`steelflow.workspace.run_monitor`); the caller
+turns a drifted verdict into its failure (:meth:`MonitorResult.alarm`, exit 15).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pandas as pd
 from steelflow import atomic, paths
 from steelflow.config import ConfigError, MonitorConfig, Params
 from steelflow.data import manifest
-from steelflow.errors import DataError
+from steelflow.errors import DataError, DriftDetected, SteelflowError
 from steelflow.monitor import drift, measures
 from steelflow.monitor.report import page
 
@@ -40,10 +43,49 @@ class MonitorResult:
     result: dict[str, Any]  # drift.json's content
     json_path: Path
     html_path: Path
+    warnings: tuple[str, ...] = ()  # e.g. the verdict could not be logged to MLflow
 
     @property
     def drifted(self) -> list[str]:
         return [name for name, m in self.result["measures"].items() if m["drifted"]]
+
+    def lines(self) -> list[str]:
+        """One line per measure (statistic, threshold, verdict), then the verdict when there is no drift."""
+        lines = [
+            f"  {name:<11} {m['test']} {m['statistic']:.4f}  threshold {m['threshold']:.4f}  "
+            + ("DRIFT" if m["drifted"] else "ok")
+            for name, m in self.result["measures"].items()
+        ]
+        if not self.drifted:
+            r = self.result
+            lines.append(f"monitor: no drift in {r['images']} images of {r['batch']} → {self._files}")
+        return lines
+
+    def alarm(self) -> DriftDetected:
+        """The error a drifted verdict is (exit 15): the batch, the measures and where the report is."""
+        r = self.result
+        return DriftDetected(
+            f"monitor: {r['batch']} drifted from the reference on {', '.join(self.drifted)} "
+            f"({r['images']} images; false-alarm rate {r['false_alarm_rate']}) → {self._files}"
+        )
+
+    @property
+    def _files(self) -> str:
+        return f"{self.json_path}, {self.html_path}"
+
+
+def check(
+    params: Params, batch_dir: Path, model_uri: str | None, use_model: bool, tracked: bool
+) -> MonitorResult:
+    """:func:`monitor`, then (``tracked``) :func:`track`, best effort: a tracking store that fails is a
+    warning on the result, and the verdict stands (it is what a scheduler acts on)."""
+    outcome = monitor(params, batch_dir, model_uri, use_model)
+    if tracked:
+        try:
+            track(params, outcome)
+        except SteelflowError as e:
+            outcome = dataclasses.replace(outcome, warnings=(f"monitor: not logged to MLflow ({e})",))
+    return outcome
 
 
 def build_reference(params: Params, source: Path | None, model_uri: str | None, use_model: bool) -> Path:
