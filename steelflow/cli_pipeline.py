@@ -83,6 +83,7 @@ def pipeline_run(
     result = run_local(params, set_ or [], root, verbose=verbose or state["verbose"])
     where = (
         f"in {result.seconds:.0f} s; artifacts in {result.run_dir}, every task's output in {result.log.name}"
+        f", every task's MLflow run under run {result.mlflow_run_id}"
     )
     if not result.data_valid:
         docs = result.run_dir / "validate" / "data_docs" / "index.html"

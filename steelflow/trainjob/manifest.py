@@ -36,7 +36,8 @@ MANAGER = "steelflow.io/launcher"  # our entry of runtimePatches (each patch is 
 NODE_JOB = "node"  # the torch runtime's replicated job whose pods train
 RUN_LABEL = "pipeline/runid"
 PARAMS_FILE = str(DEFAULT_PARAMS)  # the params file in the pods' folder: the launcher's workspace's
-FORWARDED = ("STEELFLOW_GIT_COMMIT", "STEELFLOW_GIT_DIRTY")  # literal values the launcher passes on
+# literal values the launcher passes on; MLFLOW_RUN_ID: the training run nests under the task's parent run
+FORWARDED = ("STEELFLOW_GIT_COMMIT", "STEELFLOW_GIT_DIRTY", "MLFLOW_RUN_ID")
 # JobSet names the pods <job>-node-<i>-<j> and their service <job>; the master's host name must stay a
 # 63-character DNS label, so the job's name stays well below that.
 _NAME_PREFIX, _NAME_TOKEN = "steelflow-train-", 12

@@ -58,11 +58,23 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_a_param_touches(clon
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["corrupt"]["conditions"][2]["snr_db"] = 30
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = sh("dvc", "repro", cwd=clone)
+    changed = sh("steelflow", "repro", cwd=clone)  # `dvc repro` under one MLflow parent run
     assert "Running stage 'corrupt'" in changed
     assert "Running stage 'evaluate'" in changed
     for stage in ("ingest", "validate", "split", "tune", "train"):
         assert f"Running stage '{stage}'" not in changed
+
+    # one run tree: the parent holds the params, and each stage that ran is a child run
+    from mlflow import MlflowClient
+
+    from steelflow.tracking.tree import STEP_TAG, children
+
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("steelflow").experiment_id
+    (parent,) = client.search_runs([experiment], filter_string="tags.`steelflow.kind` = 'pipeline'")
+    assert parent.info.status == "FINISHED" and "train.lr" in parent.data.params
+    ran = [r.data.tags[STEP_TAG] for r in children(client, parent.info.run_id)]
+    assert ran == ["corrupt", "evaluate", "gate", "register"]
 
 
 def test_repro_ends_with_a_registered_challenger_in_mlflow_db(clone):

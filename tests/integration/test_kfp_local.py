@@ -87,6 +87,30 @@ def test_the_local_run_registers_a_challenger_with_its_lineage(local_run, clone)
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
 
 
+def test_the_local_run_is_one_mlflow_run_tree_a_parent_and_a_child_per_task(local_run, clone):
+    from mlflow import MlflowClient
+
+    from steelflow.tracking.tree import PARENT_TAG, STEP_TAG, children
+
+    client = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("steelflow").experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`steelflow.kind` = 'pipeline'")
+    parent = min(parents, key=lambda r: r.info.start_time)  # the first local run of this module
+    assert parent.info.status == "FINISHED" and "train.lr" in parent.data.params  # it holds the params
+    kids = children(client, parent.info.run_id)
+    steps = {r.data.tags.get(STEP_TAG) for r in kids}
+    assert {"ingest", "validate", "split", "corrupt", "tune", "train", "evaluate", "gate"} <= steps
+    assert "register" in steps
+    assert all(r.info.status == "FINISHED" for r in kids)
+    names = {r.info.run_name for r in kids}
+    assert {"ingest plan", "ingest merge"} <= names and any(n.startswith("ingest part ") for n in names)
+    (study,) = [r for r in kids if r.data.tags.get(STEP_TAG) == "tune"]
+    trials = children(client, study.info.run_id)  # the trials, one level further down
+    assert trials and all(t.data.tags[PARENT_TAG] == study.info.run_id for t in trials)
+    (train,) = [r for r in kids if r.data.tags.get(STEP_TAG) == "train"]
+    assert "eval/clean_accuracy" in train.data.metrics  # evaluate still adds to the training run
+
+
 def test_the_console_has_one_line_per_task_and_run_log_the_rest(local_run):
     output, run_dir = local_run
     lines = [line for line in output.splitlines() if line.strip()]  # not strip(): the first task's indent
