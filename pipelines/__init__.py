@@ -23,7 +23,7 @@ from steelflow import config, paths, redact
 from steelflow.config import Params
 from steelflow.errors import PipelineError
 from steelflow.tracking import run_name
-from steelflow.tracking.tree import pipeline_run
+from steelflow.tracking.pipeline import pipeline_run
 from steelflow.workspace import params_json
 
 

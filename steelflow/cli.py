@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from steelflow import config, paths, redact
 from steelflow.cli_deploy import after_rollback, deploy
 from steelflow.cli_monitor import monitor
-from steelflow.cli_pipeline import pipeline_app
+from steelflow.cli_pipeline import pipeline_app, repro
 from steelflow.cli_shards import shards_app
 from steelflow.cli_trainjob import trainjob_app
 from steelflow.console import FLAG, SHOWN, ParamsOpt, SetOpt, VerboseOpt, out, quiet, state
@@ -317,6 +317,7 @@ def server(
 
 
 app.add_typer(pipeline_app, name="pipeline")
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(repro)
 app.add_typer(trainjob_app, name="trainjob")
 app.add_typer(shards_app, name="shards")
 
@@ -396,27 +397,6 @@ def reproduce(
     p = _params(params, set_)
     result = run(p, out_dir, regimes=regimes, tracker_for=lambda name: runs.tracker(p, name, track))
     out.print(result.table)
-
-
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@_step
-def repro(ctx: typer.Context) -> None:
-    """`dvc repro` under one MLflow parent run (params.yaml's params): each stage's run nests under it.
-    Arguments go to `dvc repro` (e.g. `steelflow repro -f train`)."""
-    import subprocess
-
-    from steelflow.errors import PipelineError
-    from steelflow.tracking import run_name
-    from steelflow.tracking.tree import pipeline_run
-
-    p = _params(config.DEFAULT_PARAMS, None)
-    tree = p.raw()
-    with pipeline_run(p.mlflow, tree, run_name(tree, "repro"), {"dvc.command": "repro"}) as parent:
-        out.print(f"repro: MLflow parent run {parent}; `dvc repro {' '.join(ctx.args)}`".rstrip())
-        code = subprocess.call([sys.executable, "-m", "dvc", "repro", *ctx.args])
-        if code != 0:
-            raise PipelineError(f"repro: `dvc repro` failed (exit {code}); the parent run {parent} is FAILED")
-    out.print(f"repro: done; every stage that ran is a child of MLflow run {parent}")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""``steelflow pipeline``: compile, draw, run locally or submit the Kubeflow pipeline."""
+"""``steelflow pipeline``: compile, draw, run locally or submit the Kubeflow pipeline; ``steelflow repro``:
+``dvc repro`` under one MLflow parent run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 
 from steelflow import config, paths
-from steelflow.console import FLAG, ParamsOpt, SetOpt, VerboseOpt, out, state
+from steelflow.console import FLAG, ParamsOpt, SetOpt, VerboseOpt, load, out, state
 from steelflow.console import guard as _step
 from steelflow.console import warn as _warn
 from steelflow.errors import ValidationFailed
@@ -117,3 +118,24 @@ def pipeline_submit(
     out.print(
         f"pipeline submit: run {run} of pipeline version {version} in experiment {where}: {result['url']}"
     )
+
+
+@_step
+def repro(ctx: typer.Context) -> None:
+    """`dvc repro` under one MLflow parent run (params.yaml's params): each stage's run nests under it.
+    Arguments go to `dvc repro` (e.g. `steelflow repro -f train`)."""
+    import subprocess
+    import sys
+
+    from steelflow.errors import PipelineError
+    from steelflow.tracking import run_name
+    from steelflow.tracking.pipeline import pipeline_run
+
+    p = load(config.DEFAULT_PARAMS, None)
+    tree = p.raw()
+    with pipeline_run(p.mlflow, tree, run_name(tree, "repro"), {"dvc.command": "repro"}) as parent:
+        out.print(f"repro: MLflow parent run {parent}; `dvc repro {' '.join(ctx.args)}`".rstrip())
+        code = subprocess.call([sys.executable, "-m", "dvc", "repro", *ctx.args])
+        if code != 0:
+            raise PipelineError(f"repro: `dvc repro` failed (exit {code}); the parent run {parent} is FAILED")
+    out.print(f"repro: done; every stage that ran is a child of MLflow run {parent}")

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steelflow import paths
-from steelflow.config import Params
+from steelflow.config import Params, scalar_metrics
 from steelflow.data import cache
 from steelflow.inference import pick_device
 from steelflow.tracking import MlflowTracker, NullTracker, identity_tags, lineage_params, run_name, run_tags
 from steelflow.tracking import tree as run_tree
+from steelflow.tracking.pipeline import child_run
 
 if TYPE_CHECKING:
     from steelflow.step import Step
@@ -56,10 +57,8 @@ def step_run(
     if step.tracks or parent is None or options.get("track") is False:
         yield lambda result: None
         return
-    from steelflow.workspace import scalar_metrics
-
     tags = identity_tags(p.raw()) | {run_tree.STEP_TAG: step.name}
-    with run_tree.step_run(p.mlflow, label or step.name, tags, parent) as run:
+    with child_run(p.mlflow, label or step.name, tags, parent) as run:
 
         def record(result: Any) -> None:
             numbers = {

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from steelflow import config, paths, redact, steps
-from steelflow.config import Params
+from steelflow.config import Params, scalar_metrics
 from steelflow.data import shards
 from steelflow.errors import DataError
 from steelflow.runs import step_run
@@ -290,16 +290,6 @@ def _environment(params: Params, launch: Path) -> dict[str, str]:
         state = git_state(launch)
         env |= {"STEELFLOW_GIT_COMMIT": state["git_commit"], "STEELFLOW_GIT_DIRTY": state["git_dirty"]}
     return env
-
-
-def scalar_metrics(path: str | Path) -> dict[str, float]:
-    """The numbers in a metrics JSON, flattened to dotted names (what a KFP Metrics artifact shows)."""
-    try:
-        tree = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: not a metrics file: {e}") from None
-    # numbers only (bool is an int too): a Metrics artifact shows nothing else
-    return {k: float(v) for k, v in config.flatten_tree(tree).items() if isinstance(v, int | float)}
 
 
 def png_page(png: str | Path, target: str | Path, title: str) -> None:

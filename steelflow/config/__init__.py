@@ -62,7 +62,7 @@ from steelflow.config.robust import (
 from steelflow.config.section import Section, Span
 from steelflow.config.serving import GatesConfig, MlflowConfig, PredictConfig, RegistryConfig, ServingConfig
 from steelflow.config.train import AugmentConfig, EvaluateConfig, TrainConfig
-from steelflow.config.tree import apply_override, flatten_tree, lookup, set_key
+from steelflow.config.tree import apply_override, flatten_tree, lookup, scalar_metrics, set_key
 from steelflow.config.tune import TUNABLE_SECTIONS, PrunerConfig, SamplerConfig, SearchParam, TuneConfig
 from steelflow.errors import ConfigError
 
@@ -132,6 +132,7 @@ __all__ = [
     "apply_override",
     "check_search_space",
     "flatten_tree",
+    "scalar_metrics",
     "load_params",
     "lookup",
     "parse_params",

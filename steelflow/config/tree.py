@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from steelflow.errors import ConfigError
+from steelflow.errors import ConfigError, DataError
 
 
 def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -17,6 +19,17 @@ def flatten_tree(tree: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in tree.items():
         out |= flatten_tree(v, f"{prefix}.{k}" if prefix else str(k))
     return out
+
+
+def scalar_metrics(path: str | Path) -> dict[str, float]:
+    """The numbers in a metrics JSON, flattened to dotted names (what a KFP Metrics artifact shows, and a
+    step's run under a parent run logs)."""
+    try:
+        tree = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a metrics file: {e}") from None
+    # numbers only (bool is an int too): a Metrics artifact shows nothing else
+    return {k: float(v) for k, v in flatten_tree(tree).items() if isinstance(v, int | float)}
 
 
 def apply_override(tree: dict[str, Any], item: str) -> str:

@@ -14,7 +14,8 @@ from steelflow import config
 from steelflow.cli import app
 from steelflow.scoring import CLEAN
 from steelflow.tracking import tracking_uri
-from steelflow.tracking.tree import PARENT_ENV, PARENT_TAG, STEP_TAG, children, pipeline_run
+from steelflow.tracking.pipeline import pipeline_run
+from steelflow.tracking.tree import PARENT_ENV, PARENT_TAG, STEP_TAG, children
 
 runner = CliRunner()
 
