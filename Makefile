@@ -48,7 +48,7 @@ plots: setup
 test: setup
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 \
-		$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+		$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 # The contributor's loop, about a minute: no real servers or tools, no training or tuning for real.
 test-fast: setup

@@ -1,10 +1,9 @@
 """The Kubeflow pipeline for real, as far as this machine allows.
 
-No Kubernetes and no Docker engine here, so: the CPU image's environment is rebuilt in a fresh venv from its
-Dockerfile (tests/support/dockerfile_env.py), and kfp's real local runner (SubprocessRunner) runs every
-component of the compiled pipeline in it, each a subprocess executing its component exactly as a pod
-would, against real MLflow and Optuna stores. The DVC stages run beside it on the same data to show the
-same outputs.
+No Kubernetes and no Docker engine here, so kfp's real local runner (SubprocessRunner) runs every component
+of the compiled pipeline in this environment (the lock the images install; test_container_images.py runs
+every step in the built image), each a subprocess executing its component exactly as a pod would, against
+real MLflow and Optuna stores. The DVC stages run beside it on the same data to show the same outputs.
 """
 
 from __future__ import annotations
@@ -13,29 +12,22 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.dockerfile_env import build_env, instructions
+from tests.support.dockerfile_env import instructions
 from tests.support.helpers import LENIENT_GATES, REPO, SMALL, clone_repo, deep_update, sh
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
 
 # The first run relaxes the gates (LENIENT_GATES) to register; the gate-failure test keeps the real ones.
-# The CPU image's torch index is not reachable from here; torch 2.13.0 (CPU) comes from this machine's disk.
-# The GPU image's environment is not built: its Dockerfile runs the very same RUN lines
-# (test_both_dockerfiles_install_through_the_same_script) on a base whose torch is CUDA's, which a CPU
-# machine could only stand in for with this same CPU torch.
-BUILD_ARGS = {"TORCH_INDEX": ""}
-
-
-@pytest.fixture(scope="module")
-def image_pythons(tmp_path_factory) -> dict[str, Path]:
-    """The Python of the CPU image (docker/Dockerfile): a venv holding what it installs."""
-    root = tmp_path_factory.mktemp("images")
-    return {"cpu": build_env(REPO / "docker/Dockerfile", root / "cpu", BUILD_ARGS)}
+# The tasks run in this environment, installed from the same requirements.lock as the CPU image:
+# test_container_images.py builds the image itself and runs every step in it, and the GPU image's Dockerfile
+# runs the very same RUN lines (test_both_dockerfiles_install_through_the_same_script). A third install of
+# the lock here (a venv following the Dockerfile) took 128 s and checked nothing those two do not.
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +36,9 @@ def clone(tmp_path_factory) -> Path:
     return clone_repo(tmp_path_factory.mktemp("kfp-clone"), deep_update(tuned, LENIENT_GATES))
 
 
-def run_in_image(python: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """``steelflow <args>`` with the image's installed steelflow (not the checkout's), in ``cwd``."""
+def steelflow(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``steelflow <args>`` of this environment in ``cwd`` (a clone), as a user runs it."""
+    python = Path(sys.executable)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     command = [str(python.parent / "steelflow"), *args]
@@ -53,9 +46,9 @@ def run_in_image(python: Path, cwd: Path, *args: str) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def local_run(clone, image_pythons) -> tuple[str, Path]:
-    """The whole pipeline, run once with the CPU image's environment; returns its output and run folder."""
-    proc = run_in_image(image_pythons["cpu"], clone, "pipeline", "run", "--local")
+def local_run(clone) -> tuple[str, Path]:
+    """The whole pipeline, run once; returns its output and run folder."""
+    proc = steelflow(clone, "pipeline", "run", "--local")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]  # a failed task's last lines, then the failure
     runs = sorted((clone / "reports/kfp-local").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -227,10 +220,8 @@ def _files(path: Path) -> list[Path]:
     return sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file())
 
 
-def test_data_that_fails_validation_stops_the_run_before_split(clone, image_pythons):
-    proc = run_in_image(
-        image_pythons["cpu"], clone, "pipeline", "run", "--local", "--set", "validate.min_per_class=1000"
-    )
+def test_data_that_fails_validation_stops_the_run_before_split(clone):
+    proc = steelflow(clone, "pipeline", "run", "--local", "--set", "validate.min_per_class=1000")
     assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "failed validation" in proc.stderr and "data_docs/index.html" in proc.stderr
     last = (proc.stdout + proc.stderr).strip().splitlines()[-1]  # the last line says it failed; no SUCCESS
@@ -240,14 +231,14 @@ def test_data_that_fails_validation_stops_the_run_before_split(clone, image_pyth
     assert not (run_dir / "split").exists() and not (run_dir / "train").exists()
 
 
-def test_a_failed_gate_registers_nothing(local_run, clone, image_pythons):
+def test_a_failed_gate_registers_nothing(local_run, clone):
     """params.yaml's real gates refuse this model: the run succeeds with nothing registered."""
     strict = yaml.safe_load((REPO / "params.yaml").read_text())["registry"]["gates"]
     sets = [arg for k, v in strict.items() if v is not None for arg in ("--set", f"registry.gates.{k}={v}")]
     # the fewest tasks: one ingest part, one tuning worker and trial, no graded ladders
     fewer = ("data.parts=1", "tune.workers=1", "tune.n_trials=1", "corrupt.graded=null")
     sets += [arg for s in fewer for arg in ("--set", s)]
-    proc = run_in_image(image_pythons["cpu"], clone, "pipeline", "run", "--local", *sets)
+    proc = steelflow(clone, "pipeline", "run", "--local", *sets)
     # a refusal is a verdict: the run succeeds, register is skipped (registry.fail_on_gate fails it instead)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAIL" in proc.stdout and "nothing registered" in proc.stderr
