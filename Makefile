@@ -41,7 +41,7 @@ run: setup
 plots: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/steelflow plots
 
-# Two pytest-xdist workers: the suite waits on servers, builds and child processes about half the time.
+# Three pytest-xdist workers: the suite waits on servers, builds and child processes about half the time.
 # A test file's tests stay on one worker (tests/conftest.py): its fixtures are made once. One OpenMP
 # thread a process: two workers' trainings with two threads each on 2 cores collapse (408 s instead of
 # about 100 for the robust-vs-clean training test).

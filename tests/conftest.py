@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: a file's tests on one worker,
+    """`make test` runs `pytest -n 3 --dist loadfile --no-loadscope-reorder`: a file's tests on one worker,
     so that its module fixtures (a pipeline run, a built image) are made once; the :data:`POSTGRES_FILES`
     count as one file. Files go out in collection order, the long integration files first (xdist's
     default, most tests first, would start the image builds last). (xdist's `loadgroup` would say the
