@@ -8,22 +8,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from typer.testing import CliRunner
 
 from steelflow import config
-from steelflow.cli import app
 from steelflow.scoring import CLEAN
 from steelflow.tracking import tracking_uri
 from steelflow.tracking.pipeline import pipeline_run
 from steelflow.tracking.tree import PARENT_ENV, PARENT_TAG, STEP_TAG, children
-
-runner = CliRunner()
-
-
-def cli(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, f"steelflow {' '.join(args)} → {result.exit_code}:\n{result.output}"
-    return result.output
+from tests.support.registered_project import cli
 
 
 @pytest.fixture
