@@ -34,8 +34,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# `dvc repro` under one MLflow parent run: a child run per stage (docs/pipeline.md, one run tree)
 run: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/steelflow repro
 
 # DVC's plots page with Vega inline (dvc_plots/index.html): draws with no network, unlike `dvc plots show`'s.
 plots: setup
