@@ -134,7 +134,7 @@ def repro(ctx: typer.Context) -> None:
     p = load(config.DEFAULT_PARAMS, None)
     tree = p.raw()
     with pipeline_run(p.mlflow, tree, run_name(tree, "repro"), {"dvc.command": "repro"}) as parent:
-        out.print(f"repro: MLflow parent run {parent}; `dvc repro {' '.join(ctx.args)}`".rstrip())
+        out.print(f"repro: MLflow parent run {parent}; `{' '.join(['dvc', 'repro', *ctx.args])}`")
         code = subprocess.call([sys.executable, "-m", "dvc", "repro", *ctx.args])
         if code != 0:
             raise PipelineError(f"repro: `dvc repro` failed (exit {code}); the parent run {parent} is FAILED")
