@@ -11,7 +11,13 @@ from steelflow import redact
 from steelflow.config import MlflowConfig
 from steelflow.tracking.lineage import identity_tags, lineage_params
 from steelflow.tracking.retry import RetryBudget, scoped_environ
-from steelflow.tracking.tracker import GuardedClient, ensure_experiment, run_params, tracking_uri
+from steelflow.tracking.tracker import (
+    GuardedClient,
+    ensure_experiment,
+    metric_key,
+    run_params,
+    tracking_uri,
+)
 from steelflow.tracking.tree import KIND_TAG, PARENT_ENV, PARENT_TAG, place
 
 
@@ -25,17 +31,16 @@ def pipeline_run(
     from mlflow import MlflowClient
     from mlflow.entities import Param
 
-    budget = RetryBudget.of(cfg)
-    client = MlflowClient(tracking_uri(cfg))
-    experiment = budget.call(ensure_experiment, client, cfg.experiment)
+    guarded = GuardedClient(cfg)  # a server that stays away: exit 10, in bounded time, before dvc starts
+    experiment = ensure_experiment(guarded, cfg.experiment)
     run_tags = redact.tree({**identity_tags(tree), KIND_TAG: "pipeline", **(tags or {})})
-    run = budget.call(client.create_run, experiment, run_name=redact.redact(name), tags=run_tags)
-    run_id = run.info.run_id
+    run_id = guarded.create_run(experiment, run_name=redact.redact(name), tags=run_tags).info.run_id
     flat = redact.tree(run_params(lineage_params(tree)))
     params = [Param(k, str(v)[:6000]) for k, v in flat.items()]
     for start in range(0, len(params), 100):  # the server takes 100 params a request
-        budget.call(client.log_batch, run_id, params=params[start : start + 100])
-    budget.call(client.log_dict, run_id, redact.tree(tree), "params.yaml")
+        guarded.log_batch(run_id, params=params[start : start + 100])
+    guarded.log_dict(run_id, redact.tree(tree), "params.yaml")
+    budget, client = RetryBudget.of(cfg), MlflowClient(tracking_uri(cfg))  # the closing call: one try
     status = "FAILED"
     try:
         with scoped_environ({PARENT_ENV: run_id}):
@@ -62,7 +67,7 @@ class StepRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        rows = [Metric(k.replace(":", "_"), float(v), now, 0) for k, v in metrics.items()]
+        rows = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
         for start in range(0, len(rows), 1000):  # the server takes 1000 metrics a request
             self._client.log_batch(self.run_id, metrics=rows[start : start + 1000])
 

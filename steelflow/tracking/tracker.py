@@ -176,7 +176,7 @@ class MlflowTracker:
         """Metrics of the run; with ``data`` (name, shard set), measured on it by the run's logged model:
         MLflow 3 links them to that model (its ``model_id``) and the dataset, so the model's page shows its
         evaluation dataset by dataset."""
-        values = {_metric_key(k): float(v) for k, v in metrics.items()}
+        values = {metric_key(k): float(v) for k, v in metrics.items()}
         link: dict[str, Any] = {}
         if data is not None:
             link = {"dataset": dataset(*data), "model_id": self.model_id()}
@@ -397,7 +397,7 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _metric_key(key: str) -> str:
+def metric_key(key: str) -> str:
     # MLflow keys allow letters, digits, _ - . / and spaces; condition names already fit.
     return key.replace(":", "_")
 
