@@ -64,6 +64,12 @@ def main() -> None:
     parser.add_argument("--norms", nargs="+", default=["none", "standardize", "flatfield", "local"])
     parser.add_argument("--regimes", nargs="+", default=["clean", "robust"], choices=REGIMES)
     parser.add_argument(
+        "--mce-baseline",
+        default="clean/none",
+        help="REGIME/NORM whose graded errors (mean over its seeds) normalise every run's mCE "
+        "(default: the paper's clean-trained CASI-Net; falls back to the first clean row)",
+    )
+    parser.add_argument(
         "--consistency-weight", type=float, default=12.0, help="the consistency regime's λ (AugMix: 12)"
     )
     parser.add_argument(
@@ -118,6 +124,7 @@ def main() -> None:
             weight = args.consistency_weight
             with ThreadPoolExecutor(args.jobs) as pool:
                 results = list(pool.map(lambda run: _run_row(project, *run, weight), runs))
+        baseline = add_mce(project, results, args.mce_baseline)
     params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
     holdout = [c["name"] for c in params["corrupt"]["holdout"]]
     summary = summarise(results, holdout)
@@ -132,6 +139,7 @@ def main() -> None:
         "overrides": args.set,
         "floors": FLOORS,
         "reference": "/".join(reference),
+        "mce_baseline": baseline,  # the row whose mean graded errors normalise every run's mCE
         "summary": summary,  # per row: mean and sd over its seeds, each column
         "paired": paired,  # per row against the reference: paired differences over the common seeds
         "rows": results,  # every run
@@ -145,6 +153,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(table(summary, holdout))
+    if baseline is not None:
+        print("\n" + mce_table(summary, baseline))
     if paired:
         print(f"\npaired against {'/'.join(reference)} (same seeds):\n" + paired_table(paired))
     _plot(summary, holdout, args.results / f"{args.out}.png")
@@ -220,6 +230,7 @@ def _train_row(project: Path, regime: str, norm: str, seed: int, weight: float) 
         "accuracy": scored.accuracy,
         "summary": scored.summary,
         "best_epoch": trained.best_epoch,
+        "graded": _graded_errors(out),
         "train_seconds": trained.seconds,
         "seconds": time.perf_counter() - start,
     }
@@ -228,6 +239,51 @@ def _train_row(project: Path, regime: str, norm: str, seed: int, weight: float) 
 
 def _cells(acc: dict[str, float]) -> str:
     return " ".join(f"{k}={100 * v:.1f}" for k, v in acc.items())
+
+
+def _graded_errors(folder: Path) -> dict | None:
+    """The run's errors per graded family and severity (what ``evaluate`` wrote), if it graded any."""
+    path = folder / "graded_errors.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --- mCE: every run's graded errors against the baseline row's, ImageNet-C's way (steelflow.mce) --------
+
+
+def add_mce(project: Path, results: list[dict], wanted: str) -> str | None:
+    """Give each run ``mce`` (``mce``, ``relative_mce`` and the same per group: ``table1_``, ``holdout_``)
+    against the baseline row: ``wanted`` (REGIME/NORM), else the first clean-trained row. The baseline's
+    errors are the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns the row
+    used, or None (no clean row, or no graded ladders: no mCE)."""
+    sys.path.insert(0, str(REPO))
+    from steelflow import mce
+    from steelflow.config import load_params
+
+    for r in results:  # rows trained before row.json carried them
+        if r.get("graded") is None:
+            r["graded"] = _graded_errors(project / "rows" / _folder(r["regime"], r["input_norm"], r["seed"]))
+    graded = [r for r in results if r.get("graded") and r["graded"].get("families")]
+    keys = [f"{r['regime']}/{r['input_norm']}" for r in graded]
+    name = wanted if wanted in keys else next((k for k in keys if k.startswith("clean/")), None)
+    if name is None:
+        return None
+    base_runs = [r["graded"] for r, k in zip(graded, keys, strict=True) if k == name]
+    families = base_runs[0]["families"]
+    baseline = {
+        "model": {"row": name, "seeds": len(base_runs)},
+        "clean_error": _mean([b["clean_error"] for b in base_runs]),
+        "families": {
+            f: [_mean([b["families"][f][s] for b in base_runs]) for s in range(len(e))]
+            for f, e in families.items()
+        },
+    }
+    corrupt = load_params(project / "params.yaml").corrupt
+    for r in graded:
+        acc = {f: [1.0 - e for e in errs] for f, errs in r["graded"]["families"].items()}
+        groups = {f: corrupt.graded_group(f) for f in acc}
+        out = mce.graded_summary(acc, 1.0 - r["graded"]["clean_error"], groups, baseline)
+        r["mce"] = {k: v for k, v in out.items() if k.endswith("mce")}
+    return name
 
 
 # --- over seeds: mean ± sd per row, paired differences between rows ------------------------------------
@@ -256,10 +312,15 @@ def summarise(results: list[dict], holdout: list[str]) -> list[dict]:
         row["seeds"].append(r.get("seed", 0))
         for name, value in columns(r["accuracy"], holdout).items():
             row["values"].setdefault(name, []).append(value)
+        for name, value in (r.get("mce") or {}).items():  # per run; None where no family has a CE
+            row.setdefault("mce_values", {}).setdefault(name, []).append(value)
     for row in rows.values():
         row["mean"] = {k: _mean(v) for k, v in row["values"].items()}
         row["sd"] = {k: _sd(v) for k, v in row["values"].items()}
         row["floors_met"] = meets(row["mean"], holdout)
+        measured = {k: v for k, v in row.get("mce_values", {}).items() if None not in v}
+        row["mce_values"] = measured
+        row["mce"] = {k: {"mean": _mean(v), "sd": _sd(v)} for k, v in measured.items()}
     return list(rows.values())
 
 
@@ -277,13 +338,23 @@ def compare(summary: list[dict], reference: tuple[str, str]) -> list[dict]:
         common = sorted(set(row["seeds"]) & set(ref["seeds"]))
         if len(common) < 2:
             continue
-        cells = {}
+        cells, mce_cells = {}, {}
         for name in ref["values"]:
             a = [row["values"][name][row["seeds"].index(s)] for s in common]
             b = [ref["values"][name][ref["seeds"].index(s)] for s in common]
             cells[name] = paired(a, b)
+        for name in set(ref["mce_values"]) & set(row["mce_values"]):  # lower is better
+            a = [row["mce_values"][name][row["seeds"].index(s)] for s in common]
+            b = [ref["mce_values"][name][ref["seeds"].index(s)] for s in common]
+            mce_cells[name] = paired(a, b)
         out.append(
-            {"regime": row["regime"], "input_norm": row["input_norm"], "seeds": common, "columns": cells}
+            {
+                "regime": row["regime"],
+                "input_norm": row["input_norm"],
+                "seeds": common,
+                "columns": cells,
+                "mce": mce_cells,
+            }
         )
     return out
 
@@ -352,6 +423,33 @@ def paired_table(paired_rows: list[dict]) -> str:
             t = f", t p={c['t_p']:.2f}" if c["t_p"] is not None else ""
             cells.append(f"{100 * c['mean_diff']:+.1f}{sd} ({c['wins']}–{c['losses']}{t})")
         lines.append(f"| {r['regime']} / {r['input_norm']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+MCE_COLUMNS = (
+    "mce",
+    "relative_mce",
+    "table1_mce",
+    "table1_relative_mce",
+    "holdout_mce",
+    "holdout_relative_mce",
+)
+
+
+def mce_table(summary: list[dict], baseline: str) -> str:
+    """Markdown: per row, mean ± sd over its seeds of the mCE and relative mCE (all families, Table 1's,
+    the hold-out's), in % of the baseline row's (100 = as the baseline; lower is better)."""
+    names = [n for n in MCE_COLUMNS if any(n in r["mce"] for r in summary)]
+    lines = [
+        f"mCE against {baseline} (its mean graded errors over its seeds = 100; lower is better)",
+        "| training | input stage | seeds | " + " | ".join(names) + " |",
+        "|---|---|---:|" + "---:|" * len(names),
+    ]
+    for r in summary:
+        cells = " | ".join(
+            _pm(r["mce"][n]["mean"], r["mce"][n]["sd"]) if n in r["mce"] else "–" for n in names
+        )
+        lines.append(f"| {r['regime']} | {r['input_norm']} | {len(r['seeds'])} | {cells} |")
     return "\n".join(lines)
 
 

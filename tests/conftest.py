@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import repo_params, write_image, write_params
+from tests.support.helpers import mlflow_state_kept, repo_params, write_image, write_params
 
 # The kinds of test (Made-With-ML's three, plus real tools): a test's kind is the folder its file sits in.
 KINDS = ("unit", "data", "model", "integration")
@@ -51,29 +49,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return Files(config, log)
 
 
-# Where MLflow keeps its process-wide tracking and registry URIs (private: no public way to read them back)
-_MLFLOW_URI_GLOBALS = {
-    "mlflow.tracking._tracking_service.utils": "_tracking_uri",
-    "mlflow.tracking._model_registry.utils": "_registry_uri",
-}
-_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
 @pytest.fixture(autouse=True)
 def _mlflow_uris_restored():
     """A step run in-process points MLflow's process-wide tracking and registry URIs (and the variables
     that carry them) at its server; a later test must not inherit a server that is gone."""
-    saved_env = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
-    saved = {m: getattr(sys.modules[m], a) for m, a in _MLFLOW_URI_GLOBALS.items() if m in sys.modules}
-    yield
-    for name, value in saved_env.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    for module, attr in _MLFLOW_URI_GLOBALS.items():
-        if module in sys.modules:
-            setattr(sys.modules[module], attr, saved.get(module))
+    with mlflow_state_kept():
+        yield
 
 
 @pytest.fixture

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +149,33 @@ def mark_validated(dropped: list[str] | None = None, manifest_path: Path = Path(
     Path("reports").mkdir(exist_ok=True)
     report = {"success": True, "dropped": dropped or [], "manifest_sha256": manifest.sha256(manifest_path)}
     Path("reports/validation.json").write_text(json.dumps(report))
+
+
+# Where MLflow keeps its process-wide tracking URI, registry URI and active experiment (private: no public
+# way to read them back), and the variables it exports them to for subprocesses.
+_MLFLOW_GLOBALS = {
+    "mlflow.tracking._tracking_service.utils": "_tracking_uri",
+    "mlflow.tracking._model_registry.utils": "_registry_uri",
+    "mlflow.tracking.fluent": "_active_experiment_id",
+}
+_MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+
+
+@contextlib.contextmanager
+def mlflow_state_kept() -> Iterator[None]:
+    """MLflow's process-wide URIs and active experiment, and the variables carrying them, as they were
+    before the block: ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` export them to the
+    environment, so a fixture that calls them would point every later test of the worker at its store."""
+    saved_env = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
+    saved = {m: getattr(sys.modules[m], a) for m, a in _MLFLOW_GLOBALS.items() if m in sys.modules}
+    try:
+        yield
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for module, attr in _MLFLOW_GLOBALS.items():
+            if module in sys.modules:
+                setattr(sys.modules[module], attr, saved.get(module))

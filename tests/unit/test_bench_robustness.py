@@ -63,3 +63,37 @@ def test_a_row_with_fewer_than_two_common_seeds_is_not_compared():
     assert summary[0]["sd"]["original"] is None
     assert bench.compare(summary, ("robust", "local")) == []
     assert "| robust | local | 1 | 98.0 |" in bench.table(summary, HOLDOUT)
+
+
+def _graded(clean_error: float, luminance: list[float], stripes: list[float]) -> dict:
+    return {"clean_error": clean_error, "families": {"luminance": luminance, "stripes": stripes}}
+
+
+def test_every_runs_mce_is_against_the_clean_rows_mean_errors_over_its_seeds(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "profiles" / "paper.yaml").read_text())
+    clean = [
+        {**_run("clean", s, 0.9, 0.5, 0.5), "input_norm": "none", "graded": _graded(0.1, lum, [0.4] * 2)}
+        for s, lum in enumerate([[0.2, 0.4], [0.4, 0.6]])  # mean errors: luminance 0.3, 0.5; stripes 0.4
+    ]
+    robust = [
+        {**_run("robust", s, 0.95, 0.9, 0.8), "graded": _graded(0.05, [0.1, 0.3], stripes)}
+        for s, stripes in enumerate([[0.2, 0.2], [0.4, 0.4]])
+    ]
+    assert bench.add_mce(tmp_path, clean + robust, "clean/none") == "clean/none"
+    first, second = (r["mce"] for r in robust)
+    assert first["table1_mce"] == pytest.approx(0.4 / 0.8)  # Σ errors / Σ the baseline's
+    assert first["holdout_mce"] == pytest.approx(0.4 / 0.8)  # stripes is a hold-out family in the profile
+    assert second["holdout_mce"] == pytest.approx(1.0)  # as bad as the clean-trained model
+    assert first["mce"] == pytest.approx(0.5) and second["mce"] == pytest.approx(0.75)
+    # relative: what the corruption costs against the clean error, over what it cost the baseline
+    assert first["table1_relative_mce"] == pytest.approx((0.05 + 0.25) / (0.2 + 0.4))
+    robust_row = bench.summarise(clean + robust, HOLDOUT)[1]
+    assert robust_row["mce"]["mce"]["mean"] == pytest.approx(0.625)
+    assert "| robust | local | 2 | 62.5 ± 17.7 |" in bench.mce_table(bench.summarise(robust, HOLDOUT), "x")
+
+
+def test_without_a_clean_row_or_graded_ladders_there_is_no_mce(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "profiles" / "paper.yaml").read_text())
+    robust = [{**r, "graded": _graded(0.05, [0.1, 0.3], [0.2, 0.2])} for r in RUNS[:3]]
+    assert bench.add_mce(tmp_path, robust, "clean/none") is None
+    assert all("mce" not in r for r in robust)

@@ -16,7 +16,7 @@ from steelflow import deploy as deploy_module
 from steelflow.errors import ConfigError
 from steelflow.registry import Registry
 from tests.support import crds
-from tests.support.helpers import deep_update, repo_params, write_params
+from tests.support.helpers import deep_update, mlflow_state_kept, repo_params, write_params
 from tests.support.registered_project import cli
 
 CRD = crds.CRDS / "serving.kserve.io_inferenceservices.yaml"
@@ -42,7 +42,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     (root / "echo.py").write_text(TINY_MODEL)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, mlflow_state_kept():  # not the later tests' store
         mp.chdir(root)  # the default artifact root, ./mlruns, goes here
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment("deploy")
@@ -62,6 +62,7 @@ def project(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, repo_params(mlflow={"tracking_uri": uri}, registry={"name": name}))
+    mlflow.set_tracking_uri(uri)  # where models:/m-… is found; undone after the test (tests/conftest.py)
     mlflow.set_registry_uri(uri)
     for _ in range(2):
         mlflow.register_model(model_uri, name)
