@@ -13,9 +13,10 @@ sees), and per run the worst Table 1 condition and the worst and mean hold-out.
 Each row is the mean ± sd (n − 1) over its seeds, and every row is compared with the reference row
 (``--reference``, default the first) on the same seeds: the mean and sd of the paired differences, a
 paired t-test and a sign test (scipy). With a clean-trained row, every run's mCE against that row's mean
-graded errors (``--mce-baseline``; :func:`add_mce`). Prints the tables and writes benchmarks/results/robustness.json,
-robustness.png (means with ± sd error bars) and robust_training_examples.png (training images and what
-robust training makes of them; not for ``--data synthetic``).
+graded errors (``--mce-baseline``; :func:`add_mce`). Prints the tables and writes
+benchmarks/results/robustness.json, robustness.png (means with ± sd error bars) and
+robust_training_examples.png (training images and what robust training makes of them; not for
+``--data synthetic``).
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2] [--seeds 1]
         [--norms none standardize flatfield local] [--regimes clean robust consistency]
