@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,16 +166,14 @@ def mlflow_state_kept() -> Iterator[None]:
     """MLflow's process-wide URIs and active experiment, and the variables carrying them, as they were
     before the block: ``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` export them to the
     environment, so a fixture that calls them would point every later test of the worker at its store."""
-    saved_env = {name: os.environ.get(name) for name in _MLFLOW_VARIABLES}
-    saved = {m: getattr(sys.modules[m], a) for m, a in _MLFLOW_GLOBALS.items() if m in sys.modules}
-    try:
-        yield
-    finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:  # each value set to itself: put back as it was on exit
+        for name in _MLFLOW_VARIABLES:
+            absent = name not in os.environ
+            mp.setenv(name, os.environ.get(name, ""))  # remembers it unset, if it was
+            if absent:
+                mp.delenv(name)
         for module, attr in _MLFLOW_GLOBALS.items():
-            if module in sys.modules:
-                setattr(sys.modules[module], attr, saved.get(module))
+            mp.setattr(importlib.import_module(module), attr, getattr(importlib.import_module(module), attr))
+        yield

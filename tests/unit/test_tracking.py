@@ -196,3 +196,23 @@ def test_steelflows_experiments_are_classic_ml_with_the_key_metrics_as_columns_b
         f"metrics.`{m}`" for m in KEY_METRICS
     ]
     assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`eval/clean_accuracy`", False)
+
+
+def test_a_fixture_that_sets_mlflows_store_leaves_no_trace_for_later_tests(tmp_path, monkeypatch):
+    """What tests/unit/test_deploy.py's module-scoped store does: without ``mlflow_state_kept`` the
+    exported URI and experiment id pointed every later test of the xdist worker at that store."""
+    import os
+
+    import mlflow
+
+    from tests.support.helpers import mlflow_state_kept
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    before = mlflow.get_tracking_uri()
+    with mlflow_state_kept():
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")
+        mlflow.set_experiment("elsewhere")
+        assert os.environ["MLFLOW_EXPERIMENT_ID"]  # what MLflow exports for subprocesses
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_EXPERIMENT_ID" not in os.environ
+    assert mlflow.get_tracking_uri() == before
