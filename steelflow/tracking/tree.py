@@ -3,9 +3,10 @@
 MLflow's own variable ``MLFLOW_RUN_ID`` names the run a process logs to. Kubeflow's MLflow integration
 (KEP-12862) sets it in every task's container to the task's nested run, under one parent run per pipeline
 run; steelflow's launchers set it to a parent run they open
-(:func:`steelflow.tracking.pipeline.pipeline_run`): ``steelflow repro``
-(``dvc repro`` under it), ``steelflow pipeline run --local`` and ``steelflow pipeline submit``. A step
-that opens a run reads it (:func:`place`):
+(:func:`steelflow.tracking.pipeline.pipeline_run`): ``steelflow repro`` (``dvc repro`` under it) and
+``steelflow pipeline run --local``. (``steelflow pipeline submit`` opens none: on a cluster nothing would
+end it when the run ends; Kubeflow's integration makes the parent there.) A step that opens a run reads it
+(:func:`place`):
 
 - the named run is a nested run that no steelflow step has claimed yet (the task run Kubeflow's
   integration made for this task): the step logs into it;
