@@ -317,6 +317,8 @@ def summarise(results: list[dict], holdout: list[str]) -> list[dict]:
             row["values"].setdefault(name, []).append(value)
         for name, value in (r.get("mce") or {}).items():  # per run; None where no family has a CE
             row.setdefault("mce_values", {}).setdefault(name, []).append(value)
+        for family, errors in ((r.get("graded") or {}).get("families") or {}).items():
+            row.setdefault("graded_runs", {}).setdefault(family, []).append(errors)
     for row in rows.values():
         row["mean"] = {k: _mean(v) for k, v in row["values"].items()}
         row["sd"] = {k: _sd(v) for k, v in row["values"].items()}
@@ -324,6 +326,10 @@ def summarise(results: list[dict], holdout: list[str]) -> list[dict]:
         measured = {k: v for k, v in row.get("mce_values", {}).items() if None not in v}
         row["mce_values"] = measured
         row["mce"] = {k: {"mean": _mean(v), "sd": _sd(v)} for k, v in measured.items()}
+        runs = row.pop("graded_runs", {})  # family → per run, the error at each severity
+        row["graded_error"] = {
+            f: [_mean(list(level)) for level in zip(*e, strict=True)] for f, e in runs.items()
+        }
     return list(rows.values())
 
 

@@ -89,6 +89,7 @@ def test_every_runs_mce_is_against_the_clean_rows_mean_errors_over_its_seeds(tmp
     assert first["table1_relative_mce"] == pytest.approx((0.05 + 0.25) / (0.2 + 0.4))
     robust_row = bench.summarise(clean + robust, HOLDOUT)[1]
     assert robust_row["mce"]["mce"]["mean"] == pytest.approx(0.625)
+    assert robust_row["graded_error"]["stripes"] == pytest.approx([0.3, 0.3])  # mean over seeds, per severity
     assert "| robust | local | 2 | 62.5 ± 17.7 |" in bench.mce_table(bench.summarise(robust, HOLDOUT), "x")
 
 
