@@ -14,9 +14,9 @@ Each row is the mean ± sd (n − 1) over its seeds, and every row is compared w
 (``--reference``, default the first) on the same seeds: the mean and sd of the paired differences, a
 paired t-test and a sign test (scipy). With a clean-trained row, every run's mCE against that row's mean
 graded errors (``--mce-baseline``; :func:`add_mce`). Prints the tables and writes
-benchmarks/results/robustness.json, robustness.png (means with ± sd error bars) and
-robust_training_examples.png (training images and what robust training makes of them; not for
-``--data synthetic``).
+benchmarks/results/robustness.json, robustness.png (means with ± sd error bars), robustness-graded.png
+(each graded family's mean error by severity) and robust_training_examples.png (training images and
+what robust training makes of them; not for ``--data synthetic``).
 
     .venv/bin/python benchmarks/bench_robustness.py [--size 64] [--epochs 25] [--jobs 2] [--seeds 1]
         [--norms none standardize flatfield local] [--regimes clean robust consistency]
@@ -161,6 +161,8 @@ def main() -> None:
     if paired:
         print(f"\npaired against {'/'.join(reference)} (same seeds):\n" + paired_table(paired))
     _plot(summary, holdout, args.results / f"{args.out}.png")
+    if any(r["graded_error"] for r in summary):
+        _plot_graded(summary, args.results / f"{args.out}-graded.png")
     took = f"{report['row_seconds']:.0f} s of rows" if args.collect else f"{report['total_seconds']:.0f} s"
     print(f"total {took} → {args.results / args.out}.json, {args.out}.png")
 
@@ -526,6 +528,38 @@ def _plot(summary: list[dict], holdout: list[str], out: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Test accuracy by condition (grey line: hold-out after it; black: per-run aggregates)")
     ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def _plot_graded(summary: list[dict], out: Path) -> None:
+    """One panel a graded family: each row's mean error (%) at each severity, mildest first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(next(r["graded_error"] for r in summary if r["graded_error"]))
+    cols = 5
+    rows = -(-len(families) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), sharey=True, squeeze=False)
+    for ax, family in zip(axes.flat, families, strict=False):
+        for r in summary:
+            if family in r["graded_error"]:
+                errors = [100 * e for e in r["graded_error"][family]]
+                label = f"{r['regime']} / {r['input_norm']} (n={len(r['seeds'])})"
+                ax.plot(range(1, len(errors) + 1), errors, marker="o", ms=3, label=label)
+        ax.set_title(family, fontsize=10)
+        ax.set_xticks(range(1, 6))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(families) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error, %")
+    for ax in axes[-1]:
+        ax.set_xlabel("severity")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Graded corruptions: mean test error over seeds by severity")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
