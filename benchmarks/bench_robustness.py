@@ -550,7 +550,7 @@ def _plot_graded(summary: list[dict], out: Path) -> None:
                 label = f"{r['regime']} / {r['input_norm']} (n={len(r['seeds'])})"
                 ax.plot(range(1, len(errors) + 1), errors, marker="o", ms=3, label=label)
         ax.set_title(family, fontsize=10)
-        ax.set_xticks(range(1, 6))
+        ax.set_xticks(range(1, len(errors) + 1))  # the ladder's severities, however many
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(families) :]:
         ax.axis("off")

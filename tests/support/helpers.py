@@ -174,6 +174,7 @@ def mlflow_state_kept() -> Iterator[None]:
             mp.setenv(name, os.environ.get(name, ""))  # remembers it unset, if it was
             if absent:
                 mp.delenv(name)
-        for module, attr in _MLFLOW_GLOBALS.items():
-            mp.setattr(importlib.import_module(module), attr, getattr(importlib.import_module(module), attr))
+        for name, attr in _MLFLOW_GLOBALS.items():
+            module = importlib.import_module(name)
+            mp.setattr(module, attr, getattr(module, attr))
         yield
