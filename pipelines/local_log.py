@@ -9,6 +9,7 @@ with status S``.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import dataclasses
@@ -121,10 +122,10 @@ class TaskLog(io.TextIOBase):
 def routed(path: Path, verbose: bool = False) -> Iterator[TaskLog]:
     """While it lasts, this process's stdout and the root logger's records (kfp's INFO lines, the skipped
     tasks among them) go through a :class:`TaskLog` writing ``path``; the console (stdout as it was) gets
-    one line per task, or all of them when ``verbose``. The root logger is put back as it was: kfp's
-    tasks restore it out of order."""
+    one line per task, or all of them when ``verbose``. The root logger and ``print`` are put back as they
+    were: kfp's tasks in threads restore both out of order (its indenting ``print`` would outlive the run)."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, printer = root.handlers[:], root.level, builtins.print
     with path.open("w", encoding="utf-8") as log:
         stream = TaskLog(log, sys.stdout, verbose)
         handler = logging.StreamHandler(stream)
@@ -136,4 +137,4 @@ def routed(path: Path, verbose: bool = False) -> Iterator[TaskLog]:
                 yield stream
         finally:
             stream.close_lines()
-            root.handlers, root.level = handlers, level
+            root.handlers, root.level, builtins.print = handlers, level, printer

@@ -6,6 +6,7 @@ ParallelFor in threads at once); the whole run is tests/integration/test_kfp_loc
 
 from __future__ import annotations
 
+import builtins
 import io
 import logging
 import sys
@@ -18,17 +19,23 @@ CYAN, GREEN, RED, RESET = "\x1b[96m", "\x1b[92m", "\x1b[91m", "\x1b[0m"
 
 
 def kfp_task(name: str, lines: list[str], state: str = "SUCCESS") -> None:
-    """What kfp.local prints for one task: its log records, then the subprocess's lines printed in two
-    writes each (its indenting print), then the end, with its outputs."""
+    """What kfp.local prints for one task: its log records, then the subprocess's lines written in two
+    writes each (its indenting print), then the end, with its outputs. Written to ``sys.stdout`` directly,
+    not through ``print``, which a kfp run earlier in the process may have left indented."""
     colour = GREEN if state == "SUCCESS" else RED
-    print(f"05:20:50.523 - INFO - Executing task {CYAN}'{name}'{RESET}")
-    print("05:20:50.523 - INFO - Streamed logs:\n")
+    out = sys.stdout
+    out.write(f"05:20:50.523 - INFO - Executing task {CYAN}'{name}'{RESET}\n")
+    out.write("05:20:50.523 - INFO - Streamed logs:\n\n")
     for line in lines:
-        print("    ", end="")
-        print(line)
+        out.write("    ")
+        out.write(line + "\n")
     if state == "SUCCESS":
-        print(f"05:20:52.858 - INFO - Task {CYAN}'{name}'{RESET} finished with status {colour}{state}{RESET}")
-        print(f"05:20:52.859 - INFO - Task {CYAN}'{name}'{RESET} outputs:\n    Output: '{{\"big\": 1}}'")
+        out.write(
+            f"05:20:52.858 - INFO - Task {CYAN}'{name}'{RESET} finished with status {colour}{state}{RESET}\n"
+        )
+        out.write(
+            f"05:20:52.859 - INFO - Task {CYAN}'{name}'{RESET} outputs:\n    Output: '{{\"big\": 1}}'\n"
+        )
 
 
 class FakeTerminal(io.StringIO):
@@ -113,3 +120,35 @@ def test_the_root_logger_is_put_back(tmp_path, monkeypatch):
     with routed(tmp_path / "run.log"):
         root.handlers = [logging.StreamHandler(sys.stdout)]  # what a kfp task leaves when out of order
     assert (root.handlers, root.level) == before
+
+
+def test_print_is_put_back_though_kfps_threads_restore_it_out_of_order(tmp_path, monkeypatch):
+    """Two ParallelFor tasks enter kfp's indenting print in one order and leave in the other: without
+    the routing's own restore, every later print in the process is indented."""
+    from kfp.local import logging_utils
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    first_in, second_in, first_left = threading.Event(), threading.Event(), threading.Event()
+
+    def task(first: bool) -> None:
+        if not first:
+            first_in.wait()  # enters second: keeps the first task's indenting print as "original"
+        with logging_utils.indented_print():
+            if first:
+                first_in.set()
+                second_in.wait()
+            else:
+                second_in.set()
+                first_left.wait()  # leaves last: puts back the first task's indenting print
+        if first:
+            first_left.set()
+
+    original = builtins.print
+    with routed(tmp_path / "run.log"):
+        threads = [threading.Thread(target=task, args=(first,)) for first in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert builtins.print is not original  # what kfp alone leaves behind
+    assert builtins.print is original
