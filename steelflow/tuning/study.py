@@ -138,13 +138,26 @@ def load_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> optuna.Study:
     return open_study(ref, cfg, worker)[0]
 
 
+# libpq's own settings (psycopg passes them through): a connection attempt gives up after 10 s, and a
+# connection whose server went away without a word is found dead by TCP keepalives within about 25 s
+SERVER_TIMEOUTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 def open_study(ref: StudyRef, cfg: TuneConfig, worker: int) -> tuple[optuna.Study, BaseStorage]:
     """The study and the storage it lives in (a worker claims trials through the storage itself)."""
     url = ref.storage_url
     if url.startswith("sqlite"):  # workers share the file: wait for its lock rather than fail
         engine: dict[str, Any] = {"connect_args": {"timeout": cfg.grace_seconds}}
-    else:  # reconnect after a database restart
+    else:  # reconnect after a database restart; no connect or read waits forever on a server that is gone
         engine = {"pool_pre_ping": True}
+        if url.startswith("postgresql"):
+            engine["connect_args"] = SERVER_TIMEOUTS
     retry = RetryHeartbeatStaleTrialCallback(max_retry=cfg.retries) if cfg.retries else None
     try:
         storage = RDBStorage(

@@ -180,4 +180,5 @@ def heartbeat(storage: BaseStorage, trial_id: int, interval: float) -> Iterator[
         yield
     finally:
         stop.set()
-        thread.join()
+        # a beat stuck in the database must not hold the finished trial back from being told
+        thread.join(timeout=interval + 1)

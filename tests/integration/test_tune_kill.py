@@ -167,7 +167,11 @@ def test_a_postgres_restart_during_tuning_is_survived(kill_project, monkeypatch)
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, timeout=120
     )
-    output, _ = proc.communicate(timeout=300)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # say what the workers printed, not only that they took too long
+        proc.kill()
+        pytest.fail("steelflow tune did not finish in 300 s after the restart:\n" + proc.communicate()[0])
     assert proc.returncode == 0, output
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials()
