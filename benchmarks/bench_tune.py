@@ -70,6 +70,13 @@ def main() -> None:
     parser.add_argument("--throughput", action="store_true", help="trials/min with each --workers count")
     parser.add_argument("--jobs", type=int, default=2, help="full trainings at once (one thread each)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="params overrides")
+    parser.add_argument(
+        "--mce-baseline",
+        type=Path,
+        default=RESULTS / "robustness-seeds25-3.json",
+        help="a bench_robustness.py result whose --mce-row (mean over its seeds) normalises every mCE",
+    )
+    parser.add_argument("--mce-row", default="clean/none", help="REGIME/NORM of that result (the paper's)")
     parser.add_argument("--out", default="tune-default")
     parser.add_argument("--workdir", type=Path, help="keep the project here (default: a temporary folder)")
     parser.add_argument("--row", nargs=2, metavar=("NAME", "VALUES_JSON"), help=argparse.SUPPRESS)
@@ -109,8 +116,10 @@ def main() -> None:
             done = dict(
                 zip([r[0] for r in rows], pool.map(lambda r: _run_row(project, *r), rows), strict=True)
             )
+        baseline = add_mce(project, done, args.mce_baseline, args.mce_row)
 
     report = _report(args, params, best, trials, configs, done, study_seconds)
+    report["mce_baseline"] = baseline
     report["total_seconds"] = time.perf_counter() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -141,6 +150,37 @@ def _write_params(project: Path, args: argparse.Namespace) -> dict:
         (project / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
         params = tree
     return params
+
+
+# what tuned, defaults and rival are compared on: test accuracy (clean, the worst Table 1 condition, the
+# worst hold-out) and, with graded ladders, mCE against the paper's clean-trained model (lower is better)
+COMPARED = ("clean", "worst", "holdout_worst", "mce", "table1_mce", "holdout_mce", "holdout_relative_mce")
+
+
+MCE_LABELS = {"holdout_mce": "hold-out mCE", "table1_mce": "Table 1 mCE", "mce": "mCE"}
+
+
+def same_seeds(a: list[dict], b: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """``key`` of two groups' trainings on the seeds both have a value for, in the same order."""
+    theirs = {r["values"].get("train.seed"): r.get(key) for r in b if not r.get("diverged")}
+    pairs = [
+        (r[key], theirs[s])
+        for r in a
+        if not r.get("diverged")
+        and r.get(key) is not None
+        and theirs.get(s := r["values"].get("train.seed")) is not None
+    ]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def paired_test(a: list[float], b: list[float]) -> dict | None:
+    """bench_robustness.py's paired comparison (mean ± sd of a − b, t-test, sign test); None under 2 seeds."""
+    if len(a) < 2:
+        return None
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_robustness import paired
+
+    return {**paired(a, b), "seeds": len(a)}
 
 
 def tuned_are_defaults(best: dict) -> bool:
@@ -254,10 +294,13 @@ def _train_row(project: Path, name: str, values: dict) -> None:
     from steelflow.training.loop import TrainingDiverged
     from steelflow.tuning.objective import Objective
 
-    p = with_overrides(load_params("params.yaml"), values)
+    base = load_params("params.yaml")
+    p = with_overrides(base, values)
     out = Path("rows") / name
     start = time.perf_counter()
-    # a trial's configuration is scored under the families where its trial was (the rungs and the top)
+    # a trial's configuration is scored as its trial was: under the hand-set families (the study's
+    # train.robust, the same views for every trial, even where the space searches train.robust.*), at the
+    # rungs and the top
     scoring = name.startswith("trial")
     objective = Objective.of(p.tune, p.train.epochs)
     try:
@@ -266,7 +309,7 @@ def _train_row(project: Path, name: str, values: dict) -> None:
             p.model,
             p.train,
             out,
-            robust_val=p.train.robust if scoring else None,
+            robust_val=base.train.robust if scoring else None,
             robust_val_epochs=objective.robust_epochs(p.tune.pruner.kind) if scoring else None,
         )
     except TrainingDiverged as e:  # a seed the values diverge with: recorded, never averaged in
@@ -287,9 +330,66 @@ def _train_row(project: Path, name: str, values: dict) -> None:
         "accuracy": scored.accuracy,
         "val_clean": max(r["val_accuracy"] for r in trained.history),
         "val_robust": max(robust) if robust else None,
+        "graded": _graded_errors(out),  # the graded ladders' errors, for mCE (None without corrupt.graded)
         "seconds": time.perf_counter() - start,
     }
     (out / "row.json").write_text(json.dumps(row, indent=2))
+
+
+def _graded_errors(folder: Path) -> dict | None:
+    path = folder / "graded_errors.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def add_mce(project: Path, done: dict[str, dict], path: Path, row: str) -> dict | None:
+    """Give each training's row its mCE and relative mCE (all families, Table 1's, the hold-out's;
+    ImageNet-C's definitions, steelflow.mce) against ``row`` (REGIME/NORM) of a bench_robustness.py result:
+    its graded errors averaged over its seeds, as that benchmark's own mCE is; one fixed reference, the same
+    for every group compared. The baseline is written to ``project``/mce_baseline.json and read back with
+    steelflow.mce.read_baseline, which refuses one measured on other ladders or test images per class.
+    Returns what the baseline is, or None (no graded ladders, or no such result: no mCE)."""
+    sys.path.insert(0, str(REPO))
+    from steelflow import mce
+    from steelflow.config import load_params
+
+    corrupt = load_params(project / "params.yaml").corrupt
+    if not corrupt.graded.families or not path.exists():
+        return None
+    regime, _, norm = row.partition("/")
+    runs = [
+        r["graded"]
+        for r in json.loads(path.read_text())["rows"]
+        if r["regime"] == regime and r["input_norm"] == norm and r.get("graded")
+    ]
+    if not runs:
+        raise SystemExit(f"{path}: no run of {row} with graded errors to normalise mCE by (--mce-row)")
+    mean = statistics.mean
+    averaged = {
+        **runs[0],
+        "model": {
+            "result": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            "row": row,
+            "seeds": len(runs),
+        },
+        "clean_error": mean(r["clean_error"] for r in runs),
+        "families": {
+            f: [mean(r["families"][f][i] for r in runs) for i in range(len(e))]
+            for f, e in runs[0]["families"].items()
+        },
+    }
+    (project / "mce_baseline.json").write_text(json.dumps(averaged, indent=2))
+    baseline = mce.read_baseline(
+        project / "mce_baseline.json", corrupt.graded.families, corrupt.graded.per_class
+    )
+    for name, r in done.items():
+        graded = r.get("graded") or _graded_errors(project / "rows" / name)
+        if r.get("diverged") or not graded:
+            continue
+        acc = {f: [1.0 - e for e in errs] for f, errs in graded["families"].items()}
+        groups = {f: corrupt.graded_group(f) for f in acc}
+        out = mce.graded_summary(acc, 1.0 - graded["clean_error"], groups, baseline)
+        r.update({k: v for k, v in out.items() if k.endswith("mce")})
+    return averaged["model"]
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -302,7 +402,9 @@ def collect(args: argparse.Namespace) -> None:
     trials = _trials(project, best["study"])
     configs = retrainable(trials)[: args.configs]
     done = {p.parent.name: json.loads(p.read_text()) for p in (project / "rows").glob("*/row.json")}
+    baseline = add_mce(project, done, args.mce_baseline, args.mce_row)
     report = _report(args, params, best, trials, configs, done, study_seconds=None)
+    report["mce_baseline"] = baseline
     trainings = len(planned_rows(best, trials, configs, args.seeds))
     report["partial"] = f"{len(done)} of {trainings} trainings finished"
     (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -317,7 +419,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
 
     def stats(prefix: str, key: str) -> dict:
         rows = rows_of(prefix)
-        values = [r[key] for r in rows if not r.get("diverged")]
+        values = [r[key] for r in rows if not r.get("diverged") and r.get(key) is not None]
         diverged = len(rows) - len(values)  # a seed that diverged: no model, so no accuracy to average
         if not values:
             return {"mean": float("nan"), "sd": float("nan"), "values": [], "diverged": diverged}
@@ -330,9 +432,14 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
 
     identical = tuned_are_defaults(best)
     groups = row_groups(best, trials)
-    compare = {
-        who: {k: stats(_prefix(group), k) for k in ("clean", "worst", "holdout_worst")}
+    compare = {who: {k: stats(_prefix(group), k) for k in COMPARED} for who, group in groups.items()}
+    paired = {  # each group against the defaults, seed by seed (bench_robustness's paired test)
+        who: {
+            k: paired_test(*same_seeds(rows_of(_prefix(group)), rows_of(_prefix(groups["defaults"])), k))
+            for k in COMPARED
+        }
         for who, group in groups.items()
+        if who != "defaults" and group != groups["defaults"]
     }
     meets = (
         all(compare["tuned"][k]["mean"] >= compare["defaults"][k]["mean"] for k in ("clean", "worst"))
@@ -391,6 +498,7 @@ def _report(args, params, best, trials, configs, done, study_seconds) -> dict:
         "trials": trials,
         "seeds": args.seeds,
         "compare": compare,
+        "paired": paired,  # group − defaults per seed (mCE: lower is better)
         "tuned_is_baseline": bool(best.get("baseline")),
         "tuned_are_defaults": identical,
         "tuned_note": note,
@@ -521,7 +629,22 @@ def summary(report: dict) -> str:
             f"  {who:>8}: clean {100 * c['clean']['mean']:.1f} ± {100 * c['clean']['sd']:.1f} %, "
             f"worst {100 * c['worst']['mean']:.1f} ± {100 * c['worst']['sd']:.1f} %, "
             f"hold-out worst {100 * c['holdout_worst']['mean']:.1f} ± {100 * c['holdout_worst']['sd']:.1f} %"
+            + "".join(
+                f", {MCE_LABELS[k]} {100 * c[k]['mean']:.1f} ± {100 * c[k]['sd']:.1f}"
+                for k in MCE_LABELS
+                if c[k]["values"]
+            )
         )
+        for key, test in (report.get("paired") or {}).get(who, {}).items():
+            if test is not None:
+                t = f", t p={test['t_p']:.2f}" if test["t_p"] is not None else ""
+                lines.append(
+                    f"    {who} − defaults, {key}: {100 * test['mean_diff']:+.1f} ± "
+                    f"{100 * (test['sd_diff'] or 0):.1f} ({test['wins']} up, {test['losses']} down{t})"
+                )
+    if report.get("mce_baseline"):
+        b = report["mce_baseline"]
+        lines.append(f"  mCE in % of {b['row']} ({b['seeds']} seeds, {b['result']}); lower is better")
     same = " (the same values)" if report.get("tuned_are_defaults") else ""
     lines.append(
         f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}{same}"
@@ -548,36 +671,55 @@ def _plot(report: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    pairs = report["spearman"]["pairs"]
+    mces = [k for k in MCE_LABELS if any(c[k]["values"] for c in report["compare"].values())]
+    panels = 1 + bool(mces) + bool(pairs)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    left = axes[0][0]
     same = report.get("tuned_are_defaults")
     groups = [w for w in ("defaults", "tuned", "rival") if w in report["compare"]]
-    width = 0.8 / len(groups)
-    for i, who in enumerate(groups):
-        c = report["compare"][who]
-        label = "tuned (= defaults)" if who == "tuned" and same else who
-        if who == "rival":
-            label = f"rival (trial {report['best']['significance']['rival']}, turned down)"
-        for j, key in enumerate(("clean", "worst", "holdout_worst")):
-            x = j + (i - (len(groups) - 1) / 2) * width
-            left.bar(
-                x,
-                100 * c[key]["mean"],
-                width,
-                yerr=100 * c[key]["sd"],
-                capsize=3,
-                color=("tab:grey", "tab:blue", "tab:orange")[i],
-                hatch="//" if who == "tuned" and same else None,
-                label=label if j == 0 else None,
-            )
-            left.scatter(
-                [x] * len(c[key]["values"]), [100 * v for v in c[key]["values"]], c="black", s=8, zorder=3
-            )
+
+    def bars(ax, keys: list[str]) -> None:
+        width = 0.8 / len(groups)
+        for i, who in enumerate(groups):
+            c = report["compare"][who]
+            label = "tuned (= defaults)" if who == "tuned" and same else who
+            if who == "rival":
+                label = f"rival (trial {report['best']['significance']['rival']}, turned down)"
+            for j, key in enumerate(keys):
+                x = j + (i - (len(groups) - 1) / 2) * width
+                ax.bar(
+                    x,
+                    100 * c[key]["mean"],
+                    width,
+                    yerr=100 * c[key]["sd"],
+                    capsize=3,
+                    color=("tab:grey", "tab:blue", "tab:orange")[i],
+                    hatch="//" if who == "tuned" and same else None,
+                    label=label if j == 0 else None,
+                )
+                ax.scatter(
+                    [x] * len(c[key]["values"]), [100 * v for v in c[key]["values"]], c="black", s=8, zorder=3
+                )
+
+    bars(left, ["clean", "worst", "holdout_worst"])
     left.set_xticks(range(3), ["clean", "worst Table 1", "worst hold-out"])
     left.set(
         ylabel="test accuracy (%)", ylim=(0, 100), title=f"tuned vs defaults, {len(report['seeds'])} seeds"
     )
     left.legend()
-    pairs = report["spearman"]["pairs"]
+    if mces:
+        middle = axes[0][1]
+        bars(middle, mces)
+        middle.set_xticks(range(len(mces)), [MCE_LABELS[k] for k in mces])
+        middle.axhline(100, color="black", lw=0.8, ls="--")
+        base = report.get("mce_baseline") or {}
+        middle.set(ylabel=f"% of {base.get('row', 'the baseline')}'s (lower is better)", title="mCE")
+    if not pairs:
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        return
+    right = axes[0][-1]
     key = "val_" + report["spearman"]["trial_score"]
     right.errorbar(
         [p["trial_score"] for p in pairs],
