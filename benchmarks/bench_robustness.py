@@ -73,6 +73,12 @@ def main() -> None:
         "(default: the paper's clean-trained CASI-Net; falls back to the first clean row)",
     )
     parser.add_argument(
+        "--mce-from",
+        type=Path,
+        help="take the --mce-baseline row's runs from this earlier result (its JSON) instead of this run's: "
+        "rows trained apart, on the same data and ladders",
+    )
+    parser.add_argument(
         "--consistency-weight", type=float, default=12.0, help="the consistency regime's λ (AugMix: 12)"
     )
     parser.add_argument(
@@ -127,7 +133,7 @@ def main() -> None:
             weight = args.consistency_weight
             with ThreadPoolExecutor(args.jobs) as pool:
                 results = list(pool.map(lambda run: _run_row(project, *run, weight), runs))
-        baseline = add_mce(project, results, args.mce_baseline)
+        baseline = add_mce(project, results, args.mce_baseline, args.mce_from)
     params = yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())
     holdout = [c["name"] for c in params["corrupt"]["holdout"]]
     summary = summarise(results, holdout)
@@ -255,11 +261,12 @@ def _graded_errors(folder: Path) -> dict | None:
 # --- mCE: every run's graded errors against the baseline row's, ImageNet-C's way (steelflow.mce) --------
 
 
-def add_mce(project: Path, results: list[dict], wanted: str) -> str | None:
+def add_mce(project: Path, results: list[dict], wanted: str, earlier: Path | None = None) -> str | None:
     """Give each run ``mce`` (``mce``, ``relative_mce`` and the same per group: ``table1_``, ``holdout_``)
-    against the baseline row: ``wanted`` (REGIME/NORM), else the first clean-trained row. The baseline's
-    errors are the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns the row
-    used, or None (no clean row, or no graded ladders: no mCE)."""
+    against the baseline row: ``wanted`` (REGIME/NORM), else the first clean-trained row; with ``earlier``
+    (a result JSON), that result's ``wanted`` runs, which must be graded on this project's ladders. The
+    baseline's errors are the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns
+    the row used, or None (no clean row, or no graded ladders: no mCE)."""
     sys.path.insert(0, str(REPO))
     from steelflow import mce
     from steelflow.config import load_params
@@ -268,11 +275,31 @@ def add_mce(project: Path, results: list[dict], wanted: str) -> str | None:
         if r.get("graded") is None:
             r["graded"] = _graded_errors(project / "rows" / _folder(r["regime"], r["input_norm"], r["seed"]))
     graded = [r for r in results if r.get("graded") and r["graded"].get("families")]
-    keys = [f"{r['regime']}/{r['input_norm']}" for r in graded]
-    name = wanted if wanted in keys else next((k for k in keys if k.startswith("clean/")), None)
-    if name is None:
-        return None
-    base_runs = [r["graded"] for r, k in zip(graded, keys, strict=True) if k == name]
+    corrupt = load_params(project / "params.yaml").corrupt
+    if earlier is not None:
+        base_runs = [
+            r["graded"]
+            for r in json.loads(earlier.read_text())["rows"]
+            if f"{r['regime']}/{r['input_norm']}" == wanted and (r.get("graded") or {}).get("families")
+        ]
+        if not base_runs:
+            raise SystemExit(f"--mce-from {earlier}: no graded run of {wanted}")
+        on = corrupt.graded and {
+            "ladders": dict(corrupt.graded.families),
+            "per_class": corrupt.graded.per_class,
+        }
+        mine = json.loads(json.dumps(on))  # as evaluate writes them into graded_errors.json
+        if any({"ladders": b["ladders"], "per_class": b["per_class"]} != mine for b in base_runs):
+            raise SystemExit(
+                f"--mce-from {earlier}: {wanted} was graded on other ladders than corrupt.graded"
+            )
+        name = f"{wanted} ({earlier.name})"
+    else:
+        keys = [f"{r['regime']}/{r['input_norm']}" for r in graded]
+        name = wanted if wanted in keys else next((k for k in keys if k.startswith("clean/")), None)
+        if name is None:
+            return None
+        base_runs = [r["graded"] for r, k in zip(graded, keys, strict=True) if k == name]
     families = base_runs[0]["families"]
     baseline = {
         "model": {"row": name, "seeds": len(base_runs)},
@@ -282,7 +309,6 @@ def add_mce(project: Path, results: list[dict], wanted: str) -> str | None:
             for f, e in families.items()
         },
     }
-    corrupt = load_params(project / "params.yaml").corrupt
     for r in graded:
         acc = {f: [1.0 - e for e in errs] for f, errs in r["graded"]["families"].items()}
         groups = {f: corrupt.graded_group(f) for f in acc}

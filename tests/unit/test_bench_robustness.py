@@ -98,3 +98,30 @@ def test_without_a_clean_row_or_graded_ladders_there_is_no_mce(tmp_path):
     robust = [{**r, "graded": _graded(0.05, [0.1, 0.3], [0.2, 0.2])} for r in RUNS[:3]]
     assert bench.add_mce(tmp_path, robust, "clean/none") is None
     assert all("mce" not in r for r in robust)
+
+
+def test_mce_can_take_its_baseline_from_an_earlier_results_runs_on_the_same_ladders(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "profiles" / "paper.yaml").read_text())
+    ladders = bench.yaml.safe_load((REPO / "profiles" / "paper.yaml").read_text())["corrupt"]["graded"]
+
+    def graded(error: float, on: dict = ladders["families"]) -> dict:
+        families = {f: [error] * 5 for f in on}
+        return {"clean_error": 0.01, "ladders": on, "per_class": None, "families": families}
+
+    earlier = tmp_path / "earlier.json"
+    clean = [
+        {**_run("clean", s, 0.9, 0.5, 0.5), "input_norm": "none", "graded": graded(e)}
+        for s, e in enumerate([0.3, 0.5])
+    ]  # mean error 0.4 on every family
+    earlier.write_text(bench.json.dumps({"rows": clean}))
+    robust = [{**_run("robust", 0, 0.95, 0.9, 0.8), "graded": graded(0.1)}]
+    assert bench.add_mce(tmp_path, robust, "clean/none", earlier) == "clean/none (earlier.json)"
+    assert robust[0]["mce"]["mce"] == pytest.approx(0.1 / 0.4)
+    assert robust[0]["mce"]["holdout_mce"] == pytest.approx(0.1 / 0.4)
+
+    other = {**ladders["families"], "jpeg": {"quality": [30, 20, 10, 7, 5]}}
+    earlier.write_text(bench.json.dumps({"rows": [{**clean[0], "graded": graded(0.4, other)}]}))
+    with pytest.raises(SystemExit, match="graded on other ladders"):
+        bench.add_mce(tmp_path, robust, "clean/none", earlier)
+    with pytest.raises(SystemExit, match="no graded run of clean/standardize"):
+        bench.add_mce(tmp_path, robust, "clean/standardize", earlier)
