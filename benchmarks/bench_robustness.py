@@ -188,7 +188,8 @@ def _write_params(project: Path, args: argparse.Namespace) -> None:
         params["validate"]["min_per_class"] = min(params["validate"]["min_per_class"], per_class)
     params["data"]["cache_size"] = args.size
     params["model"]["image_size"] = args.size
-    params["train"].update(epochs=args.epochs, patience=0, threads=1)
+    # the profile's hand-set values: a row is one regime × input stage, never tune's best values
+    params["train"].update(epochs=args.epochs, patience=0, threads=1, use_tuned=False)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if args.set:  # validated here, once, so a typo fails before any training
         sys.path.insert(0, str(REPO))

@@ -650,6 +650,8 @@ def summary(report: dict) -> str:
         f"  tuned >= defaults on clean and worst: {'yes' if report['tuned_meets_defaults'] else 'NO'}{same}"
     )
     s = report["spearman"]
+    if not s["configs"]:  # --configs 0: no trial retrained for ρ
+        return "\n".join(lines)
 
     def shown(rho: dict) -> str:
         return ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in rho.items())
