@@ -269,7 +269,6 @@ def add_mce(project: Path, results: list[dict], wanted: str, earlier: Path | Non
     baseline's errors are the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns
     the row used, or None (no clean row, or no graded ladders: no mCE)."""
     sys.path.insert(0, str(REPO))
-    from steelflow import mce
     from steelflow.config import load_params
 
     for r in results:  # rows trained before row.json carried them
@@ -301,21 +300,31 @@ def add_mce(project: Path, results: list[dict], wanted: str, earlier: Path | Non
         if name is None:
             return None
         base_runs = [r["graded"] for r, k in zip(graded, keys, strict=True) if k == name]
-    families = base_runs[0]["families"]
-    baseline = {
-        "model": {"row": name, "seeds": len(base_runs)},
-        "clean_error": _mean([b["clean_error"] for b in base_runs]),
+    baseline = {**mean_errors(base_runs), "model": {"row": name, "seeds": len(base_runs)}}
+    for r in graded:
+        r["mce"] = run_mce(r["graded"], baseline, corrupt)
+    return name
+
+
+def mean_errors(runs: list[dict]) -> dict:
+    """Graded-errors files averaged over runs (seeds): clean error and each family's error per severity."""
+    return {
+        "clean_error": _mean([r["clean_error"] for r in runs]),
         "families": {
-            f: [_mean([b["families"][f][s] for b in base_runs]) for s in range(len(e))]
-            for f, e in families.items()
+            f: [_mean([r["families"][f][s] for r in runs]) for s in range(len(e))]
+            for f, e in runs[0]["families"].items()
         },
     }
-    for r in graded:
-        acc = {f: [1.0 - e for e in errs] for f, errs in r["graded"]["families"].items()}
-        groups = {f: corrupt.graded_group(f) for f in acc}
-        out = mce.graded_summary(acc, 1.0 - r["graded"]["clean_error"], groups, baseline)
-        r["mce"] = {k: v for k, v in out.items() if k.endswith("mce")}
-    return name
+
+
+def run_mce(graded: dict, baseline: dict, corrupt) -> dict:
+    """One run's mCE and relative mCE (all families and per group) against ``baseline`` (steelflow.mce)."""
+    from steelflow import mce
+
+    acc = {f: [1.0 - e for e in errs] for f, errs in graded["families"].items()}
+    groups = {f: corrupt.graded_group(f) for f in acc}
+    out = mce.graded_summary(acc, 1.0 - graded["clean_error"], groups, baseline)
+    return {k: v for k, v in out.items() if k.endswith("mce")}
 
 
 # --- over seeds: mean ± sd per row, paired differences between rows ------------------------------------

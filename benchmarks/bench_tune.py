@@ -363,18 +363,16 @@ def add_mce(project: Path, done: dict[str, dict], path: Path, row: str) -> dict 
     ]
     if not runs:
         raise SystemExit(f"{path}: no run of {row} with graded errors to normalise mCE by (--mce-row)")
-    mean = statistics.mean
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_robustness import mean_errors, run_mce
+
     averaged = {
         **runs[0],
+        **mean_errors(runs),
         "model": {
             "result": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
             "row": row,
             "seeds": len(runs),
-        },
-        "clean_error": mean(r["clean_error"] for r in runs),
-        "families": {
-            f: [mean(r["families"][f][i] for r in runs) for i in range(len(e))]
-            for f, e in runs[0]["families"].items()
         },
     }
     (project / "mce_baseline.json").write_text(json.dumps(averaged, indent=2))
@@ -385,10 +383,7 @@ def add_mce(project: Path, done: dict[str, dict], path: Path, row: str) -> dict 
         graded = r.get("graded") or _graded_errors(project / "rows" / name)
         if r.get("diverged") or not graded:
             continue
-        acc = {f: [1.0 - e for e in errs] for f, errs in graded["families"].items()}
-        groups = {f: corrupt.graded_group(f) for f in acc}
-        out = mce.graded_summary(acc, 1.0 - graded["clean_error"], groups, baseline)
-        r.update({k: v for k, v in out.items() if k.endswith("mce")})
+        r.update(run_mce(graded, baseline, corrupt))
     return averaged["model"]
 
 
