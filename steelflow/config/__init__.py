@@ -34,6 +34,7 @@ from steelflow.config.deploy import DeployConfig
 from steelflow.config.kubeflow import GpuConfig, KubeflowConfig, SecretEnv, Toleration, TrainerConfig
 from steelflow.config.loading import (
     DEFAULT_PARAMS,
+    changed_values,
     check_search_space,
     load_params,
     parse_params,
@@ -130,6 +131,7 @@ __all__ = [
     "TuneConfig",
     "ValidateConfig",
     "apply_override",
+    "changed_values",
     "check_search_space",
     "flatten_tree",
     "scalar_metrics",

@@ -136,3 +136,9 @@ def with_tuned(params: Params, path: Path) -> Params:
     if not isinstance(best, dict):
         raise ConfigError(f"{path}: expected a 'params' mapping of dotted keys to values")
     return with_overrides(params, best)
+
+
+def changed_values(before: Params, after: Params) -> list[str]:
+    """``key: old → new`` for every key whose value ``after`` changed (what ``with_tuned`` replaced)."""
+    old, new = flatten_tree(before.raw()), flatten_tree(after.raw())
+    return [f"{k}: {old.get(k)!r} → {v!r}" for k, v in new.items() if old.get(k) != v]

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from steelflow import atomic, config, console, paths
+from steelflow import atomic, config, console, paths, progress
 from steelflow.config import Params
 from steelflow.data import cache
 from steelflow.errors import TrainingFailed
@@ -54,9 +54,12 @@ def train(p: Params, track: bool = True, resume: bool = False, nproc: int | None
     nproc = nproc or p.train.distributed.nproc
     if nproc > 1 and not distributed.launched():
         return _launch(p, nproc, track, resume)
-    p = config.with_tuned(p, paths.BEST_PARAMS)
+    tuned = config.with_tuned(p, paths.BEST_PARAMS)
     if distributed.launched() and int(os.environ["RANK"]) > 0:  # a helper rank: trains, writes nothing
-        return fit(p.model, p.train, resume=resume)
+        return fit(tuned.model, tuned.train, resume=resume)
+    if changed := config.changed_values(p, tuned):  # never silently: a tuned value beats params and --set
+        progress.say(f"train.use_tuned: {paths.BEST_PARAMS} replaces " + "; ".join(changed))
+    p = tuned
     interrupted = _interrupted_run(p, track, resume)
     with tracker(p, "train", track, run_id=interrupted, resumed=interrupted is not None) as t:
         if t.run_id:  # before the first epoch: the run a killed training leaves, for --resume

@@ -229,6 +229,18 @@ def test_use_tuned_without_a_tuning_run_says_what_to_do(split_project):
     assert "run `steelflow tune` first" in result.output
 
 
+def test_train_says_which_values_tune_replaced_even_one_set_on_the_command_line(split_project):
+    best = Path("reports/tuning/best_params.yaml")
+    best.parent.mkdir(parents=True, exist_ok=True)
+    best.write_text(yaml.safe_dump({"params": {"train.lr": 0.0123, "model.dropout": 0.5}}))
+    sets = ["train.use_tuned=true", "train.lr=0.05", "model.dropout=0.5", "train.epochs=1"]
+    result = runner.invoke(app, ["train", "--no-track", *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if line.startswith("train.use_tuned:")]
+    # the dropout tune picked is the one already set: not a replacement, not listed
+    assert said == [f"train.use_tuned: {best} replaces train.lr: 0.05 → 0.0123"]
+
+
 def _claims_study(url: str) -> tuple[optuna.Study, object]:
     space = {"train.lr": {"kind": "float", "low": 0.1, "high": 0.2}}
     cfg = config.TuneConfig(n_trials=1, space=space)

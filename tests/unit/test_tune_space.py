@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 
 from steelflow import config
 from steelflow.cli import app
-from steelflow.config import ConfigError, check_search_space, load_params, with_overrides, with_tuned
+from steelflow.config import (
+    ConfigError,
+    changed_values,
+    check_search_space,
+    load_params,
+    with_overrides,
+    with_tuned,
+)
 from steelflow.tuning.study import baseline_values
 from steelflow.tuning.trial import suggest
 from tests.support.helpers import REPO, repo_params, write_params
@@ -125,6 +132,13 @@ def test_best_params_with_robust_keys_are_applied_when_use_tuned_is_on(tmp_path)
     assert tuned.train.robust.illumination.strength == (0.2, 1.7)
     assert tuned.train.robust.noise.snr_db == (8.0, 40.0)
     assert tuned.train.robust.consistency.weight == 6.0 and tuned.model.input_norm == "none"
+    changed = changed_values(load_params(REPO / "params.yaml", ["train.use_tuned=true"]), tuned)
+    keys = [line.split(":")[0] for line in changed]
+    assert sorted(keys) == sorted(
+        ["train.robust.illumination.strength", "train.robust.noise.snr_db", "train.robust.consistency.weight"]
+        + (["model.input_norm"] if off.model.input_norm != "none" else [])
+    )
+    assert any(line.endswith("→ 'none'") for line in changed) == (off.model.input_norm != "none")
 
 
 @pytest.mark.slow
