@@ -265,9 +265,9 @@ def _graded_errors(folder: Path) -> dict | None:
 def add_mce(project: Path, results: list[dict], wanted: str, earlier: Path | None = None) -> str | None:
     """Give each run ``mce`` (``mce``, ``relative_mce`` and the same per group: ``table1_``, ``holdout_``)
     against the baseline row: ``wanted`` (REGIME/NORM), else the first clean-trained row; with ``earlier``
-    (a result JSON), that result's ``wanted`` runs, which must be graded on this project's ladders. The
-    baseline's errors are the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns
-    the row used, or None (no clean row, or no graded ladders: no mCE)."""
+    (a result JSON), that result's ``wanted`` runs (:func:`earlier_baseline`). The baseline's errors are
+    the mean over its seeds, one fixed reference as ImageNet-C's AlexNet is. Returns the row used, or None
+    (no clean row, or no graded ladders: no mCE)."""
     sys.path.insert(0, str(REPO))
     from steelflow.config import load_params
 
@@ -277,33 +277,39 @@ def add_mce(project: Path, results: list[dict], wanted: str, earlier: Path | Non
     graded = [r for r in results if r.get("graded") and r["graded"].get("families")]
     corrupt = load_params(project / "params.yaml").corrupt
     if earlier is not None:
-        base_runs = [
-            r["graded"]
-            for r in json.loads(earlier.read_text())["rows"]
-            if f"{r['regime']}/{r['input_norm']}" == wanted and (r.get("graded") or {}).get("families")
-        ]
-        if not base_runs:
-            raise SystemExit(f"--mce-from {earlier}: no graded run of {wanted}")
-        on = corrupt.graded and {
-            "ladders": dict(corrupt.graded.families),
-            "per_class": corrupt.graded.per_class,
-        }
-        mine = json.loads(json.dumps(on))  # as evaluate writes them into graded_errors.json
-        if any({"ladders": b["ladders"], "per_class": b["per_class"]} != mine for b in base_runs):
-            raise SystemExit(
-                f"--mce-from {earlier}: {wanted} was graded on other ladders than corrupt.graded"
-            )
         name = f"{wanted} ({earlier.name})"
+        baseline = earlier_baseline(earlier, wanted, corrupt)
     else:
         keys = [f"{r['regime']}/{r['input_norm']}" for r in graded]
         name = wanted if wanted in keys else next((k for k in keys if k.startswith("clean/")), None)
         if name is None:
             return None
-        base_runs = [r["graded"] for r, k in zip(graded, keys, strict=True) if k == name]
-    baseline = {**mean_errors(base_runs), "model": {"row": name, "seeds": len(base_runs)}}
+        baseline = mean_errors([r["graded"] for r, k in zip(graded, keys, strict=True) if k == name])
     for r in graded:
         r["mce"] = run_mce(r["graded"], baseline, corrupt)
     return name
+
+
+def earlier_baseline(path: Path, row: str, corrupt) -> dict:
+    """Row ``row`` (REGIME/NORM) of an earlier result (its JSON): its runs' graded errors averaged over its
+    seeds (:func:`mean_errors`). Every run must be graded on ``corrupt``'s ladders and test images per class
+    (steelflow.mce.check_baseline), else its errors are not comparable: SystemExit naming the file."""
+    from steelflow import mce
+    from steelflow.errors import DataError
+
+    runs = [
+        r["graded"]
+        for r in json.loads(path.read_text())["rows"]
+        if f"{r['regime']}/{r['input_norm']}" == row and (r.get("graded") or {}).get("families")
+    ]
+    if not runs:
+        raise SystemExit(f"{path}: no graded run of {row} to normalise mCE by")
+    try:
+        for run in runs:
+            mce.check_baseline(run, corrupt.graded.families, corrupt.graded.per_class, f"{path} {row}")
+    except DataError as e:
+        raise SystemExit(str(e)) from None
+    return {**runs[0], **mean_errors(runs), "model": {"row": row, "seeds": len(runs)}}
 
 
 def mean_errors(runs: list[dict]) -> dict:

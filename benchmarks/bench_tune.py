@@ -345,46 +345,26 @@ def add_mce(project: Path, done: dict[str, dict], path: Path, row: str) -> dict 
     """Give each training's row its mCE and relative mCE (all families, Table 1's, the hold-out's;
     ImageNet-C's definitions, steelflow.mce) against ``row`` (REGIME/NORM) of a bench_robustness.py result:
     its graded errors averaged over its seeds, as that benchmark's own mCE is; one fixed reference, the same
-    for every group compared. The baseline is written to ``project``/mce_baseline.json and read back with
-    steelflow.mce.read_baseline, which refuses one measured on other ladders or test images per class.
-    Returns what the baseline is, or None (no graded ladders, or no such result: no mCE)."""
+    for every group compared. bench_robustness.earlier_baseline reads it and refuses one measured on other
+    ladders or test images per class. Returns what the baseline is, or None (no graded ladders, or no such
+    result: no mCE)."""
     sys.path.insert(0, str(REPO))
-    from steelflow import mce
     from steelflow.config import load_params
 
     corrupt = load_params(project / "params.yaml").corrupt
     if not corrupt.graded.families or not path.exists():
         return None
-    regime, _, norm = row.partition("/")
-    runs = [
-        r["graded"]
-        for r in json.loads(path.read_text())["rows"]
-        if r["regime"] == regime and r["input_norm"] == norm and r.get("graded")
-    ]
-    if not runs:
-        raise SystemExit(f"{path}: no run of {row} with graded errors to normalise mCE by (--mce-row)")
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_robustness import mean_errors, run_mce
+    from bench_robustness import earlier_baseline, run_mce
 
-    averaged = {
-        **runs[0],
-        **mean_errors(runs),
-        "model": {
-            "result": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
-            "row": row,
-            "seeds": len(runs),
-        },
-    }
-    (project / "mce_baseline.json").write_text(json.dumps(averaged, indent=2))
-    baseline = mce.read_baseline(
-        project / "mce_baseline.json", corrupt.graded.families, corrupt.graded.per_class
-    )
+    baseline = earlier_baseline(path, row, corrupt)
     for name, r in done.items():
         graded = r.get("graded") or _graded_errors(project / "rows" / name)
         if r.get("diverged") or not graded:
             continue
         r.update(run_mce(graded, baseline, corrupt))
-    return averaged["model"]
+    where = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    return {"result": where, **baseline["model"]}
 
 
 def collect(args: argparse.Namespace) -> None:

@@ -104,8 +104,7 @@ def read_baseline(
     path: str | Path, ladders: dict[str, dict[str, list[float]]], per_class: int | None = None
 ) -> dict[str, Any]:
     """The baseline's graded errors from ``path``; a DataError naming the file when it is missing,
-    unreadable, or measured on other ladders than ``ladders`` or on another ``per_class`` subset (its
-    errors would not be comparable)."""
+    unreadable, or not comparable (:func:`check_baseline`)."""
     where = f"evaluate.mce_baseline {path}"
     try:
         tree = json.loads(Path(path).read_text())
@@ -113,6 +112,14 @@ def read_baseline(
         raise DataError(f"{where}: cannot read it ({e.strerror or e})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: not JSON ({e})") from None
+    return check_baseline(tree, ladders, per_class, where)
+
+
+def check_baseline(
+    tree: Any, ladders: dict[str, dict[str, list[float]]], per_class: int | None, where: str
+) -> dict[str, Any]:
+    """``tree`` if it is a graded-errors file measured on ``ladders`` and the same ``per_class`` subset;
+    else a DataError that starts with ``where`` (its errors would not be comparable)."""
     if not isinstance(tree, dict) or tree.get("format") != FORMAT or "families" not in tree:
         raise DataError(f"{where}: not a graded-errors file (write one with `steelflow evaluate`)")
     theirs = tree.get("ladders") or {}

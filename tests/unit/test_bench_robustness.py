@@ -106,7 +106,7 @@ def test_mce_can_take_its_baseline_from_an_earlier_results_runs_on_the_same_ladd
 
     def graded(error: float, on: dict = ladders["families"]) -> dict:
         families = {f: [error] * 5 for f in on}
-        return {"clean_error": 0.01, "ladders": on, "per_class": None, "families": families}
+        return {"format": 1, "clean_error": 0.01, "ladders": on, "per_class": None, "families": families}
 
     earlier = tmp_path / "earlier.json"
     clean = [
@@ -121,7 +121,7 @@ def test_mce_can_take_its_baseline_from_an_earlier_results_runs_on_the_same_ladd
 
     other = {**ladders["families"], "jpeg": {"quality": [30, 20, 10, 7, 5]}}
     earlier.write_text(bench.json.dumps({"rows": [{**clean[0], "graded": graded(0.4, other)}]}))
-    with pytest.raises(SystemExit, match="graded on other ladders"):
+    with pytest.raises(SystemExit, match=r"earlier.json clean/none: measured on other ladders for ..jpeg"):
         bench.add_mce(tmp_path, robust, "clean/none", earlier)
-    with pytest.raises(SystemExit, match="no graded run of clean/standardize"):
+    with pytest.raises(SystemExit, match="earlier.json: no graded run of clean/standardize"):
         bench.add_mce(tmp_path, robust, "clean/standardize", earlier)
