@@ -69,7 +69,12 @@ class TrainConfig(Section):
         default=10, ge=1, description="with schedule: step, decay every this many epochs"
     )
     gamma: float = Field(default=0.1, gt=0, le=1, description="with schedule: step, the decay factor")
-    patience: int = Field(ge=0, description="early stopping on val accuracy; 0 = never stop early")
+    patience: int = Field(ge=0, description="early stopping on train.keep's score; 0 = never stop early")
+    keep: Literal["val_accuracy", "val_robust_mean", "val_robust_worst"] = Field(
+        default="val_accuracy",
+        description="the validation score whose best epoch is the model kept (and early stopping's): clean "
+        "accuracy, or accuracy under each train.robust family with p > 0 alone, their mean or worst",
+    )
     seed: int = 0
     augment: AugmentConfig = AugmentConfig()
     robust: RobustConfig = RobustConfig()

@@ -155,9 +155,16 @@ def _interrupted_run(p: Params, track: bool, resume: bool) -> str | None:
 
 def summary(result: TrainResult) -> list[str]:
     return [
-        f"train: best val accuracy {result.best_val_accuracy:.3f} at epoch {result.best_epoch}/"
-        f"{result.epochs_run} on {result.device}, {result.images_per_s:.1f} images/s → {paths.MODEL}"
+        f"train: best {_kept(result)} at epoch {result.best_epoch}/{result.epochs_run} on "
+        f"{result.device}, {result.images_per_s:.1f} images/s → {paths.MODEL}"
     ]
+
+
+def _kept(result: TrainResult) -> str:
+    clean = f"val accuracy {result.best_val_accuracy:.3f}"
+    if result.keep == "val_accuracy" or result.best_score is None:
+        return clean
+    return f"{result.keep} {result.best_score:.3f} ({clean})"
 
 
 STEP = Step(

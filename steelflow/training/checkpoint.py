@@ -24,6 +24,7 @@ class State:
     epoch: int = 0
     best_epoch: int = 0
     best_val_accuracy: float = 0.0
+    best_score: float = 0.0  # train.keep's score at best_epoch
     bad_epochs: int = 0
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)

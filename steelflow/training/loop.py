@@ -57,13 +57,15 @@ _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs from colliding
 
 @dataclass
 class TrainResult:
-    best_epoch: int
-    best_val_accuracy: float
+    best_epoch: int  # the epoch kept: the best train.keep score
+    best_val_accuracy: float  # clean validation accuracy at best_epoch
     epochs_run: int
     stopped_early: bool
     seconds: float
     images_per_s: float
     device: str
+    keep: str = "val_accuracy"  # train.keep: the score the kept epoch is best on
+    best_score: float | None = None  # its value at best_epoch
     history: list[dict[str, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
@@ -149,10 +151,12 @@ def _train(
         raise DataError(f"{cache_dir}: train classes {train_set.classes} differ from val {val_set.classes}")
     validation.check_parts(train_set, cfg, world)
     loader = cfg.loader
+    if cfg.keep != "val_accuracy":  # the kept epoch needs the families' score at every epoch
+        robust_val, robust_val_epochs = robust_val or cfg.robust, None
     x_val = None
-    if robust_val is not None or (on_scored is not None and world.distributed):
-        if world.distributed:
-            raise ConfigError("tuning's robust and per-image validation scores run in one process")
+    if on_scored is not None and world.distributed:
+        raise ConfigError("tuning's per-image validation scores run in one process")
+    if robust_val is not None:
         x_val = to_tensor(val_set.read(np.arange(len(val_set))))
     data = _Data(
         train=stream.source(train_set, device, loader.mode, loader.workers, loader.memory_limit_mb),
@@ -181,7 +185,8 @@ def _train(
     started = time.perf_counter()
     seen = _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch)
     meta = ModelMeta.of(model_cfg, train_set.classes, (train_set.image_shape or (1,))[-1], cfg.robust.enabled)
-    result = _finish(run, state, meta, time.perf_counter() - started, seen, out.model if world.main else None)
+    model_path = out.model if world.main else None
+    result = _finish(run, state, meta, time.perf_counter() - started, seen, model_path, cfg.keep)
     if world.main:
         atomic.write_json(out.metrics, result.metrics())
         write_history(out.history, state.history)
@@ -297,8 +302,9 @@ def _epochs(run, data, cfg, state, checkpoint, tracker, on_epoch) -> int:
                 f"{row['val_accuracy']:.3f} ({row['seconds']:.1f} s)"
             )
         # With no validation split (split.val: 0) the last epoch is the one kept.
-        if row["val_accuracy"] > state.best_val_accuracy or state.best_epoch == 0 or not len(data.y_val):
-            state.best_val_accuracy, state.best_epoch = row["val_accuracy"], epoch
+        score = row[cfg.keep]
+        if score > state.best_score or state.best_epoch == 0 or not len(data.y_val):
+            state.best_score, state.best_val_accuracy, state.best_epoch = score, row["val_accuracy"], epoch
             state.best_state = copy.deepcopy(run.model.state_dict())
             state.bad_epochs = 0
         else:
@@ -368,7 +374,7 @@ def _fit_epoch(
 
 
 def _finish(
-    run: _Run, state: State, meta: ModelMeta, elapsed: float, seen: int, model_path: Path | None
+    run: _Run, state: State, meta: ModelMeta, elapsed: float, seen: int, model_path: Path | None, keep: str
 ) -> TrainResult:
     """Save the best epoch's weights with what rebuilds the network (rank 0); the run's summary."""
     run.model.load_state_dict(state.best_state)
@@ -382,6 +388,8 @@ def _finish(
         seconds=sum(r["seconds"] for r in state.history),
         images_per_s=seen / elapsed if elapsed > 0 and seen else 0.0,
         device=str(run.device),
+        keep=keep,
+        best_score=state.best_score,
         history=state.history,
     )
 

@@ -1,13 +1,14 @@
 """Validation during training, and the checks and readers around the training loop's data.
 
 Each rank scores its share of the validation split and the sums are all-reduced (:func:`validation_row`);
-tuning's robust views and per-image correctness are one-process only (:func:`robust_views`).
+the robust views' scores likewise (:func:`robust_views`); per-image correctness is one-process only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
@@ -39,10 +40,14 @@ def validation_row(run: Any, data: Any, batch_size: int, epoch: int) -> dict[str
     row = {"val_loss": total / n if n else float("nan"), "val_accuracy": hits / n if n else 0.0}
     right_views = {"clean": correct}
     if data.val_views and (data.robust_val_epochs is None or epoch in data.robust_val_epochs):
-        robust = {}
-        for name, x in data.val_views.items():
-            scores, right_views[name] = validate(run, x, data.y_val, batch_size)
-            robust[f"val_robust_{name}"] = scores["val_accuracy"]
+        share = torch.from_numpy(np.concatenate(mine)) if mine else torch.zeros(0, dtype=torch.long)
+        view_right = {  # each rank its share, as for the clean images
+            name: validate(run, x[share], data.y_val[share], batch_size)[1]
+            for name, x in data.val_views.items()
+        }
+        hits = distributed.all_sum([float(r.sum()) for r in view_right.values()], run.device)
+        robust = {f"val_robust_{name}": h / n if n else 0.0 for name, h in zip(view_right, hits, strict=True)}
+        right_views |= view_right
         row |= robust | {
             "val_robust_worst": min(robust.values()),
             "val_robust_mean": sum(robust.values()) / len(robust),

@@ -74,6 +74,25 @@ def test_short_training_learns_and_robust_training_beats_clean_training_on_stron
     assert robust["luminance_1.0"] >= clean["luminance_1.0"] + 0.15, (robust, clean)
 
 
+def test_keep_on_the_robust_score_keeps_its_best_epoch_and_leaves_the_training_as_it_was(project):
+    _prepare(project)
+    p = load_params()
+    clean = train(p.model, p.train)
+    robust_keep = p.train.model_copy(update={"keep": "val_robust_mean"})
+    kept = train(p.model, robust_keep)
+    history = pd.read_csv("metrics/train_history.csv")
+    # scored at every epoch, under each family of train.robust with p > 0 alone
+    families = [f for f in ("illumination", "noise", "motion_blur") if getattr(p.train.robust, f).p]
+    assert all(history[f"val_robust_{f}"].notna().all() for f in families)
+    assert kept.best_epoch == int(history["epoch"][history["val_robust_mean"].idxmax()])
+    assert kept.best_score == pytest.approx(history["val_robust_mean"].max())
+    summary = json.loads(Path("metrics/train.json").read_text())
+    assert summary["keep"] == "val_robust_mean" and summary["best_epoch"] == kept.best_epoch
+    # the views' draws are forked off the training's random stream: the same run, epoch for epoch
+    assert [r["train_loss"] for r in kept.history] == [r["train_loss"] for r in clean.history]
+    assert [r["val_accuracy"] for r in kept.history] == [r["val_accuracy"] for r in clean.history]
+
+
 def test_resumed_run_reaches_the_same_result_as_an_uninterrupted_one(project, tmp_path):
     _prepare(project)
     assert load_params().train.robust.enabled  # robust training replays exactly too
